@@ -1,0 +1,129 @@
+//! The embedded backend: a PostgreSQL cluster per drill and an in-process
+//! S3 server, all on 127.0.0.1, all removed at the end.
+
+use serde::Serialize;
+
+use super::{APP_DATABASE, BACKUP_BUCKET, EmbeddedS3, Result};
+use crate::fixtures::{self, FixtureSpec, SeedSummary};
+use crate::pg::{Cluster, ClusterOptions, ConnInfo, PgBinaries};
+use crate::store::Store;
+
+/// A disposable environment: everything in it was created by this process,
+/// so drills may corrupt, kill and delete freely.
+#[derive(Debug)]
+pub struct EmbeddedEnvironment {
+    bins: PgBinaries,
+    primary: Option<Cluster>,
+    /// Clusters created during the drill (restore targets, standbys).
+    others: Vec<Cluster>,
+    s3: EmbeddedS3,
+    store: Store,
+}
+
+/// What `drillbook env up` prints: everything needed to run the playbook's
+/// own `psql` and `aws` commands against the environment.
+#[derive(Debug, Serialize)]
+pub struct ConnectionFacts {
+    pub database_url: String,
+    pub admin_url: String,
+    pub s3_endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub backup_bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub pg_bin: String,
+}
+
+impl EmbeddedEnvironment {
+    /// Starts a cluster with an empty application database and an S3 server
+    /// with the backup bucket.
+    pub async fn start() -> Result<Self> {
+        Self::start_with(ClusterOptions::default()).await
+    }
+
+    pub async fn start_with(options: ClusterOptions) -> Result<Self> {
+        let bins = PgBinaries::discover()?;
+        let s3 = EmbeddedS3::start()?;
+        let primary = Cluster::start(&bins, options).await?;
+        primary.create_database(APP_DATABASE).await?;
+        let store = Store::connect(s3.config(BACKUP_BUCKET)).await;
+        store.ensure_bucket().await?;
+        Ok(Self { bins, primary: Some(primary), others: Vec::new(), s3, store })
+    }
+
+    /// Loads the fixture ledger into the application database.
+    pub async fn seed(&self, spec: FixtureSpec) -> Result<SeedSummary> {
+        Ok(fixtures::seed(&self.source(), spec).await?)
+    }
+
+    pub fn binaries(&self) -> &PgBinaries {
+        &self.bins
+    }
+
+    /// The primary cluster; panics after [`Self::destroy_primary`].
+    pub fn primary(&self) -> &Cluster {
+        self.primary.as_ref().expect("the primary cluster was destroyed")
+    }
+
+    /// The application database on the primary.
+    pub fn source(&self) -> ConnInfo {
+        self.primary().admin().with_database(APP_DATABASE)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn s3(&self) -> &EmbeddedS3 {
+        &self.s3
+    }
+
+    /// The incident of "complete infrastructure loss": the primary is killed
+    /// (SIGKILL) and its data directory deleted. The S3 bucket survives.
+    pub async fn destroy_primary(&mut self) -> Result<()> {
+        if let Some(mut primary) = self.primary.take() {
+            primary.kill();
+            // Keep nothing, whatever DRILL_KEEP says: the point is that it is gone.
+            std::fs::remove_dir_all(primary.data_dir())
+                .map_err(crate::pg::PgError::io("delete the primary's data directory"))?;
+            primary.cleanup().await?;
+        }
+        Ok(())
+    }
+
+    /// A new, empty cluster (a replacement server); returns its admin facts.
+    pub async fn provision_cluster(&mut self) -> Result<ConnInfo> {
+        let cluster = Cluster::start(&self.bins, ClusterOptions::default()).await?;
+        let admin = cluster.admin();
+        self.others.push(cluster);
+        Ok(admin)
+    }
+
+    pub fn connection_facts(&self) -> ConnectionFacts {
+        let primary = self.primary();
+        ConnectionFacts {
+            database_url: self.source().url(),
+            admin_url: primary.admin().url(),
+            s3_endpoint: self.s3.endpoint(),
+            region: self.store.config().region.clone(),
+            bucket: self.store.config().bucket.clone(),
+            backup_bucket: self.store.config().location(),
+            access_key: self.s3.access_key().to_owned(),
+            secret_key: self.s3.secret_key().expose().to_owned(),
+            pg_bin: self.bins.bin_dir().display().to_string(),
+        }
+    }
+
+    /// Stops every server and removes every file (kept with `DRILL_KEEP=1`).
+    pub async fn cleanup(mut self) -> Result<()> {
+        let mut first_error = None;
+        for cluster in self.primary.take().into_iter().chain(self.others.drain(..)) {
+            if let Err(e) = cluster.cleanup().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        self.s3.cleanup();
+        first_error.map_or(Ok(()), |e| Err(e.into()))
+    }
+}

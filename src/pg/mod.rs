@@ -1,0 +1,107 @@
+//! PostgreSQL: finding the binaries, running disposable clusters, connecting.
+//!
+//! Everything here talks to a real server through its real programs
+//! (`initdb`, `postgres`, `pg_dump`, `pg_restore`); nothing is simulated.
+
+mod binaries;
+mod cluster;
+mod conn;
+pub mod tools;
+
+use std::path::PathBuf;
+
+pub use binaries::{PgBinaries, SearchPath};
+pub use cluster::{Cluster, ClusterOptions};
+pub use conn::{ConnInfo, Secret};
+
+pub type Result<T, E = PgError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgError {
+    #[error(
+        "PostgreSQL server binaries (initdb, postgres) not found; searched {}. \
+         Install the server (Debian/Ubuntu: `apt-get install postgresql`) or set PG_BIN \
+         to the directory that holds initdb",
+        searched.join(", ")
+    )]
+    BinariesNotFound { searched: Vec<String> },
+
+    #[error("PG_BIN={} holds no initdb and postgres; point PG_BIN at the server's bin directory (e.g. /usr/lib/postgresql/15/bin) or unset it", dir.display())]
+    BadPgBin { dir: PathBuf },
+
+    #[error("failed to run {}", program.display())]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("could not read a PostgreSQL version from `postgres --version` output {output:?}")]
+    UnknownVersion { output: String },
+
+    #[error("invalid database URL: {reason}")]
+    BadUrl { reason: String },
+
+    #[error(
+        "PostgreSQL refuses to run as root and there is no unprivileged user {user:?} to run it as; \
+         create one (`useradd --system --no-create-home {user}`) or name another with DRILL_PG_USER"
+    )]
+    NoServerUser { user: String },
+
+    #[error("port {port} on 127.0.0.1 is already in use; stop whatever listens there or let drillbook pick a free port (omit the port)")]
+    PortInUse { port: u16 },
+
+    #[error("{program} failed ({status}); its output:\n{output}")]
+    ProgramFailed { program: String, status: std::process::ExitStatus, output: String },
+
+    #[error("PostgreSQL did not start; last lines of {}:\n{log_tail}", log.display())]
+    StartFailed { log: PathBuf, log_tail: String },
+
+    #[error("PostgreSQL did not accept connections within {seconds} s; see {}", log.display())]
+    StartTimeout { log: PathBuf, seconds: u64 },
+
+    #[error("database {database:?} already exists; drillbook never restores over an existing database")]
+    DatabaseExists { database: String },
+
+    #[error("failed to {context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("failed to {context}")]
+    Sql {
+        context: String,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl PgError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+
+    pub(crate) fn sql(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Sql { context, source }
+    }
+}
+
+/// Quotes an SQL identifier (`"my ""db"""`).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes an SQL string literal (`'it''s'`).
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Whether `DRILL_KEEP=1` asks to keep drill resources for inspection.
+pub fn keep_requested() -> bool {
+    std::env::var("DRILL_KEEP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
