@@ -351,7 +351,7 @@ impl Drop for Cluster {
 }
 
 /// `CREATE DATABASE`, refusing to touch one that exists.
-pub(crate) async fn create_database(admin: &ConnInfo, name: &str) -> Result<()> {
+pub async fn create_database(admin: &ConnInfo, name: &str) -> Result<()> {
     let mut conn = PgConnection::connect_with(&admin.connect_options())
         .await
         .map_err(PgError::sql(format!("connect to {admin}")))?;

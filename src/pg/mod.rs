@@ -11,7 +11,7 @@ pub mod tools;
 use std::path::PathBuf;
 
 pub use binaries::{PgBinaries, SearchPath};
-pub use cluster::{Cluster, ClusterOptions};
+pub use cluster::{Cluster, ClusterOptions, create_database};
 pub use conn::{ConnInfo, Secret};
 
 pub type Result<T, E = PgError> = std::result::Result<T, E>;
