@@ -32,25 +32,40 @@ async fn complete_infrastructure_loss() {
     drill.property("dataset_profile", profile);
 
     let mut env = drill.phase("bring up environment", env::from_env()).await.unwrap();
-    let seeded = drill.phase("seed fixture ledger", env.seed(FixtureSpec::ending_now(profile, 42))).await.unwrap();
+    let seeded = drill
+        .phase("seed fixture ledger", env.seed(FixtureSpec::ending_now(profile, 42)))
+        .await
+        .unwrap();
     drill.property("audit_logs_rows", seeded.rows_in("audit_logs").unwrap_or(0));
 
     let (bins, source, admin) = (env.binaries().clone(), env.source(), env.primary().admin());
     // Traffic up to the backup, so the backup's newest row is recent.
-    drill.phase("application writes", write_activity(&source, 5)).await.unwrap();
+    drill
+        .phase("application writes", write_activity(&source, 5))
+        .await
+        .unwrap();
     let backup = drill
-        .phase("daily backup to S3", backup_database(&bins, &source, Some(&admin), env.store()))
+        .phase(
+            "daily backup to S3",
+            backup_database(&bins, &source, Some(&admin), env.store()),
+        )
         .await
         .unwrap();
     drill.property("dump_bytes", backup.manifest.dump.bytes);
     drill.property("backup_stamp", &backup.manifest.stamp);
 
-    let late = drill.phase("application keeps writing", write_activity(&source, LATE_WRITES)).await.unwrap();
+    let late = drill
+        .phase("application keeps writing", write_activity(&source, LATE_WRITES))
+        .await
+        .unwrap();
 
     drill.incident("primary database server lost: postgres killed, data directory deleted");
     drill.phase("destroy primary", env.destroy_primary()).await.unwrap();
 
-    let replacement = drill.phase("provision replacement server", env.provision_cluster()).await.unwrap();
+    let replacement = drill
+        .phase("provision replacement server", env.provision_cluster())
+        .await
+        .unwrap();
     let restored = drill
         .phase(
             "restore newest backup from S3 (playbook 3.2)",
@@ -58,28 +73,59 @@ async fn complete_infrastructure_loss() {
         )
         .await
         .unwrap();
-    drill.check("restored backup is the newest", restored.manifest.stamp == backup.manifest.stamp, &restored.manifest.stamp);
+    drill.check(
+        "restored backup is the newest",
+        restored.manifest.stamp == backup.manifest.stamp,
+        &restored.manifest.stamp,
+    );
 
-    let answers = drill.phase("playbook checks (3.2 step 4, 4.1-4.5)", PlaybookAnswers::collect(&restored.target)).await.unwrap();
+    let answers = drill
+        .phase(
+            "playbook checks (3.2 step 4, 4.1-4.5)",
+            PlaybookAnswers::collect(&restored.target),
+        )
+        .await
+        .unwrap();
     let problems = answers.problems();
     drill.check("playbook checks pass", problems.is_empty(), problems.join("; "));
-    drill.check("4.1 broken links = 0", answers.broken_links == 0, answers.broken_links.to_string());
+    drill.check(
+        "4.1 broken links = 0",
+        answers.broken_links == 0,
+        answers.broken_links.to_string(),
+    );
     for table in CRITICAL_TABLES {
-        let count = answers.critical_counts.iter().find(|(t, _)| t == table).map_or(-1, |(_, n)| *n);
+        let count = answers
+            .critical_counts
+            .iter()
+            .find(|(t, _)| t == table)
+            .map_or(-1, |(_, n)| *n);
         let expected = backup.manifest.rows_in(table).map_or(-1, |n| n as i64);
-        drill.check(&format!("{table} count matches manifest"), count == expected, format!("{count} restored, {expected} in manifest"));
+        drill.check(
+            &format!("{table} count matches manifest"),
+            count == expected,
+            format!("{count} restored, {expected} in manifest"),
+        );
     }
     drill.verified();
 
     // RPO: the newest data that survived, against what the manifest promised.
-    let mut conn = PgConnection::connect_with(&restored.target.connect_options()).await.unwrap();
+    let mut conn = PgConnection::connect_with(&restored.target.connect_options())
+        .await
+        .unwrap();
     let facts = table_facts(&mut conn).await.unwrap();
-    let newest_surviving = facts.values().filter_map(|t| t.newest_created_at).max().expect("restored data has timestamps");
+    let newest_surviving = facts
+        .values()
+        .filter_map(|t| t.newest_created_at)
+        .max()
+        .expect("restored data has timestamps");
     drill.newest_surviving_data(newest_surviving);
     drill.check(
         "newest surviving data is the backup's newest",
         Some(newest_surviving) == backup.manifest.newest_data(),
-        format!("{newest_surviving} restored, {:?} in manifest", backup.manifest.newest_data()),
+        format!(
+            "{newest_surviving} restored, {:?} in manifest",
+            backup.manifest.newest_data()
+        ),
     );
     let late_ids: Vec<i64> = late.audit_ids.clone();
     let (late_survivors,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_logs WHERE id = ANY($1)")
@@ -90,7 +136,10 @@ async fn complete_infrastructure_loss() {
     drill.check(
         "writes after the backup are exactly the loss",
         late_survivors == 0 && late.newest > newest_surviving,
-        format!("{late_survivors} of {LATE_WRITES} late writes present; newest late write {}", late.newest),
+        format!(
+            "{late_survivors} of {LATE_WRITES} late writes present; newest late write {}",
+            late.newest
+        ),
     );
     conn.close().await.unwrap();
     drill.property("lost_audit_rows", LATE_WRITES);

@@ -76,7 +76,11 @@ pub async fn backup_database(
         elapsed = ?started.elapsed(),
         "backup stored"
     );
-    Ok(BackupReport { manifest, manifest_key: layout::manifest_key(&stamp), elapsed: started.elapsed() })
+    Ok(BackupReport {
+        manifest,
+        manifest_key: layout::manifest_key(&stamp),
+        elapsed: started.elapsed(),
+    })
 }
 
 async fn write_backup(
@@ -88,16 +92,29 @@ async fn write_backup(
     written: &mut Vec<String>,
 ) -> Result<BackupManifest, BackupError> {
     let database = source.database.clone();
-    let pg_error = |source| BackupError::Postgres { database: database.clone(), source };
-    let store_error =
-        |source| BackupError::Store { database: database.clone(), location: store.config().location(), source };
+    let pg_error = |source| BackupError::Postgres {
+        database: database.clone(),
+        source,
+    };
+    let store_error = |source| BackupError::Store {
+        database: database.clone(),
+        location: store.config().location(),
+        source,
+    };
 
     let roles = match admin {
         Some(admin) => match dump_roles(bins, admin).await {
             Ok(sql) => {
                 let key = layout::roles_key(stamp);
-                let reference = ObjectRef { key: key.clone(), bytes: sql.len() as u64, sha256: sha256_hex(sql.as_bytes()) };
-                store.put_bytes(&key, sql.into_bytes(), "application/sql").await.map_err(store_error)?;
+                let reference = ObjectRef {
+                    key: key.clone(),
+                    bytes: sql.len() as u64,
+                    sha256: sha256_hex(sql.as_bytes()),
+                };
+                store
+                    .put_bytes(&key, sql.into_bytes(), "application/sql")
+                    .await
+                    .map_err(store_error)?;
                 written.push(key);
                 Some(reference)
             }
@@ -127,14 +144,19 @@ async fn write_backup(
 
     let incoming = layout::incoming_key(stamp, &database);
     let mut dump = DumpStream::spawn(bins, source, Some(&snapshot_id)).map_err(pg_error)?;
-    let uploaded = store.upload_stream(&incoming, dump.stdout(), "application/octet-stream").await;
+    let uploaded = store
+        .upload_stream(&incoming, dump.stdout(), "application/octet-stream")
+        .await;
     let dumped = dump.finish().await;
     if uploaded.is_ok() {
         written.push(incoming.clone());
     }
     dumped.map_err(pg_error)?;
     let transfer = uploaded.map_err(store_error)?;
-    snapshot.rollback().await.map_err(|e| pg_error(PgError::sql("close the backup snapshot")(e)))?;
+    snapshot
+        .rollback()
+        .await
+        .map_err(|e| pg_error(PgError::sql("close the backup snapshot")(e)))?;
     let _ = conn.close().await;
 
     let manifest = BackupManifest {
@@ -142,7 +164,11 @@ async fn write_backup(
         stamp: stamp.to_owned(),
         snapshot_at,
         database: database.clone(),
-        dump: ObjectRef { key: layout::dump_key(stamp, &database), bytes: transfer.bytes, sha256: transfer.sha256 },
+        dump: ObjectRef {
+            key: layout::dump_key(stamp, &database),
+            bytes: transfer.bytes,
+            sha256: transfer.sha256,
+        },
         roles,
         server_version,
         pg_dump_version: program_version(bins, "pg_dump").await.map_err(pg_error)?,
@@ -150,10 +176,16 @@ async fn write_backup(
         audit_chain_head,
     };
     let manifest_key = layout::manifest_key(stamp);
-    store.put_bytes(&manifest_key, manifest.to_json(), "application/json").await.map_err(store_error)?;
+    store
+        .put_bytes(&manifest_key, manifest.to_json(), "application/json")
+        .await
+        .map_err(store_error)?;
     written.push(manifest_key);
 
-    store.copy(&incoming, &manifest.dump.key, manifest.dump.bytes).await.map_err(store_error)?;
+    store
+        .copy(&incoming, &manifest.dump.key, manifest.dump.bytes)
+        .await
+        .map_err(store_error)?;
     written.push(manifest.dump.key.clone());
     store.delete(&incoming).await.map_err(store_error)?;
     written.retain(|key| key != &incoming);
@@ -180,13 +212,27 @@ pub async fn table_facts(conn: &mut PgConnection) -> Result<BTreeMap<String, Tab
     for table in tables {
         let (schema, name): (String, String) = (table.get("schema"), table.get("name"));
         let has_created_at: bool = table.get("has_created_at");
-        let newest = if has_created_at { "max(created_at)" } else { "NULL::timestamptz" };
-        let sql = format!("SELECT count(*), {newest} FROM {}.{}", quote_ident(&schema), quote_ident(&name));
+        let newest = if has_created_at {
+            "max(created_at)"
+        } else {
+            "NULL::timestamptz"
+        };
+        let sql = format!(
+            "SELECT count(*), {newest} FROM {}.{}",
+            quote_ident(&schema),
+            quote_ident(&name)
+        );
         let (rows, newest_created_at): (i64, Option<DateTime<Utc>>) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .fetch_one(&mut *conn)
             .await
             .map_err(PgError::sql(format!("count the rows of {schema}.{name}")))?;
-        facts.insert(format!("{schema}.{name}"), TableFacts { rows: rows as u64, newest_created_at });
+        facts.insert(
+            format!("{schema}.{name}"),
+            TableFacts {
+                rows: rows as u64,
+                newest_created_at,
+            },
+        );
     }
     Ok(facts)
 }

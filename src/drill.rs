@@ -144,9 +144,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, ParseDurationError> {
     let mut seconds: u64 = 0;
     let mut previous_unit = u64::MAX;
     while let Some(first) = rest.chars().next() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits == 0 {
             return Err(error(DurationProblem::ExpectedNumber(first)));
         }
@@ -385,10 +383,7 @@ impl Targets {
     /// # Errors
     ///
     /// [`DrillError::InvalidTarget`] if an override is not a duration.
-    pub fn from_lookup(
-        scenario: Scenario,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self> {
+    pub fn from_lookup(scenario: Scenario, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let suffix = scenario.env_suffix();
         let read = |variable: &str| -> Result<Option<Duration>> {
             let Some(value) = lookup(variable).filter(|value| !value.trim().is_empty()) else {
@@ -402,18 +397,12 @@ impl Targets {
                 })
         };
         let mut targets = Self::for_scenario(scenario);
-        for variable in [
-            "DRILL_RTO_TARGET".to_owned(),
-            format!("DRILL_RTO_TARGET_{suffix}"),
-        ] {
+        for variable in ["DRILL_RTO_TARGET".to_owned(), format!("DRILL_RTO_TARGET_{suffix}")] {
             if let Some(rto) = read(&variable)? {
                 targets.rto = rto;
             }
         }
-        for variable in [
-            "DRILL_RPO_TARGET".to_owned(),
-            format!("DRILL_RPO_TARGET_{suffix}"),
-        ] {
+        for variable in ["DRILL_RPO_TARGET".to_owned(), format!("DRILL_RPO_TARGET_{suffix}")] {
             if let Some(rpo) = read(&variable)? {
                 targets.rpo = Some(rpo);
             }
@@ -422,22 +411,17 @@ impl Targets {
     }
 }
 
-/// Where JUnit reports go: `DRILL_REPORT_DIR`, else
-/// `$CARGO_TARGET_DIR/drill-reports`, else `./target/drill-reports` (cargo
-/// runs tests from the package root, so that is the package's target dir).
+/// Where JUnit reports go: `DRILL_REPORT_DIR`, else `./target/drill-reports`.
+/// Tests run from the package root, so that is beside nextest's own
+/// `target/nextest/<profile>/junit.xml`, also when `CARGO_TARGET_DIR` moves
+/// the build elsewhere.
 pub fn report_dir() -> PathBuf {
     report_dir_from(|name| std::env::var_os(name))
 }
 
 fn report_dir_from(lookup: impl Fn(&str) -> Option<OsString>) -> PathBuf {
-    let set = |name| {
-        lookup(name)
-            .filter(|value| !value.is_empty())
-            .map(PathBuf::from)
-    };
-    set("DRILL_REPORT_DIR")
-        .or_else(|| set("CARGO_TARGET_DIR").map(|dir| dir.join("drill-reports")))
-        .unwrap_or_else(|| PathBuf::from("target").join("drill-reports"))
+    let set = |name| lookup(name).filter(|value| !value.is_empty()).map(PathBuf::from);
+    set("DRILL_REPORT_DIR").unwrap_or_else(|| PathBuf::from("target").join("drill-reports"))
 }
 
 /// Property names the JUnit report sets itself; [`Drill::property`] refuses
@@ -579,15 +563,10 @@ impl DrillSummary {
     pub(crate) fn rto_failures(&self) -> Vec<String> {
         let mut failures = Vec::new();
         if self.incident.is_none() {
-            failures.push(
-                "no incident was recorded (call `Drill::incident` when it starts)".to_owned(),
-            );
+            failures.push("no incident was recorded (call `Drill::incident` when it starts)".to_owned());
         }
         if self.verified_at.is_none() {
-            failures.push(
-                "the system was never verified healthy (call `Drill::verified` once checks pass)"
-                    .to_owned(),
-            );
+            failures.push("the system was never verified healthy (call `Drill::verified` once checks pass)".to_owned());
         }
         if let Some(rto) = self.rto.filter(|&rto| rto > self.targets.rto) {
             failures.push(format!(
@@ -678,11 +657,7 @@ impl Drill {
     ///
     /// [`DrillError::InvalidTarget`] if a target override is not a duration.
     pub fn new(name: &str, scenario: Scenario) -> Result<Self> {
-        Ok(Self::with_targets(
-            name,
-            scenario,
-            Targets::from_env(scenario)?,
-        ))
+        Ok(Self::with_targets(name, scenario, Targets::from_env(scenario)?))
     }
 
     fn with_targets(name: &str, scenario: Scenario, targets: Targets) -> Self {
@@ -779,10 +754,7 @@ impl Drill {
         let error = result.as_ref().err().map(|error| format!("{error:#}"));
         let message = match &error {
             None => format!("phase `{name}` finished in {}", format_duration(duration)),
-            Some(error) => format!(
-                "phase `{name}` failed after {}: {error}",
-                format_duration(duration)
-            ),
+            Some(error) => format!("phase `{name}` failed after {}: {error}", format_duration(duration)),
         };
         self.record(ended, message, error.is_some());
         self.phases.push(Phase {
@@ -1053,11 +1025,7 @@ pub(crate) mod testing {
         let drill = Drill::with_targets(name, scenario, Targets::for_scenario(scenario))
             .with_clock(Arc::new(clock.clone()))
             .with_report_dir(reports.path());
-        Fixture {
-            drill,
-            clock,
-            reports,
-        }
+        Fixture { drill, clock, reports }
     }
 }
 
@@ -1156,14 +1124,8 @@ mod tests {
         let failures = fx.drill.verdict().failures;
         assert_eq!(fx.drill.rto(), None);
         assert_eq!(failures.len(), 2, "{failures:?}");
-        assert!(
-            failures[0].contains("no incident was recorded"),
-            "{failures:?}"
-        );
-        assert!(
-            failures[1].contains("never verified healthy"),
-            "{failures:?}"
-        );
+        assert!(failures[0].contains("no incident was recorded"), "{failures:?}");
+        assert!(failures[1].contains("never verified healthy"), "{failures:?}");
     }
 
     #[test]
@@ -1173,10 +1135,7 @@ mod tests {
         assert_eq!(fx.drill.rto(), None);
         let failures = fx.drill.verdict().failures;
         assert_eq!(failures.len(), 1, "{failures:?}");
-        assert!(
-            failures[0].contains("never verified healthy"),
-            "{failures:?}"
-        );
+        assert!(failures[0].contains("never verified healthy"), "{failures:?}");
     }
 
     #[tokio::test]
@@ -1216,10 +1175,8 @@ mod tests {
     #[test]
     fn failed_check_fails_the_verdict() {
         let mut fx = recovered_after(MINUTE);
-        fx.drill
-            .check("row counts match manifest", true, "7 tables");
-        fx.drill
-            .check("4.1 broken links = 0", false, "3 broken links");
+        fx.drill.check("row counts match manifest", true, "7 tables");
+        fx.drill.check("4.1 broken links = 0", false, "3 broken links");
         assert_eq!(
             fx.drill.verdict().failures,
             ["check `4.1 broken links = 0` failed: 3 broken links"]
@@ -1271,10 +1228,7 @@ mod tests {
     }
 
     fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let vars: HashMap<String, String> = vars.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect();
         move |name| vars.get(name).cloned()
     }
 
@@ -1298,8 +1252,7 @@ mod tests {
             ("DRILL_RTO_TARGET_COMPLETE_INFRASTRUCTURE_LOSS", "1h30m"),
             ("DRILL_RPO_TARGET_COMPLETE_INFRASTRUCTURE_LOSS", "5m"),
         ];
-        let loss =
-            Targets::from_lookup(Scenario::CompleteInfrastructureLoss, lookup(&env)).unwrap();
+        let loss = Targets::from_lookup(Scenario::CompleteInfrastructureLoss, lookup(&env)).unwrap();
         assert_eq!(
             loss,
             Targets {
@@ -1335,11 +1288,7 @@ mod tests {
             .expect("error has a source")
             .to_string();
         let chain = format!("{error}: {source}");
-        for needle in [
-            "DRILL_RTO_TARGET_DATA_CENTER_FAILURE",
-            "`4 hours`",
-            "`1h30m`",
-        ] {
+        for needle in ["DRILL_RTO_TARGET_DATA_CENTER_FAILURE", "`4 hours`", "`1h30m`"] {
             assert!(chain.contains(needle), "{needle:?} missing from {chain:?}");
         }
     }
@@ -1357,11 +1306,7 @@ mod tests {
             (" 5m\n", 300),
         ];
         for (input, seconds) in cases {
-            assert_eq!(
-                parse_duration(input),
-                Ok(Duration::from_secs(seconds)),
-                "{input:?}"
-            );
+            assert_eq!(parse_duration(input), Ok(Duration::from_secs(seconds)), "{input:?}");
         }
     }
 
@@ -1408,10 +1353,7 @@ mod tests {
 
     #[test]
     fn scenarios_follow_the_decision_matrix() {
-        let rows: Vec<_> = Scenario::all()
-            .iter()
-            .map(|s| (s.title(), s.default_rto()))
-            .collect();
+        let rows: Vec<_> = Scenario::all().iter().map(|s| (s.title(), s.default_rto())).collect();
         assert_eq!(
             rows,
             [
@@ -1424,10 +1366,7 @@ mod tests {
                 ("Data center failure", HOUR),
             ]
         );
-        assert_eq!(
-            Scenario::DbConnectionExhaustion.action(),
-            "Kill queries + restart"
-        );
+        assert_eq!(Scenario::DbConnectionExhaustion.action(), "Kill queries + restart");
         assert_eq!(
             Scenario::DbCorruptionSingleTable.env_suffix(),
             "DB_CORRUPTION_SINGLE_TABLE"
@@ -1450,18 +1389,12 @@ mod tests {
             report_dir_from(|name| vars(name).map(OsString::from))
         };
         assert_eq!(dir(&[]), PathBuf::from("target/drill-reports"));
-        assert_eq!(
-            dir(&[("CARGO_TARGET_DIR", "/t")]),
-            PathBuf::from("/t/drill-reports")
-        );
+        assert_eq!(dir(&[("CARGO_TARGET_DIR", "/t")]), PathBuf::from("target/drill-reports"));
         assert_eq!(
             dir(&[("CARGO_TARGET_DIR", "/t"), ("DRILL_REPORT_DIR", "/r")]),
             PathBuf::from("/r")
         );
-        assert_eq!(
-            dir(&[("DRILL_REPORT_DIR", "")]),
-            PathBuf::from("target/drill-reports")
-        );
+        assert_eq!(dir(&[("DRILL_REPORT_DIR", "")]), PathBuf::from("target/drill-reports"));
     }
 
     #[test]
@@ -1476,10 +1409,7 @@ mod tests {
         summary.assert_passed();
 
         let json = serde_json::to_string(&summary).unwrap();
-        assert_eq!(
-            serde_json::from_str::<DrillSummary>(&json).unwrap(),
-            summary
-        );
+        assert_eq!(serde_json::from_str::<DrillSummary>(&json).unwrap(), summary);
     }
 
     #[test]
@@ -1506,9 +1436,7 @@ mod tests {
         fx.drill.check("smoke test", false, "HTTP 503");
         let summary = fx.drill.finish().unwrap();
         let panic = catch_unwind(AssertUnwindSafe(|| summary.assert_passed())).unwrap_err();
-        let message = panic
-            .downcast_ref::<String>()
-            .expect("formatted panic message");
+        let message = panic.downcast_ref::<String>().expect("formatted panic message");
         for needle in [
             "drill `doomed` (Single pod crash) failed:",
             "no incident was recorded",
@@ -1516,10 +1444,7 @@ mod tests {
             "check `smoke test` failed: HTTP 503",
             "doomed.xml",
         ] {
-            assert!(
-                message.contains(needle),
-                "{needle:?} missing from {message}"
-            );
+            assert!(message.contains(needle), "{needle:?} missing from {message}");
         }
     }
 }

@@ -64,7 +64,10 @@ impl PlaybookQuery {
         let rows: Vec<PgRow> = sqlx::raw_sql(self.sql)
             .fetch_all(conn)
             .await
-            .map_err(PgError::sql(format!("run the playbook's {} query ({})", self.section, self.title)))?;
+            .map_err(PgError::sql(format!(
+                "run the playbook's {} query ({})",
+                self.section, self.title
+            )))?;
         Ok(rows.iter().map(text_row).collect())
     }
 }
@@ -75,7 +78,10 @@ fn text_row(row: &PgRow) -> TextRow {
         .map(|column| {
             // The simple query protocol returns every value in text format, so
             // reading the raw bytes as UTF-8 is exactly what psql shows.
-            let value = row.try_get_unchecked::<Option<String>, _>(column.ordinal()).ok().flatten();
+            let value = row
+                .try_get_unchecked::<Option<String>, _>(column.ordinal())
+                .ok()
+                .flatten();
             (column.name().to_owned(), value)
         })
         .collect()
@@ -142,16 +148,31 @@ impl PlaybookAnswers {
             }
         }
         if self.broken_links != 0 {
-            problems.push(format!("4.1: {} broken links in the audit hash chain (expected 0)", self.broken_links));
+            problems.push(format!(
+                "4.1: {} broken links in the audit hash chain (expected 0)",
+                self.broken_links
+            ));
         }
         let mut rows = |section: &str, what: &str, found: &[TextRow]| {
             if !found.is_empty() {
                 problems.push(format!("{section}: {} {what}, e.g. {}", found.len(), render(&found[0])));
             }
         };
-        rows("4.2", "billing runs neither completed nor rolled back", &self.unfinished_billing_runs);
-        rows("4.3", "invoices whose charges and credits differ", &self.unbalanced_invoices);
-        rows("4.4", "tenants with a ledger imbalance over 10000", &self.ledger_imbalances);
+        rows(
+            "4.2",
+            "billing runs neither completed nor rolled back",
+            &self.unfinished_billing_runs,
+        );
+        rows(
+            "4.3",
+            "invoices whose charges and credits differ",
+            &self.unbalanced_invoices,
+        );
+        rows(
+            "4.4",
+            "tenants with a ledger imbalance over 10000",
+            &self.ledger_imbalances,
+        );
         for (check, count) in &self.orphans {
             if *count != 0 {
                 problems.push(format!("4.5: {count} {check}"));

@@ -31,12 +31,20 @@ pub enum RestoreError {
     #[error("no backups under {location}daily/; take one with `drillbook backup` or check the bucket and prefix")]
     NoBackups { location: String },
     #[error("no backup {stamp} under {location}daily/; available: {}", available.join(", "))]
-    NoSuchBackup { stamp: String, location: String, available: Vec<String> },
+    NoSuchBackup {
+        stamp: String,
+        location: String,
+        available: Vec<String>,
+    },
     #[error(
         "manifest {location}{key} does not parse ({reason}); this backup is unusable: \
          restore an older one with --backup <stamp> or take a new backup"
     )]
-    ManifestUnreadable { location: String, key: String, reason: String },
+    ManifestUnreadable {
+        location: String,
+        key: String,
+        reason: String,
+    },
     #[error("manifest {key} has format {found}, newer than this drillbook reads ({FORMAT}); upgrade drillbook")]
     ManifestTooNew { key: String, found: u32 },
     #[error(
@@ -48,13 +56,25 @@ pub enum RestoreError {
         "dump {location}{key} is {actual} bytes but its manifest says {expected} (truncated or replaced?); \
          refusing to restore it: restore an older one with --backup <stamp>"
     )]
-    DumpSizeMismatch { location: String, key: String, expected: u64, actual: u64 },
+    DumpSizeMismatch {
+        location: String,
+        key: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error(
         "dump {location}{key} has sha256 {actual} but its manifest says {expected}; the dump is corrupt \
          or was replaced: refusing to restore it. Restore an older one with --backup <stamp>"
     )]
-    ChecksumMismatch { location: String, key: String, expected: String, actual: String },
-    #[error("restored table {table} has {actual} rows but the backup's manifest says {expected}; the restore is incomplete and was dropped")]
+    ChecksumMismatch {
+        location: String,
+        key: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "restored table {table} has {actual} rows but the backup's manifest says {expected}; the restore is incomplete and was dropped"
+    )]
     RowCountMismatch { table: String, expected: u64, actual: u64 },
     #[error("restored database is missing table {table} that the backup's manifest lists; the restore was dropped")]
     TableMissing { table: String },
@@ -91,7 +111,11 @@ pub struct RestoreOptions {
 
 impl Default for RestoreOptions {
     fn default() -> Self {
-        Self { backup: BackupChoice::Newest, jobs: 4, target_database: None }
+        Self {
+            backup: BackupChoice::Newest,
+            jobs: 4,
+            target_database: None,
+        }
     }
 }
 
@@ -122,10 +146,20 @@ pub async fn find_backup(store: &Store, choice: &BackupChoice) -> Result<BackupM
         .collect();
     stamps.sort();
     let stamp = match choice {
-        BackupChoice::Newest => stamps.last().cloned().ok_or(RestoreError::NoBackups { location: location.clone() })?,
-        BackupChoice::Stamp(wanted) => stamps.iter().find(|s| *s == wanted).cloned().ok_or_else(|| {
-            RestoreError::NoSuchBackup { stamp: wanted.clone(), location: location.clone(), available: stamps.clone() }
+        BackupChoice::Newest => stamps.last().cloned().ok_or(RestoreError::NoBackups {
+            location: location.clone(),
         })?,
+        BackupChoice::Stamp(wanted) => {
+            stamps
+                .iter()
+                .find(|s| *s == wanted)
+                .cloned()
+                .ok_or_else(|| RestoreError::NoSuchBackup {
+                    stamp: wanted.clone(),
+                    location: location.clone(),
+                    available: stamps.clone(),
+                })?
+        }
     };
     let key = layout::manifest_key(&stamp);
     let bytes = store.get_bytes(&key).await?;
@@ -135,7 +169,10 @@ pub async fn find_backup(store: &Store, choice: &BackupChoice) -> Result<BackupM
         reason: e.to_string(),
     })?;
     if manifest.format > FORMAT {
-        return Err(RestoreError::ManifestTooNew { key, found: manifest.format });
+        return Err(RestoreError::ManifestTooNew {
+            key,
+            found: manifest.format,
+        });
     }
     Ok(manifest)
 }
@@ -152,15 +189,28 @@ pub async fn restore_database(
     let manifest = find_backup(store, &options.backup).await?;
     let dump = &manifest.dump;
     match store.size_of(&dump.key).await? {
-        None => return Err(RestoreError::DumpMissing { location, key: dump.key.clone() }),
+        None => {
+            return Err(RestoreError::DumpMissing {
+                location,
+                key: dump.key.clone(),
+            });
+        }
         Some(actual) if actual != dump.bytes => {
-            return Err(RestoreError::DumpSizeMismatch { location, key: dump.key.clone(), expected: dump.bytes, actual });
+            return Err(RestoreError::DumpSizeMismatch {
+                location,
+                key: dump.key.clone(),
+                expected: dump.bytes,
+                actual,
+            });
         }
         Some(_) => {}
     }
 
     let started = Instant::now();
-    let workdir = tempfile::Builder::new().prefix("drillbook-restore-").tempdir().map_err(RestoreError::TempDir)?;
+    let workdir = tempfile::Builder::new()
+        .prefix("drillbook-restore-")
+        .tempdir()
+        .map_err(RestoreError::TempDir)?;
     let archive = workdir.path().join(format!("{}.dump", manifest.database));
     let downloaded = store.download_to_file(&dump.key, &archive).await?;
     if downloaded.sha256 != dump.sha256 {
@@ -188,10 +238,12 @@ pub async fn restore_database(
 
     let restore_started = Instant::now();
     let restored = async {
-        pg_restore(bins, &target, &archive, options.jobs).await.map_err(|source| RestoreError::Restore {
-            database: database.clone(),
-            source,
-        })?;
+        pg_restore(bins, &target, &archive, options.jobs)
+            .await
+            .map_err(|source| RestoreError::Restore {
+                database: database.clone(),
+                source,
+            })?;
         let restore = restore_started.elapsed();
         let verify_started = Instant::now();
         verify_row_counts(&target, &manifest).await?;
@@ -206,7 +258,14 @@ pub async fn restore_database(
         }
     };
     tracing::info!(%database, elapsed = ?restore, "restore verified against the manifest");
-    Ok(RestoreReport { target, database, manifest, download, restore, verify })
+    Ok(RestoreReport {
+        target,
+        database,
+        manifest,
+        download,
+        restore,
+        verify,
+    })
 }
 
 async fn verify_row_counts(target: &ConnInfo, manifest: &BackupManifest) -> Result<(), RestoreError> {
@@ -216,9 +275,15 @@ async fn verify_row_counts(target: &ConnInfo, manifest: &BackupManifest) -> Resu
     let restored = table_facts(&mut conn).await?;
     let _ = conn.close().await;
     for (table, expected) in &manifest.tables {
-        let actual = restored.get(table).ok_or_else(|| RestoreError::TableMissing { table: table.clone() })?;
+        let actual = restored
+            .get(table)
+            .ok_or_else(|| RestoreError::TableMissing { table: table.clone() })?;
         if actual.rows != expected.rows {
-            return Err(RestoreError::RowCountMismatch { table: table.clone(), expected: expected.rows, actual: actual.rows });
+            return Err(RestoreError::RowCountMismatch {
+                table: table.clone(),
+                expected: expected.rows,
+                actual: actual.rows,
+            });
         }
     }
     Ok(())
@@ -247,7 +312,11 @@ async fn ensure_roles(admin: &ConnInfo, script: &str) -> Result<(), PgError> {
         .await
         .map_err(PgError::sql(format!("connect to {admin}")))?;
     for statement in script.lines().map(str::trim) {
-        if statement.is_empty() || statement.starts_with("--") || statement.starts_with('\\') || statement.starts_with("SET ") {
+        if statement.is_empty()
+            || statement.starts_with("--")
+            || statement.starts_with('\\')
+            || statement.starts_with("SET ")
+        {
             continue;
         }
         let sql = if statement.starts_with("CREATE ROLE ") {

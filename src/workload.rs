@@ -24,7 +24,11 @@ pub async fn write_activity(target: &ConnInfo, events: usize) -> Result<Activity
     let mut conn = PgConnection::connect_with(&target.connect_options())
         .await
         .map_err(PgError::sql(format!("connect to {target}")))?;
-    let mut activity = Activity { audit_ids: Vec::new(), ledger_entry_ids: Vec::new(), newest: DateTime::<Utc>::MIN_UTC };
+    let mut activity = Activity {
+        audit_ids: Vec::new(),
+        ledger_entry_ids: Vec::new(),
+        newest: DateTime::<Utc>::MIN_UTC,
+    };
     for n in 0..events {
         let mut tx = conn.begin().await.map_err(PgError::sql("begin a write"))?;
         let (ledger_id,): (i64,) = sqlx::query_as(

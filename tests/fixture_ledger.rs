@@ -11,7 +11,11 @@ async fn database_and_rust_compute_the_same_audit_hash() {
     let bins = PgBinaries::discover().unwrap();
     let cluster = Cluster::start(&bins, ClusterOptions::default()).await.unwrap();
     let target = cluster.create_database("immoflowme").await.unwrap();
-    let spec = FixtureSpec { profile: Profile::Small, seed: 42, until: "2026-11-28T12:00:00Z".parse().unwrap() };
+    let spec = FixtureSpec {
+        profile: Profile::Small,
+        seed: 42,
+        until: "2026-11-28T12:00:00Z".parse().unwrap(),
+    };
     let summary = fixtures::seed(&target, spec).await.unwrap();
     assert_eq!(summary.rows_in("audit_logs"), Some(Profile::Small.audit_rows() as u64));
 
@@ -47,7 +51,11 @@ async fn database_and_rust_compute_the_same_audit_hash() {
         };
         let stored: String = row.get("hash");
         assert_eq!(fields.hash(), stored, "row {}", fields.id);
-        assert_eq!(fields.previous_hash, previous, "row {} links to the row before it", fields.id);
+        assert_eq!(
+            fields.previous_hash, previous,
+            "row {} links to the row before it",
+            fields.id
+        );
         previous = stored;
         checked += 1;
     }

@@ -49,7 +49,13 @@ impl EmbeddedEnvironment {
         primary.create_database(APP_DATABASE).await?;
         let store = Store::connect(s3.config(BACKUP_BUCKET)).await;
         store.ensure_bucket().await?;
-        Ok(Self { bins, primary: Some(primary), others: Vec::new(), s3, store })
+        Ok(Self {
+            bins,
+            primary: Some(primary),
+            others: Vec::new(),
+            s3,
+            store,
+        })
     }
 
     /// Loads the fixture ledger into the application database.

@@ -55,7 +55,9 @@ impl Backend {
             None | Some("") | Some("embedded") => Ok(Self::Embedded),
             Some("containers") => Ok(Self::Containers),
             Some("staging") => Ok(Self::Staging),
-            Some(other) => Err(EnvError::UnknownBackend { value: other.to_owned() }),
+            Some(other) => Err(EnvError::UnknownBackend {
+                value: other.to_owned(),
+            }),
         }
     }
 

@@ -62,8 +62,13 @@ impl EmbeddedS3 {
         let addr = listener.local_addr().map_err(io("read the listener address"))?;
 
         let service = {
-            let mut builder = S3ServiceBuilder::new(s3s_fs::FileSystem::new(&root).map_err(|e| S3ServerError::Store(format!("{e:?}")))?);
-            builder.set_auth(SimpleAuth::from_single(access_key.clone(), secret_key.expose().to_owned()));
+            let mut builder = S3ServiceBuilder::new(
+                s3s_fs::FileSystem::new(&root).map_err(|e| S3ServerError::Store(format!("{e:?}")))?,
+            );
+            builder.set_auth(SimpleAuth::from_single(
+                access_key.clone(),
+                secret_key.expose().to_owned(),
+            ));
             builder.build()
         };
         let (shutdown, mut stopped) = oneshot::channel::<()>();
@@ -85,7 +90,9 @@ impl EmbeddedS3 {
                             },
                             _ = &mut stopped => break,
                         };
-                        let connection = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+                        let connection = http
+                            .serve_connection(TokioIo::new(socket), service.clone())
+                            .into_owned();
                         tokio::spawn(async move {
                             let _ = connection.await;
                         });

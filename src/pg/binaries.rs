@@ -95,7 +95,10 @@ impl PgBinaries {
         let output = Command::new(&postgres)
             .arg("--version")
             .output()
-            .map_err(|source| PgError::Spawn { program: postgres.clone(), source })?;
+            .map_err(|source| PgError::Spawn {
+                program: postgres.clone(),
+                source,
+            })?;
         // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
         let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         let version = text
@@ -108,7 +111,11 @@ impl PgBinaries {
             .next()
             .and_then(|m| m.parse().ok())
             .ok_or_else(|| PgError::UnknownVersion { output: text.clone() })?;
-        Ok(Self { bin_dir: dir.to_path_buf(), major_version, version })
+        Ok(Self {
+            bin_dir: dir.to_path_buf(),
+            major_version,
+            version,
+        })
     }
 
     pub fn bin_dir(&self) -> &Path {
@@ -178,7 +185,10 @@ mod tests {
     #[test]
     fn a_wrong_pg_bin_is_not_silently_ignored() {
         let empty = tempfile::tempdir().unwrap();
-        let search = SearchPath { pg_bin: Some(empty.path().to_owned()), ..SearchPath::from_process() };
+        let search = SearchPath {
+            pg_bin: Some(empty.path().to_owned()),
+            ..SearchPath::from_process()
+        };
         let err = PgBinaries::discover_in(&search).unwrap_err();
         assert!(matches!(err, PgError::BadPgBin { .. }), "{err}");
         assert!(err.to_string().contains(&empty.path().display().to_string()));

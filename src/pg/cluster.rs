@@ -41,6 +41,9 @@ pub struct ClusterOptions {
     pub port: Option<u16>,
     /// Extra server settings, passed as `-c name=value`.
     pub settings: Vec<(String, String)>,
+    /// Where the initdb template is cached: `DRILL_CACHE_DIR`, else
+    /// `$TMPDIR/drillbook-cache-<uid>` when `None`.
+    pub template_cache: Option<PathBuf>,
 }
 
 impl ClusterOptions {
@@ -82,10 +85,11 @@ fn lookup_user(name: &str) -> Option<ServerUser> {
     let mut found: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: every pointer is valid for the call and `buffer.len()` is its size;
     // getpwnam_r is the re-entrant variant, safe under concurrent lookups.
-    let rc = unsafe {
-        libc::getpwnam_r(name.as_ptr(), &mut entry, buffer.as_mut_ptr(), buffer.len(), &mut found)
-    };
-    (rc == 0 && !found.is_null()).then_some(ServerUser { uid: entry.pw_uid, gid: entry.pw_gid })
+    let rc = unsafe { libc::getpwnam_r(name.as_ptr(), &mut entry, buffer.as_mut_ptr(), buffer.len(), &mut found) };
+    (rc == 0 && !found.is_null()).then_some(ServerUser {
+        uid: entry.pw_uid,
+        gid: entry.pw_gid,
+    })
 }
 
 /// A running PostgreSQL cluster owned by this process.
@@ -113,7 +117,7 @@ impl Cluster {
         if let Some(port) = options.port {
             ensure_port_free(port)?;
         }
-        let template = ensure_template(bins, server_user)?;
+        let template = ensure_template(bins, server_user, options.template_cache.as_deref())?;
 
         let root = tempfile::Builder::new()
             .prefix("drillbook-pg-")
@@ -190,9 +194,10 @@ impl Cluster {
         if let Some(user) = self.server_user {
             command.uid(user.uid).gid(user.gid);
         }
-        let child = command
-            .spawn()
-            .map_err(|source| PgError::Spawn { program: self.bins.program("postgres"), source })?;
+        let child = command.spawn().map_err(|source| PgError::Spawn {
+            program: self.bins.program("postgres"),
+            source,
+        })?;
         self.server = Some(child);
 
         let deadline = Instant::now() + START_TIMEOUT;
@@ -207,7 +212,10 @@ impl Cluster {
             }
             if let Ok(mut conn) = PgConnection::connect_with(&self.socket_options()).await {
                 // initdb set no password; each cluster gets its own random one.
-                let sql = format!("ALTER ROLE {SUPERUSER} PASSWORD {}", quote_literal(self.password.expose()));
+                let sql = format!(
+                    "ALTER ROLE {SUPERUSER} PASSWORD {}",
+                    quote_literal(self.password.expose())
+                );
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                     .execute(&mut conn)
                     .await
@@ -218,7 +226,10 @@ impl Cluster {
             }
             if Instant::now() > deadline {
                 self.stop_blocking();
-                return Err(PgError::StartTimeout { log: self.log_path(), seconds: START_TIMEOUT.as_secs() });
+                return Err(PgError::StartTimeout {
+                    log: self.log_path(),
+                    seconds: START_TIMEOUT.as_secs(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -281,7 +292,9 @@ impl Cluster {
 
     /// Fast shutdown (SIGINT), then SIGKILL if it takes longer than 30 s.
     pub async fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.server.take() else { return Ok(()) };
+        let Some(mut child) = self.server.take() else {
+            return Ok(());
+        };
         signal(&child, libc::SIGINT);
         let deadline = Instant::now() + STOP_TIMEOUT;
         while matches!(child.try_wait(), Ok(None)) {
@@ -333,8 +346,7 @@ impl Cluster {
             );
             return Ok(());
         }
-        fs::remove_dir_all(&self.root)
-            .map_err(PgError::io(format!("remove cluster dir {}", self.root.display())))
+        fs::remove_dir_all(&self.root).map_err(PgError::io(format!("remove cluster dir {}", self.root.display())))
     }
 }
 
@@ -361,7 +373,9 @@ pub async fn create_database(admin: &ConnInfo, name: &str) -> Result<()> {
         .await
         .map_err(PgError::sql("look up existing databases"))?;
     if exists {
-        return Err(PgError::DatabaseExists { database: name.to_owned() });
+        return Err(PgError::DatabaseExists {
+            database: name.to_owned(),
+        });
     }
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", quote_ident(name))))
         .execute(&mut conn)
@@ -372,7 +386,9 @@ pub async fn create_database(admin: &ConnInfo, name: &str) -> Result<()> {
 }
 
 fn signal(child: &Child, signal: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(child.id()) else { return };
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
     // SAFETY: kill has no memory-safety preconditions; pid is our own child,
     // not yet reaped, so it cannot name an unrelated process.
     unsafe { libc::kill(pid, signal) };
@@ -387,9 +403,11 @@ fn ensure_port_free(port: u16) -> Result<()> {
 }
 
 fn free_port() -> Result<u16> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(PgError::io("find a free port on 127.0.0.1"))?;
-    listener.local_addr().map(|a| a.port()).map_err(PgError::io("read the probed port"))
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(PgError::io("find a free port on 127.0.0.1"))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(PgError::io("read the probed port"))
 }
 
 fn is_bind_failure(log: &str) -> bool {
@@ -416,11 +434,12 @@ fn random_token() -> String {
 /// Returns the template data dir for these binaries, running `initdb` into it
 /// the first time. Concurrent test processes race safely: each initdb's into
 /// its own dir and the first rename wins.
-fn ensure_template(bins: &PgBinaries, server_user: Option<ServerUser>) -> Result<PathBuf> {
+fn ensure_template(bins: &PgBinaries, server_user: Option<ServerUser>, cache: Option<&Path>) -> Result<PathBuf> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
-    let cache = std::env::var_os("DRILL_CACHE_DIR")
-        .map(PathBuf::from)
+    let cache = cache
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("DRILL_CACHE_DIR").map(PathBuf::from))
         .unwrap_or_else(|| std::env::temp_dir().join(format!("drillbook-cache-{uid}")));
     fs::create_dir_all(&cache).map_err(PgError::io(format!("create cache dir {}", cache.display())))?;
 
@@ -469,7 +488,10 @@ fn run_initdb(bins: &PgBinaries, data_dir: &Path, server_user: Option<ServerUser
     if let Some(user) = server_user {
         command.uid(user.uid).gid(user.gid);
     }
-    let output = command.output().map_err(|source| PgError::Spawn { program: program.clone(), source })?;
+    let output = command.output().map_err(|source| PgError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
     if !output.status.success() {
         return Err(PgError::ProgramFailed {
             program: program.display().to_string(),
@@ -492,7 +514,9 @@ fn copy_tree(from: &Path, to: &Path, owner: Option<ServerUser>) -> Result<()> {
     for entry in fs::read_dir(from).map_err(PgError::io(format!("list {}", from.display())))? {
         let entry = entry.map_err(PgError::io(format!("list {}", from.display())))?;
         let (source, target) = (entry.path(), to.join(entry.file_name()));
-        let kind = entry.file_type().map_err(PgError::io(format!("stat {}", source.display())))?;
+        let kind = entry
+            .file_type()
+            .map_err(PgError::io(format!("stat {}", source.display())))?;
         if kind.is_dir() {
             copy_tree(&source, &target, owner)?;
         } else if kind.is_symlink() {

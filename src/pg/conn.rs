@@ -57,7 +57,10 @@ pub struct ConnInfo {
 impl ConnInfo {
     /// The same server and role, another database.
     pub fn with_database(&self, database: &str) -> Self {
-        Self { database: database.to_owned(), ..self.clone() }
+        Self {
+            database: database.to_owned(),
+            ..self.clone()
+        }
     }
 
     /// `postgres://user:password@host:port/db`, password included: hand it
@@ -68,7 +71,8 @@ impl ConnInfo {
         url.set_port(Some(self.port)).expect("postgres URLs take ports");
         url.set_username(&self.user).expect("postgres URLs take users");
         if !self.password.expose().is_empty() {
-            url.set_password(Some(self.password.expose())).expect("postgres URLs take passwords");
+            url.set_password(Some(self.password.expose()))
+                .expect("postgres URLs take passwords");
         }
         url.set_path(&self.database);
         url.to_string()
@@ -77,7 +81,10 @@ impl ConnInfo {
     /// The URL with the password replaced by `***`, for logs and errors.
     pub fn redacted_url(&self) -> String {
         let password = if self.password.expose().is_empty() { "" } else { ":***" };
-        format!("postgres://{}{password}@{}:{}/{}", self.user, self.host, self.port, self.database)
+        format!(
+            "postgres://{}{password}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
     }
 
     pub fn connect_options(&self) -> PgConnectOptions {
@@ -120,7 +127,9 @@ impl FromStr for ConnInfo {
 
     /// Parses `postgres://` / `postgresql://` URLs.
     fn from_str(s: &str) -> Result<Self, PgError> {
-        let bad = |reason: &str| PgError::BadUrl { reason: reason.to_owned() };
+        let bad = |reason: &str| PgError::BadUrl {
+            reason: reason.to_owned(),
+        };
         let url = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err(bad("the scheme must be postgres:// or postgresql://"));
@@ -140,7 +149,11 @@ impl FromStr for ConnInfo {
                 user => decode(user),
             },
             password: Secret::new(url.password().map(decode).unwrap_or_default()),
-            database: if database.is_empty() { "postgres".to_owned() } else { decode(database) },
+            database: if database.is_empty() {
+                "postgres".to_owned()
+            } else {
+                decode(database)
+            },
         })
     }
 }

@@ -49,11 +49,17 @@ pub enum PgError {
     )]
     NoServerUser { user: String },
 
-    #[error("port {port} on 127.0.0.1 is already in use; stop whatever listens there or let drillbook pick a free port (omit the port)")]
+    #[error(
+        "port {port} on 127.0.0.1 is already in use; stop whatever listens there or let drillbook pick a free port (omit the port)"
+    )]
     PortInUse { port: u16 },
 
     #[error("{program} failed ({status}); its output:\n{output}")]
-    ProgramFailed { program: String, status: std::process::ExitStatus, output: String },
+    ProgramFailed {
+        program: String,
+        status: std::process::ExitStatus,
+        output: String,
+    },
 
     #[error("PostgreSQL did not start; last lines of {}:\n{log_tail}", log.display())]
     StartFailed { log: PathBuf, log_tail: String },

@@ -19,10 +19,10 @@ fn command(bins: &PgBinaries, program: &str, conn: &ConnInfo) -> Command {
 
 /// Runs a program to completion, failing with its output when it fails.
 async fn run(mut command: Command, program: &str) -> Result<String> {
-    let output = command
-        .output()
-        .await
-        .map_err(|source| PgError::Spawn { program: program.into(), source })?;
+    let output = command.output().await.map_err(|source| PgError::Spawn {
+        program: program.into(),
+        source,
+    })?;
     if !output.status.success() {
         return Err(PgError::ProgramFailed {
             program: program.to_owned(),
@@ -52,9 +52,10 @@ impl DumpStream {
             command.arg(format!("--snapshot={snapshot}"));
         }
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .map_err(|source| PgError::Spawn { program: bins.program("pg_dump"), source })?;
+        let mut child = command.spawn().map_err(|source| PgError::Spawn {
+            program: bins.program("pg_dump"),
+            source,
+        })?;
         let stdout = child.stdout.take();
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let stderr = tokio::spawn(async move {
@@ -76,7 +77,11 @@ impl DumpStream {
         let status = self.child.wait().await.map_err(PgError::io("wait for pg_dump"))?;
         let stderr = self.stderr.await.unwrap_or_default();
         if !status.success() {
-            return Err(PgError::ProgramFailed { program: "pg_dump".into(), status, output: stderr });
+            return Err(PgError::ProgramFailed {
+                program: "pg_dump".into(),
+                status,
+                output: stderr,
+            });
         }
         Ok(())
     }

@@ -27,9 +27,7 @@ use crate::drill::{Check, DrillSummary, Phase, format_duration};
 pub fn render(summary: &DrillSummary) -> String {
     let mut report = Report::new("drillbook");
     report.add_test_suite(test_suite(summary));
-    report
-        .to_string()
-        .expect("serializing into memory has no I/O to fail")
+    report.to_string().expect("serializing into memory has no I/O to fail")
 }
 
 /// Renders the summary to `path`, creating its parent directories.
@@ -62,11 +60,7 @@ fn test_suite(summary: &DrillSummary) -> TestSuite {
             case.set_classname(&summary.name);
             case
         });
-    let timeline: String = summary
-        .timeline
-        .iter()
-        .map(|event| format!("{event}\n"))
-        .collect();
+    let timeline: String = summary.timeline.iter().map(|event| format!("{event}\n")).collect();
 
     let mut suite = TestSuite::new(&summary.name);
     suite
@@ -87,15 +81,9 @@ fn properties(summary: &DrillSummary) -> Vec<Property> {
         ("rto_target_seconds", Some(seconds(targets.rto))),
         ("rpo_seconds", summary.rpo.map(seconds)),
         ("rpo_target_seconds", targets.rpo.map(seconds)),
-        (
-            "incident_at",
-            summary.incident.as_ref().map(|i| timestamp(i.at)),
-        ),
+        ("incident_at", summary.incident.as_ref().map(|i| timestamp(i.at))),
         ("verified_at", summary.verified_at.map(timestamp)),
-        (
-            "newest_surviving_data_at",
-            summary.newest_surviving_data.map(timestamp),
-        ),
+        ("newest_surviving_data_at", summary.newest_surviving_data.map(timestamp)),
     ];
     let measured = measured
         .into_iter()
@@ -113,8 +101,7 @@ fn phase_case(phase: &Phase) -> TestCase {
         None => TestCaseStatus::success(),
     };
     let mut case = TestCase::new(format!("phase: {}", phase.name), status);
-    case.set_timestamp(phase.started_at)
-        .set_time(phase.duration);
+    case.set_timestamp(phase.started_at).set_time(phase.duration);
     case
 }
 
@@ -219,11 +206,8 @@ mod tests {
         fx.clock.advance(59 * MINUTE);
         fx.drill
             .check("row counts match manifest", true, "7 tables, 48213 rows");
-        fx.drill.check(
-            "4.1 broken links = 0",
-            false,
-            "3 invoice lines without invoice",
-        );
+        fx.drill
+            .check("4.1 broken links = 0", false, "3 invoice lines without invoice");
         fx.drill.verified();
         fx
     }
@@ -259,10 +243,7 @@ mod tests {
                 ("phase: backup", None),
                 ("phase: restore", None),
                 ("check: row counts match manifest", None),
-                (
-                    "check: 4.1 broken links = 0",
-                    Some("3 invoice lines without invoice")
-                ),
+                ("check: 4.1 broken links = 0", Some("3 invoice lines without invoice")),
                 ("RTO within target", None),
                 ("RPO within target", None),
             ]
@@ -289,14 +270,8 @@ mod tests {
                 ("dataset_rows", "48213"),
             ]
         );
-        let out = suite
-            .system_out
-            .expect("timeline in system-out")
-            .into_string();
-        assert!(
-            out.contains("incident: dropped the ledger database"),
-            "{out}"
-        );
+        let out = suite.system_out.expect("timeline in system-out").into_string();
+        assert!(out.contains("incident: dropped the ledger database"), "{out}");
     }
 
     #[tokio::test]
@@ -322,28 +297,14 @@ mod tests {
         let messages: Vec<_> = suite
             .test_cases
             .iter()
-            .map(|case| {
-                (
-                    case.name.as_str(),
-                    failure_message(&case.status).unwrap_or("passed"),
-                )
-            })
+            .map(|case| (case.name.as_str(), failure_message(&case.status).unwrap_or("passed")))
             .collect();
         assert_eq!(messages.len(), 2, "{messages:?}");
         assert_eq!(messages[0].0, "RTO within target");
-        assert!(
-            messages[0].1.contains("no incident was recorded"),
-            "{messages:?}"
-        );
-        assert!(
-            messages[0].1.contains("never verified healthy"),
-            "{messages:?}"
-        );
+        assert!(messages[0].1.contains("no incident was recorded"), "{messages:?}");
+        assert!(messages[0].1.contains("never verified healthy"), "{messages:?}");
         assert_eq!(messages[1].0, "RPO within target");
-        assert!(
-            messages[1].1.contains("no RPO was measured"),
-            "{messages:?}"
-        );
+        assert!(messages[1].1.contains("no RPO was measured"), "{messages:?}");
     }
 
     #[test]
@@ -359,12 +320,7 @@ mod tests {
             Some("RTO 3m 00.0s exceeds target 2m 00.0s (Single pod crash: Auto-heal (K8s))")
         );
         assert_eq!(rto.time, Some(3 * MINUTE));
-        assert!(
-            !suite
-                .properties
-                .iter()
-                .any(|p| p.name.as_str() == "rpo_target_seconds")
-        );
+        assert!(!suite.properties.iter().any(|p| p.name.as_str() == "rpo_target_seconds"));
     }
 
     #[test]
@@ -376,10 +332,7 @@ mod tests {
         summary.aborted = Some("the drill panicked without calling `Drill::finish`".to_owned());
         let suite = parse(&render(&summary));
         assert_eq!(suite.test_cases[0].name.as_str(), "drill completed");
-        assert_eq!(
-            failure_message(&suite.test_cases[0].status),
-            summary.aborted.as_deref()
-        );
+        assert_eq!(failure_message(&suite.test_cases[0].status), summary.aborted.as_deref());
     }
 
     #[test]
@@ -401,11 +354,7 @@ mod tests {
         let fx = fixture("nested", Scenario::SinglePodCrash);
         let path = fx.reports.path().join("a/b/nested.xml");
         write(&fx.drill.summary(), &path).unwrap();
-        assert!(
-            fs::read_to_string(&path)
-                .unwrap()
-                .contains(r#"name="nested""#)
-        );
+        assert!(fs::read_to_string(&path).unwrap().contains(r#"name="nested""#));
     }
 
     #[tokio::test]

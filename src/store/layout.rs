@@ -31,7 +31,9 @@ pub fn stamp(at: DateTime<Utc>) -> String {
 
 /// Reads a stamp back; `None` when `text` is not one.
 pub fn parse_stamp(text: &str) -> Option<DateTime<Utc>> {
-    NaiveDateTime::parse_from_str(text, STAMP_FORMAT).ok().map(|t| t.and_utc())
+    NaiveDateTime::parse_from_str(text, STAMP_FORMAT)
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 pub fn dump_key(stamp: &str, database: &str) -> String {

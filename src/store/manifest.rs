@@ -65,6 +65,9 @@ impl BackupManifest {
     }
 
     pub fn rows_in(&self, table: &str) -> Option<u64> {
-        self.tables.get(&format!("public.{table}")).or_else(|| self.tables.get(table)).map(|t| t.rows)
+        self.tables
+            .get(&format!("public.{table}"))
+            .or_else(|| self.tables.get(table))
+            .map(|t| t.rows)
     }
 }

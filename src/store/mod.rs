@@ -80,17 +80,27 @@ impl S3Config {
     /// Accepts `bucket`, `s3://bucket` or `s3://bucket/some/prefix` (the
     /// playbook's `BACKUP_BUCKET` form).
     pub fn parse_location(location: &str) -> Result<(String, String)> {
-        let bad = |reason: &str| StoreError::BadLocation { location: location.to_owned(), reason: reason.to_owned() };
+        let bad = |reason: &str| StoreError::BadLocation {
+            location: location.to_owned(),
+            reason: reason.to_owned(),
+        };
         let rest = location.strip_prefix("s3://").unwrap_or(location);
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(bad("no bucket name"));
         }
-        if !bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
+        if !bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        {
             return Err(bad("bucket names are lowercase letters, digits, '-' and '.'"));
         }
         let prefix = prefix.trim_matches('/');
-        let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
         Ok((bucket.to_owned(), prefix))
     }
 
@@ -126,8 +136,8 @@ pub struct Store {
 
 impl Store {
     pub async fn connect(config: S3Config) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(Region::new(config.region.clone()));
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).region(Region::new(config.region.clone()));
         if let Some((key, secret)) = &config.credentials {
             loader = loader.credentials_provider(Credentials::new(key, secret.expose(), None, None, "drillbook"));
         }
@@ -140,7 +150,10 @@ impl Store {
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint).force_path_style(true);
         }
-        Self { client: aws_sdk_s3::Client::from_conf(builder.build()), config }
+        Self {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            config,
+        }
     }
 
     pub fn config(&self) -> &S3Config {
@@ -160,12 +173,24 @@ impl Store {
         aws_sdk_s3::Error: From<E>,
     {
         let (bucket, key) = (self.config.bucket.clone(), self.full_key(key));
-        move |e| StoreError::Request { operation, bucket, key, source: Box::new(aws_sdk_s3::Error::from(e)) }
+        move |e| StoreError::Request {
+            operation,
+            bucket,
+            key,
+            source: Box::new(aws_sdk_s3::Error::from(e)),
+        }
     }
 
     /// Creates the bucket if it does not exist (disposable environments only).
     pub async fn ensure_bucket(&self) -> Result<()> {
-        if self.client.head_bucket().bucket(&self.config.bucket).send().await.is_ok() {
+        if self
+            .client
+            .head_bucket()
+            .bucket(&self.config.bucket)
+            .send()
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         self.client
@@ -200,18 +225,33 @@ impl Store {
     }
 
     async fn get(&self, key: &str) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
-        match self.client.get_object().bucket(&self.config.bucket).key(self.full_key(key)).send().await {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
             Ok(object) => Ok(object),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                Err(StoreError::NotFound { bucket: self.config.bucket.clone(), key: self.full_key(key) })
-            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Err(StoreError::NotFound {
+                bucket: self.config.bucket.clone(),
+                key: self.full_key(key),
+            }),
             Err(e) => Err(self.request_error("get", key)(e)),
         }
     }
 
     /// Size of an object, `None` when it does not exist.
     pub async fn size_of(&self, key: &str) -> Result<Option<u64>> {
-        match self.client.head_object().bucket(&self.config.bucket).key(self.full_key(key)).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.config.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
             Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => Err(self.request_error("head", key)(e)),
@@ -231,7 +271,9 @@ impl Store {
         while let Some(page) = pages.next().await {
             let page = page.map_err(self.request_error("list", prefix))?;
             for object in page.contents() {
-                let Some(key) = object.key().and_then(|k| k.strip_prefix(&self.config.prefix)) else { continue };
+                let Some(key) = object.key().and_then(|k| k.strip_prefix(&self.config.prefix)) else {
+                    continue;
+                };
                 objects.push(ObjectInfo {
                     key: key.to_owned(),
                     size: object.size().unwrap_or(0).max(0) as u64,
@@ -309,7 +351,12 @@ impl Store {
     /// # Guarantees
     /// On error no object exists at `key` (an unfinished multipart upload is
     /// aborted).
-    pub async fn upload_stream(&self, key: &str, reader: &mut (impl AsyncRead + Unpin), content_type: &str) -> Result<Transfer> {
+    pub async fn upload_stream(
+        &self,
+        key: &str,
+        reader: &mut (impl AsyncRead + Unpin),
+        content_type: &str,
+    ) -> Result<Transfer> {
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         let first = read_part(reader, key).await?;
@@ -317,7 +364,10 @@ impl Store {
         total += first.len() as u64;
         if first.len() < PART_SIZE {
             self.put_bytes(key, first, content_type).await?;
-            return Ok(Transfer { bytes: total, sha256: hex::encode(hasher.finalize()) });
+            return Ok(Transfer {
+                bytes: total,
+                sha256: hex::encode(hasher.finalize()),
+            });
         }
 
         let upload = self.begin_multipart(key).await?;
@@ -355,7 +405,10 @@ impl Store {
             self.abort_multipart(key, &upload).await;
             return Err(e);
         }
-        Ok(Transfer { bytes: total, sha256: hex::encode(hasher.finalize()) })
+        Ok(Transfer {
+            bytes: total,
+            sha256: hex::encode(hasher.finalize()),
+        })
     }
 
     /// Downloads `key` into `path`, computing its SHA-256 on the way.
@@ -378,7 +431,10 @@ impl Store {
             file.write_all(&chunk).await.map_err(io_error("write"))?;
         }
         file.flush().await.map_err(io_error("flush"))?;
-        Ok(Transfer { bytes: total, sha256: hex::encode(hasher.finalize()) })
+        Ok(Transfer {
+            bytes: total,
+            sha256: hex::encode(hasher.finalize()),
+        })
     }
 
     async fn begin_multipart(&self, key: &str) -> Result<String> {
@@ -428,7 +484,10 @@ async fn read_part(reader: &mut (impl AsyncRead + Unpin), key: &str) -> Result<V
         .take(PART_SIZE as u64)
         .read_to_end(&mut part)
         .await
-        .map_err(|source| StoreError::Io { context: format!("read the data for {key}"), source })?;
+        .map_err(|source| StoreError::Io {
+            context: format!("read the data for {key}"),
+            source,
+        })?;
     Ok(part)
 }
 
@@ -438,8 +497,14 @@ mod tests {
 
     #[test]
     fn locations_accept_the_playbooks_form() {
-        assert_eq!(S3Config::parse_location("s3://immoflowme-backups").unwrap(), ("immoflowme-backups".into(), "".into()));
-        assert_eq!(S3Config::parse_location("s3://b/drills/x/").unwrap(), ("b".into(), "drills/x/".into()));
+        assert_eq!(
+            S3Config::parse_location("s3://immoflowme-backups").unwrap(),
+            ("immoflowme-backups".into(), "".into())
+        );
+        assert_eq!(
+            S3Config::parse_location("s3://b/drills/x/").unwrap(),
+            ("b".into(), "drills/x/".into())
+        );
         assert_eq!(S3Config::parse_location("b").unwrap(), ("b".into(), "".into()));
         let err = S3Config::parse_location("s3://Bad_Bucket").unwrap_err();
         assert!(err.to_string().contains("lowercase"), "{err}");

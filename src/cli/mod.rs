@@ -1,0 +1,76 @@
+//! The command-line front end: argument parsing and output. Everything it
+//! does is a call into the library; anyhow is used only here, at the edge.
+
+mod env_up;
+mod transfer;
+
+use clap::{Parser, Subcommand};
+
+/// Documented exit codes.
+pub mod exit {
+    /// The command did what was asked.
+    pub const SUCCESS: u8 = 0;
+    /// The command ran and what it checked failed (a drill missed its target).
+    pub const FAILED: u8 = 1;
+    /// The command could not do its work: bad input, unreachable server,
+    /// refused backup. The message says what and how to fix it.
+    pub const ERROR: u8 = 2;
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  drillbook env up --profile small          # a local Postgres + S3 to explore
+  drillbook backup --database-url \"$DATABASE_URL\" --bucket s3://immoflowme-backups
+  drillbook restore --admin-url \"$ADMIN_DATABASE_URL\" --bucket s3://immoflowme-backups
+
+Exit codes: 0 success, 1 a check failed, 2 could not run (the message says why).
+Logs go to stderr; RUST_LOG=drillbook=debug shows more.";
+
+/// Disaster-recovery drills for PostgreSQL + S3, as tests you can run.
+#[derive(Debug, Parser)]
+#[command(name = "drillbook", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Local environments for exploring and rehearsing.
+    #[command(subcommand)]
+    Env(env_up::EnvCommand),
+    /// Back up a database to S3 (`pg_dump -Fc` + manifest under daily/).
+    Backup(transfer::BackupArgs),
+    /// Restore the newest (or a chosen) backup from S3 into a new database.
+    Restore(transfer::RestoreArgs),
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<u8> {
+        match self.command {
+            Command::Env(command) => command.run().await,
+            Command::Backup(args) => args.run().await,
+            Command::Restore(args) => args.run().await,
+        }
+    }
+}
+
+/// Logs at `info` for drillbook by default; `RUST_LOG` overrides. To stderr,
+/// so stdout stays clean for JSON.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("drillbook=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// `error: <message>` then each cause once, indented.
+pub fn print_error(error: &anyhow::Error) {
+    eprintln!("error: {error}");
+    for cause in error.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}

@@ -1,0 +1,138 @@
+//! `drillbook backup` and `drillbook restore`.
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::exit;
+use crate::backup::backup_database;
+use crate::pg::{ConnInfo, PgBinaries};
+use crate::restore::{BackupChoice, RestoreOptions, restore_database};
+use crate::store::{S3Config, Store};
+
+/// Where the backups are. Credentials come from the default AWS chain
+/// (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, profiles, instance roles).
+#[derive(Debug, Args)]
+pub struct S3Args {
+    /// Bucket and optional prefix, as the playbook writes it.
+    #[arg(long, env = "BACKUP_BUCKET", value_name = "s3://BUCKET[/PREFIX]")]
+    bucket: String,
+    /// S3 endpoint for S3-compatible servers (LocalStack, MinIO, `env up`); AWS when unset.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    s3_endpoint: Option<String>,
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
+}
+
+impl S3Args {
+    async fn store(&self) -> anyhow::Result<Store> {
+        let (bucket, prefix) = S3Config::parse_location(&self.bucket)?;
+        Ok(Store::connect(S3Config {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.region.clone(),
+            bucket,
+            prefix,
+            credentials: None,
+        })
+        .await)
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  drillbook backup --database-url \"$DATABASE_URL\" --admin-url \"$ADMIN_DATABASE_URL\" \\\n      --bucket s3://immoflowme-backups"
+)]
+pub struct BackupArgs {
+    /// The database to back up.
+    #[arg(long, env = "DATABASE_URL", value_name = "postgres://...")]
+    database_url: String,
+    /// A superuser URL on the same server, to record the cluster's roles too.
+    #[arg(long, env = "ADMIN_DATABASE_URL", value_name = "postgres://...")]
+    admin_url: Option<String>,
+    #[command(flatten)]
+    s3: S3Args,
+    /// Print the manifest as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl BackupArgs {
+    pub async fn run(self) -> anyhow::Result<u8> {
+        let source: ConnInfo = self.database_url.parse().context("--database-url")?;
+        let admin: Option<ConnInfo> = self
+            .admin_url
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .context("--admin-url")?;
+        let bins = PgBinaries::discover()?;
+        let store = self.s3.store().await?;
+        let report = backup_database(&bins, &source, admin.as_ref(), &store).await?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&report.manifest)?);
+        } else {
+            let manifest = &report.manifest;
+            println!(
+                "backed up {} to {}{} ({} bytes, sha256 {}) in {:.1}s",
+                manifest.database,
+                store.config().location(),
+                manifest.dump.key,
+                manifest.dump.bytes,
+                manifest.dump.sha256,
+                report.elapsed.as_secs_f64()
+            );
+        }
+        Ok(exit::SUCCESS)
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  drillbook restore --admin-url \"$ADMIN_DATABASE_URL\" --bucket s3://immoflowme-backups\n\nThe restore goes to a NEW database, <db>_restore_<UTC time>, never over an existing one."
+)]
+pub struct RestoreArgs {
+    /// A URL of the server to restore onto, as a role that may create databases.
+    #[arg(long, env = "ADMIN_DATABASE_URL", value_name = "postgres://...")]
+    admin_url: String,
+    /// Restore this backup stamp (e.g. 20261128T233506.123Z) instead of the newest.
+    #[arg(long, value_name = "STAMP")]
+    backup: Option<String>,
+    /// Name of the database to create (default: <db>_restore_<UTC time>).
+    #[arg(long)]
+    target_database: Option<String>,
+    /// `pg_restore --jobs`.
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+    #[command(flatten)]
+    s3: S3Args,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RestoreArgs {
+    pub async fn run(self) -> anyhow::Result<u8> {
+        let admin: ConnInfo = self.admin_url.parse().context("--admin-url")?;
+        let bins = PgBinaries::discover()?;
+        let store = self.s3.store().await?;
+        let options = RestoreOptions {
+            backup: self.backup.map_or(BackupChoice::Newest, BackupChoice::Stamp),
+            jobs: self.jobs,
+            target_database: self.target_database,
+        };
+        let report = restore_database(&bins, &admin, &store, &options).await?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!(
+                "restored backup {} into database {} on {}:{} (download {:.1}s, restore {:.1}s, row counts verified against the manifest)",
+                report.manifest.stamp,
+                report.database,
+                admin.host,
+                admin.port,
+                report.download.as_secs_f64(),
+                report.restore.as_secs_f64()
+            );
+        }
+        Ok(exit::SUCCESS)
+    }
+}
