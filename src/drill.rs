@@ -1389,7 +1389,10 @@ mod tests {
             report_dir_from(|name| vars(name).map(OsString::from))
         };
         assert_eq!(dir(&[]), PathBuf::from("target/drill-reports"));
-        assert_eq!(dir(&[("CARGO_TARGET_DIR", "/t")]), PathBuf::from("target/drill-reports"));
+        assert_eq!(
+            dir(&[("CARGO_TARGET_DIR", "/t")]),
+            PathBuf::from("target/drill-reports")
+        );
         assert_eq!(
             dir(&[("CARGO_TARGET_DIR", "/t"), ("DRILL_REPORT_DIR", "/r")]),
             PathBuf::from("/r")

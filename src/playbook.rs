@@ -59,7 +59,8 @@ pub const ORPHANED_RECORDS: PlaybookQuery = PlaybookQuery {
 pub type TextRow = Vec<(String, Option<String>)>;
 
 impl PlaybookQuery {
-    /// Runs the query verbatim and returns the rows of its last statement.
+    /// Runs the query verbatim and returns the rows of all its statements, in
+    /// order, as `psql -c` prints them (3.3 has two statements, one row each).
     pub async fn run(&self, conn: &mut PgConnection) -> Result<Vec<TextRow>, PgError> {
         let rows: Vec<PgRow> = sqlx::raw_sql(self.sql)
             .fetch_all(conn)

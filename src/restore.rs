@@ -78,7 +78,10 @@ pub enum RestoreError {
     RowCountMismatch { table: String, expected: u64, actual: u64 },
     #[error("restored database is missing table {table} that the backup's manifest lists; the restore was dropped")]
     TableMissing { table: String },
-    #[error("failed to restore into {database}; the partial database was dropped")]
+    #[error(
+        "failed to restore into {database}; the partial database was dropped. The dump may be damaged \
+         (try an older one with --backup <stamp>) or the server lacks what it needs (see the cause)"
+    )]
     Restore {
         database: String,
         #[source]
@@ -88,9 +91,17 @@ pub enum RestoreError {
     Postgres(#[from] PgError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "target database name {database:?} is longer than PostgreSQL's {MAX_IDENTIFIER_BYTES} bytes; \
+         name a shorter target database"
+    )]
+    TargetNameTooLong { database: String },
     #[error("failed to create a temp dir for the download")]
     TempDir(#[source] std::io::Error),
 }
+
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1).
+const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// Which backup to restore.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -232,7 +243,11 @@ pub async fn restore_database(
     let database = options
         .target_database
         .clone()
-        .unwrap_or_else(|| format!("{}_restore_{}", manifest.database, Utc::now().format("%Y%m%d%H%M%S")));
+        .unwrap_or_else(|| format!("{}_restore_{}", manifest.database, Utc::now().format("%Y%m%d%H%M%S%3f")));
+    if database.len() > MAX_IDENTIFIER_BYTES {
+        // PostgreSQL would silently truncate it and we would then connect elsewhere.
+        return Err(RestoreError::TargetNameTooLong { database });
+    }
     crate::pg::create_database(admin, &database).await?;
     let target = admin.with_database(&database);
 

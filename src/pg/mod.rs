@@ -67,7 +67,10 @@ pub enum PgError {
     #[error("PostgreSQL did not accept connections within {seconds} s; see {}", log.display())]
     StartTimeout { log: PathBuf, seconds: u64 },
 
-    #[error("database {database:?} already exists; drillbook never restores over an existing database")]
+    #[error(
+        "database {database:?} already exists; drillbook never restores over an existing database: \
+         name another target or leave it out to get <db>_restore_<time>"
+    )]
     DatabaseExists { database: String },
 
     #[error("failed to {context}")]

@@ -1,0 +1,123 @@
+//! Foundation figures, measured side by side in one run:
+//!
+//! ```sh
+//! cargo bench --bench foundation            # medium profile
+//! BENCH_PROFILE=small cargo bench --bench foundation
+//! ```
+//!
+//! Prints: embedded environment bring-up, cold (initdb into an empty
+//! template cache) and warm (template copied); seed time of the profile;
+//! backup and restore times and the dump size. Figures, not assertions:
+//! shared machines are noisy, so nothing here passes or fails on time.
+
+use std::time::{Duration, Instant};
+
+use drillbook::backup::backup_database;
+use drillbook::env::EmbeddedEnvironment;
+use drillbook::fixtures::{FixtureSpec, Profile};
+use drillbook::pg::ClusterOptions;
+use drillbook::restore::{RestoreOptions, restore_database};
+
+const COLD_RUNS: usize = 3;
+const WARM_RUNS: usize = 5;
+
+#[tokio::main]
+async fn main() {
+    let profile = match std::env::var("BENCH_PROFILE").as_deref() {
+        Ok("small") => Profile::Small,
+        Ok("large") => Profile::Large,
+        _ => Profile::Medium,
+    };
+
+    let mut cold = Vec::new();
+    for _ in 0..COLD_RUNS {
+        let cache = tempfile::tempdir().expect("temp dir");
+        let options = ClusterOptions {
+            template_cache: Some(cache.path().to_owned()),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let env = EmbeddedEnvironment::start_with(options)
+            .await
+            .expect("environment starts");
+        cold.push(started.elapsed());
+        env.cleanup().await.expect("cleanup");
+    }
+    let mut warm = Vec::new();
+    for _ in 0..WARM_RUNS {
+        let started = Instant::now();
+        let env = EmbeddedEnvironment::start().await.expect("environment starts");
+        warm.push(started.elapsed());
+        env.cleanup().await.expect("cleanup");
+    }
+    println!("environment bring-up (cluster + database + S3 + bucket)");
+    println!(
+        "  cold, initdb into an empty cache: median {}  runs {}",
+        secs(median(&mut cold)),
+        list(&cold)
+    );
+    println!(
+        "  warm, template copied:            median {}  runs {}",
+        secs(median(&mut warm)),
+        list(&warm)
+    );
+    println!(
+        "  cold / warm:                      {:.1}x",
+        median(&mut cold).as_secs_f64() / median(&mut warm).as_secs_f64()
+    );
+
+    let mut env = EmbeddedEnvironment::start().await.expect("environment starts");
+    let seeded = env.seed(FixtureSpec::ending_now(profile, 42)).await.expect("seed");
+    println!("seed, profile {profile}");
+    println!(
+        "  {} rows in {} ({} audit_logs rows)",
+        total_rows(&seeded.rows),
+        secs(seeded.elapsed),
+        seeded.rows_in("audit_logs").unwrap_or(0)
+    );
+
+    let admin = env.primary().admin();
+    let backup = backup_database(env.binaries(), &env.source(), Some(&admin), env.store())
+        .await
+        .expect("backup");
+    let dump_mib = backup.manifest.dump.bytes as f64 / (1 << 20) as f64;
+    println!("backup to the embedded S3 (pg_dump -Fc streamed, manifest, copy into daily/)");
+    println!(
+        "  {} for a {dump_mib:.1} MiB dump ({:.1} MiB/s)",
+        secs(backup.elapsed),
+        dump_mib / backup.elapsed.as_secs_f64()
+    );
+
+    let replacement = env.provision_cluster().await.expect("replacement cluster");
+    let started = Instant::now();
+    let bins = env.binaries().clone();
+    let restored = restore_database(&bins, &replacement, env.store(), &RestoreOptions::default())
+        .await
+        .expect("restore");
+    println!("restore from the embedded S3 onto a new cluster (pg_restore --jobs=4)");
+    println!(
+        "  total {}: download + sha256 {}, pg_restore {}, row-count verification {}",
+        secs(started.elapsed()),
+        secs(restored.download),
+        secs(restored.restore),
+        secs(restored.verify)
+    );
+    env.cleanup().await.expect("cleanup");
+}
+
+fn median(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
+}
+
+fn list(values: &[Duration]) -> String {
+    values.iter().map(|d| secs(*d)).collect::<Vec<_>>().join(" ")
+}
+
+fn total_rows(rows: &[(String, u64)]) -> u64 {
+    rows.iter().map(|(_, n)| n).sum()
+}

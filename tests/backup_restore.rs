@@ -1,0 +1,759 @@
+//! Backup and restore against a real PostgreSQL and the embedded S3 server.
+//!
+//! Every way a backup in the bucket can be unusable is refused with its own
+//! error variant, whose message names the problem and the way out, and the
+//! refused restore leaves nothing behind: no database, no temp dir, no
+//! object. Then the round trip that must work, including the playbook's own
+//! way (`aws s3 ls ... | sort | tail -1`) of finding the newest dump.
+//!
+//! # Isolation
+//! "Nothing left behind" is checked by listing the temp dir before and after
+//! the call under test, which only means something if nothing else creates
+//! or removes `drillbook-*` dirs meanwhile. So this binary points `tempfile`
+//! (which the library uses for every cluster, S3 and restore dir) at a
+//! directory of its own, `$TMPDIR/drillbook-test-<pid>` (other processes:
+//! nextest's one-per-test, a developer's `drillbook env up`, cannot
+//! interfere), and runs its tests one at a time (threads of `cargo test`
+//! share the process).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use chrono::{DateTime, Utc};
+use drillbook::backup::{BackupReport, backup_database, table_facts};
+use drillbook::env::{APP_DATABASE, EmbeddedEnvironment};
+use drillbook::fixtures::{FixtureSpec, Profile, SeedSummary};
+use drillbook::pg::{Cluster, ClusterOptions, ConnInfo, PgError, quote_ident};
+use drillbook::playbook::PlaybookAnswers;
+use drillbook::restore::{BackupChoice, RestoreError, RestoreOptions, RestoreReport, restore_database};
+use drillbook::store::manifest::BackupManifest;
+use drillbook::store::{Store, layout};
+use drillbook::workload::write_activity;
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, PgConnection};
+use tokio::sync::{Mutex, MutexGuard};
+
+// ---------------------------------------------------------------------------
+// 1. An empty bucket
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn restore_from_an_empty_bucket_says_to_take_a_backup() {
+    let _serial = isolated().await;
+    let env = EmbeddedEnvironment::start().await.unwrap();
+    let server = env.primary().admin();
+
+    let before = Leftovers::take(&env, &server).await;
+    let err = restore(&env, &server, RestoreOptions::default()).await.unwrap_err();
+
+    assert!(
+        matches!(&err, RestoreError::NoBackups { location } if location == "s3://immoflowme-backups/"),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("s3://immoflowme-backups/daily/"),
+        "names where it looked: {message}"
+    );
+    assert!(
+        message.contains("drillbook backup"),
+        "says how to get a backup: {message}"
+    );
+    Leftovers::take(&env, &server).await.assert_same_as(&before);
+    env.cleanup().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 2. A dump whose sha256 does not match its manifest
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_dump_that_does_not_match_its_checksum_is_refused() {
+    let _serial = isolated().await;
+    let (env, _) = seeded_env().await;
+    let backup = backup(&env).await;
+    let dump = &backup.manifest.dump;
+
+    // Same length, other bytes: the size check passes, only the hash can tell.
+    let original = env.store().get_bytes(&dump.key).await.unwrap();
+    let tampered: Vec<u8> = original.iter().map(|b| b ^ 0x5a).collect();
+    assert_eq!(tampered.len() as u64, dump.bytes);
+    let tampered_sha256 = sha256_hex(&tampered);
+    env.store()
+        .put_bytes(&dump.key, tampered, "application/octet-stream")
+        .await
+        .unwrap();
+    assert_eq!(env.store().size_of(&dump.key).await.unwrap(), Some(dump.bytes));
+
+    let server = env.primary().admin();
+    let before = Leftovers::take(&env, &server).await;
+    let err = restore(&env, &server, RestoreOptions::default()).await.unwrap_err();
+
+    match &err {
+        RestoreError::ChecksumMismatch {
+            key, expected, actual, ..
+        } => {
+            assert_eq!(key, &dump.key);
+            assert_eq!(expected, &dump.sha256);
+            assert_eq!(actual, &tampered_sha256);
+        }
+        other => panic!("expected ChecksumMismatch, got {other:?}"),
+    }
+    let message = err.to_string();
+    for part in [
+        dump.key.as_str(),
+        &dump.sha256,
+        &tampered_sha256,
+        "refusing to restore",
+        "--backup <stamp>",
+    ] {
+        assert!(message.contains(part), "message lacks {part:?}: {message}");
+    }
+    assert_eq!(
+        restore_databases(&server).await,
+        Vec::<String>::new(),
+        "a refused dump created no database"
+    );
+    Leftovers::take(&env, &server).await.assert_same_as(&before);
+    env.cleanup().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 3. A truncated dump
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_truncated_dump_is_refused_before_download() {
+    let _serial = isolated().await;
+    let (env, _) = seeded_env().await;
+    let backup = backup(&env).await;
+    let dump = &backup.manifest.dump;
+
+    let original = env.store().get_bytes(&dump.key).await.unwrap();
+    let truncated = original[..original.len() / 2].to_vec();
+    let short = truncated.len() as u64;
+    env.store()
+        .put_bytes(&dump.key, truncated, "application/octet-stream")
+        .await
+        .unwrap();
+
+    let server = env.primary().admin();
+    let before = Leftovers::take(&env, &server).await;
+    let err = restore(&env, &server, RestoreOptions::default()).await.unwrap_err();
+
+    assert!(
+        matches!(&err, RestoreError::DumpSizeMismatch { key, expected, actual, .. }
+            if key == &dump.key && *expected == dump.bytes && *actual == short),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    for part in [
+        dump.key.clone(),
+        format!("is {short} bytes"),
+        format!("manifest says {}", dump.bytes),
+        "refusing to restore".to_owned(),
+        "--backup <stamp>".to_owned(),
+    ] {
+        assert!(message.contains(&part), "message lacks {part:?}: {message}");
+    }
+    assert_eq!(restore_databases(&server).await, Vec::<String>::new());
+    Leftovers::take(&env, &server).await.assert_same_as(&before);
+    env.cleanup().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 4. A truncated dump whose manifest was rewritten to match it
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_consistently_truncated_dump_fails_in_pg_restore_and_the_partial_database_is_dropped() {
+    let _serial = isolated().await;
+    let (env, _) = seeded_env().await;
+    let backup = backup(&env).await;
+    let store = env.store();
+
+    // Keep the archive's header, table of contents and part of the data, so
+    // pg_restore creates the schema and starts loading before it runs out.
+    let original = store.get_bytes(&backup.manifest.dump.key).await.unwrap();
+    let truncated = original[..original.len() * 3 / 4].to_vec();
+    let mut manifest = backup.manifest.clone();
+    manifest.dump.bytes = truncated.len() as u64;
+    manifest.dump.sha256 = sha256_hex(&truncated);
+    store
+        .put_bytes(&manifest.dump.key, truncated, "application/octet-stream")
+        .await
+        .unwrap();
+    store
+        .put_bytes(&backup.manifest_key, manifest.to_json(), "application/json")
+        .await
+        .unwrap();
+
+    let server = env.primary().admin();
+    let before = Leftovers::take(&env, &server).await;
+    let err = restore(&env, &server, RestoreOptions::default()).await.unwrap_err();
+
+    let RestoreError::Restore { database, source } = &err else {
+        panic!("expected RestoreError::Restore, got {err:?}")
+    };
+    assert!(database.starts_with("immoflowme_restore_"), "{database}");
+    assert!(
+        matches!(source, PgError::ProgramFailed { program, .. } if program == "pg_restore"),
+        "the failure is pg_restore's: {source:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains(database.as_str()), "names the database: {message}");
+    assert!(
+        message.contains("partial database was dropped"),
+        "says what became of it: {message}"
+    );
+    // The error exists only after CREATE DATABASE succeeded; now it is gone.
+    assert_eq!(
+        restore_databases(&server).await,
+        Vec::<String>::new(),
+        "the half-restored {database} was dropped"
+    );
+    Leftovers::take(&env, &server).await.assert_same_as(&before);
+    env.cleanup().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 5. A manifest that does not parse
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_unreadable_manifest_is_named() {
+    let _serial = isolated().await;
+    let env = EmbeddedEnvironment::start().await.unwrap();
+    let backup = backup(&env).await;
+    // A manifest cut short, as an interrupted upload by another tool would leave it.
+    let json = backup.manifest.to_json();
+    env.store()
+        .put_bytes(
+            &backup.manifest_key,
+            json[..json.len() / 2].to_vec(),
+            "application/json",
+        )
+        .await
+        .unwrap();
+
+    let server = env.primary().admin();
+    let before = Leftovers::take(&env, &server).await;
+    let err = restore(&env, &server, RestoreOptions::default()).await.unwrap_err();
+
+    assert!(
+        matches!(&err, RestoreError::ManifestUnreadable { key, reason, .. }
+            if key == &backup.manifest_key && reason.contains("EOF")),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    let full_key = format!("s3://immoflowme-backups/{}", backup.manifest_key);
+    for part in [
+        full_key.as_str(),
+        "does not parse",
+        "--backup <stamp>",
+        "take a new backup",
+    ] {
+        assert!(message.contains(part), "message lacks {part:?}: {message}");
+    }
+    assert_eq!(restore_databases(&server).await, Vec::<String>::new());
+    Leftovers::take(&env, &server).await.assert_same_as(&before);
+    env.cleanup().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 6. Never restore over an existing database
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_restore_never_overwrites_an_existing_database() {
+    let _serial = isolated().await;
+    let (env, seeded) = seeded_env().await;
+    let backup = backup(&env).await;
+    // Make the source differ from the backup, so a restore over it would show.
+    write_activity(&env.source(), 3).await.unwrap();
+    let source_before = facts_of(&env.source()).await;
+    let audit_before = count_rows(&env.source(), "audit_logs").await;
+    assert_eq!(audit_before, seeded.rows_in("audit_logs").unwrap() + 3);
+    assert_ne!(audit_before, backup.manifest.rows_in("audit_logs").unwrap());
+
+    let server = env.primary().admin();
+    let before = Leftovers::take(&env, &server).await;
+    let options = RestoreOptions {
+        target_database: Some(APP_DATABASE.to_owned()),
+        ..RestoreOptions::default()
+    };
+    let err = restore(&env, &server, options).await.unwrap_err();
+
+    assert!(
+        matches!(&err, RestoreError::Postgres(PgError::DatabaseExists { database }) if database == APP_DATABASE),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("\"immoflowme\" already exists"),
+        "names the database: {message}"
+    );
+    assert!(
+        message.contains("never restores over an existing database"),
+        "{message}"
+    );
+    assert_eq!(
+        count_rows(&env.source(), "audit_logs").await,
+        audit_before,
+        "audit_logs untouched"
+    );
+    assert_eq!(facts_of(&env.source()).await, source_before, "every table untouched");
+    Leftovers::take(&env, &server).await.assert_same_as(&before);
+    env.cleanup().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 7. Round trip
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn round_trip_restores_what_the_manifest_says_and_the_playbook_finds_the_dump() {
+    let _serial = isolated().await;
+    let (mut env, seeded) = seeded_env().await;
+    let backup = backup(&env).await;
+    let manifest = &backup.manifest;
+    for (table, rows) in &seeded.rows {
+        assert_eq!(manifest.rows_in(table), Some(*rows), "manifest of {table}");
+    }
+
+    // The playbook's 3.2 step 1, on the bucket's listing.
+    assert_eq!(playbook_latest_backup(env.store()).await, manifest.dump.key);
+    let daily: BTreeSet<String> = env
+        .store()
+        .list(layout::DAILY)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let stamp = &manifest.stamp;
+    let expected: BTreeSet<String> = [
+        layout::roles_key(stamp),
+        layout::manifest_key(stamp),
+        layout::dump_key(stamp, APP_DATABASE),
+    ]
+    .into();
+    assert_eq!(daily, expected);
+    assert_eq!(
+        env.store().list(layout::INCOMING).await.unwrap(),
+        vec![],
+        "no incoming/ object remains"
+    );
+
+    let replacement = env.provision_cluster().await.unwrap();
+    let restored = restore(&env, &replacement, RestoreOptions::default()).await.unwrap();
+    assert_eq!(&restored.manifest, manifest);
+    assert_eq!(
+        restored_counts(&restored.target, manifest).await,
+        manifest_counts(manifest)
+    );
+    let head = manifest.audit_chain_head.as_ref().expect("audit_logs exists");
+    assert_eq!(
+        head.id,
+        seeded.rows_in("audit_logs").unwrap() as i64,
+        "the last generated row heads the chain"
+    );
+    assert_eq!(chain_head(&restored.target).await, (head.id, head.hash.clone()));
+    env.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_backup_taken_while_writes_continue_restores_exactly_its_manifest() {
+    let _serial = isolated().await;
+    let (mut env, seeded) = seeded_env().await;
+    let source = env.source();
+
+    // Writes before, during and after the backup's snapshot.
+    let backup_done = AtomicBool::new(false);
+    let written = AtomicUsize::new(0);
+    let writer = async {
+        while !backup_done.load(Ordering::SeqCst) {
+            write_activity(&source, 5).await.unwrap();
+            written.fetch_add(5, Ordering::SeqCst);
+        }
+    };
+    let backing_up = async {
+        let report = backup(&env).await;
+        backup_done.store(true, Ordering::SeqCst);
+        report
+    };
+    let ((), backup) = tokio::join!(writer, backing_up);
+    let manifest = &backup.manifest;
+    let written = written.load(Ordering::SeqCst) as u64;
+
+    let seeded_audit = seeded.rows_in("audit_logs").unwrap();
+    let seeded_ledger = seeded.rows_in("ledger_entries").unwrap();
+    let (backed_audit, backed_ledger) = (
+        manifest.rows_in("audit_logs").unwrap(),
+        manifest.rows_in("ledger_entries").unwrap(),
+    );
+    let final_audit = count_rows(&source, "audit_logs").await;
+    assert_eq!(final_audit, seeded_audit + written);
+    assert!(
+        backed_audit < final_audit,
+        "writes went on after the snapshot ({backed_audit} of {final_audit})"
+    );
+    // Each write commits one audit row and one ledger entry together: a
+    // manifest read from one snapshot sees both or neither.
+    assert_eq!(
+        backed_audit - seeded_audit,
+        backed_ledger - seeded_ledger,
+        "the manifest is one snapshot"
+    );
+
+    let replacement = env.provision_cluster().await.unwrap();
+    let restored = restore(&env, &replacement, RestoreOptions::default()).await.unwrap();
+    assert_eq!(restored.manifest.stamp, manifest.stamp);
+    assert_eq!(
+        restored_counts(&restored.target, manifest).await,
+        manifest_counts(manifest)
+    );
+    let head = manifest.audit_chain_head.as_ref().expect("audit_logs exists");
+    assert_eq!(chain_head(&restored.target).await, (head.id, head.hash.clone()));
+    let answers = PlaybookAnswers::collect(&restored.target).await.unwrap();
+    assert_eq!(answers.broken_links, 0, "4.1 on the restored chain");
+    env.cleanup().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 8. A port already taken
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_cluster_on_a_taken_port_is_refused_and_leaves_nothing() {
+    let _serial = isolated().await;
+    let env = EmbeddedEnvironment::start().await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+
+    let before = scratch_entries();
+    assert!(
+        before.iter().any(|d| d.starts_with("drillbook-pg-")),
+        "the listing sees clusters: {before:?}"
+    );
+    let options = ClusterOptions {
+        port: Some(port),
+        ..ClusterOptions::default()
+    };
+    let err = Cluster::start(env.binaries(), options.clone()).await.unwrap_err();
+
+    assert!(matches!(err, PgError::PortInUse { port: p } if p == port), "{err:?}");
+    let message = err.to_string();
+    for part in [
+        format!("port {port}"),
+        "already in use".to_owned(),
+        "omit the port".to_owned(),
+    ] {
+        assert!(message.contains(&part), "message lacks {part:?}: {message}");
+    }
+    assert_eq!(scratch_entries(), before, "no drillbook-pg-* dir left behind");
+
+    // The port, once free, works: the refusal was about the port alone.
+    drop(listener);
+    let cluster = Cluster::start(env.binaries(), options).await.unwrap();
+    assert_eq!(cluster.port(), port);
+    cluster.cleanup().await.unwrap();
+    assert_eq!(scratch_entries(), before);
+    env.cleanup().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 9. Two backups
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_newest_backup_is_restored_unless_a_stamp_is_named() {
+    let _serial = isolated().await;
+    let (env, _) = seeded_env().await;
+    let older = backup(&env).await.manifest;
+    write_activity(&env.source(), 3).await.unwrap();
+    let newer = backup(&env).await.manifest;
+    assert!(older.stamp < newer.stamp, "{} then {}", older.stamp, newer.stamp);
+    let (older_audit, newer_audit) = (
+        older.rows_in("audit_logs").unwrap(),
+        newer.rows_in("audit_logs").unwrap(),
+    );
+    assert_eq!(newer_audit, older_audit + 3);
+    // The playbook's own listing agrees on which is newest.
+    assert_eq!(playbook_latest_backup(env.store()).await, newer.dump.key);
+
+    // Explicit names: two restores within one second would get the same default name.
+    let server = env.primary().admin();
+    let named = |name: &str, backup| RestoreOptions {
+        backup,
+        target_database: Some(name.to_owned()),
+        ..RestoreOptions::default()
+    };
+    let newest = restore(&env, &server, named("immoflowme_restore_newest", BackupChoice::Newest))
+        .await
+        .unwrap();
+    assert_eq!(newest.manifest.stamp, newer.stamp);
+    assert_eq!(count_rows(&newest.target, "audit_logs").await, newer_audit);
+
+    let chosen = BackupChoice::Stamp(older.stamp.clone());
+    let picked = restore(&env, &server, named("immoflowme_restore_older", chosen))
+        .await
+        .unwrap();
+    assert_eq!(picked.manifest.stamp, older.stamp);
+    assert_eq!(count_rows(&picked.target, "audit_logs").await, older_audit);
+
+    let before = Leftovers::take(&env, &server).await;
+    let unknown = "20000101T000000.000Z";
+    let err = restore(
+        &env,
+        &server,
+        named("immoflowme_restore_unknown", BackupChoice::Stamp(unknown.to_owned())),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, RestoreError::NoSuchBackup { stamp, available, .. }
+            if stamp == unknown && available == &[older.stamp.clone(), newer.stamp.clone()]),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    let listing = format!("available: {}, {}", older.stamp, newer.stamp);
+    for part in [unknown, "s3://immoflowme-backups/daily/", listing.as_str()] {
+        assert!(message.contains(part), "message lacks {part:?}: {message}");
+    }
+    Leftovers::take(&env, &server).await.assert_same_as(&before);
+    assert_eq!(
+        restore_databases(&server).await,
+        ["immoflowme_restore_newest", "immoflowme_restore_older"]
+    );
+    env.cleanup().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// Takes this binary's turn and makes sure its temp dir is in place.
+async fn isolated() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::const_new(());
+    scratch_dir();
+    SERIAL.lock().await
+}
+
+/// `$TMPDIR/drillbook-test-<pid>`: where every temp dir of this process goes.
+fn scratch_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = std::env::temp_dir();
+        // Empty dirs of earlier runs; kept ones (DRILL_KEEP=1) are not empty.
+        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("drillbook-test-")
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+        let dir = base.join(format!("drillbook-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        tempfile::env::override_temp_dir(&dir).expect("nothing else sets tempfile's temp dir");
+        dir
+    })
+}
+
+/// Names in the scratch dir: clusters, S3 data, restore downloads.
+fn scratch_entries() -> BTreeSet<String> {
+    std::fs::read_dir(scratch_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// What a refused operation must not change.
+#[derive(Debug, PartialEq)]
+struct Leftovers {
+    /// Temp dirs (`drillbook-restore-*`, `drillbook-pg-*`, ...).
+    dirs: BTreeSet<String>,
+    /// Every database on the restore's target server.
+    databases: Vec<String>,
+    /// Every object in the bucket, with size and time.
+    objects: Vec<(String, u64, Option<DateTime<Utc>>)>,
+}
+
+impl Leftovers {
+    async fn take(env: &EmbeddedEnvironment, server: &ConnInfo) -> Self {
+        let mut conn = connect(server).await;
+        let databases = sqlx::query_scalar("SELECT datname FROM pg_database ORDER BY 1")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        let mut objects: Vec<_> = env
+            .store()
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.key, o.size, o.last_modified))
+            .collect();
+        objects.sort();
+        let dirs = scratch_entries();
+        for library_dir in ["drillbook-pg-", "drillbook-s3-"] {
+            assert!(
+                dirs.iter().any(|d| d.starts_with(library_dir)),
+                "the listing sees the library's dirs: {dirs:?}"
+            );
+        }
+        Self {
+            dirs,
+            databases,
+            objects,
+        }
+    }
+
+    fn assert_same_as(&self, before: &Self) {
+        let new_dirs: Vec<_> = self.dirs.difference(&before.dirs).collect();
+        assert!(new_dirs.is_empty(), "temp dirs left behind: {new_dirs:?}");
+        assert_eq!(self, before, "databases or objects changed");
+    }
+}
+
+fn fixture() -> FixtureSpec {
+    // Ending now: rows the workload appends must sort after the fixture's.
+    FixtureSpec::ending_now(Profile::Small, 42)
+}
+
+async fn seeded_env() -> (EmbeddedEnvironment, SeedSummary) {
+    let env = EmbeddedEnvironment::start().await.unwrap();
+    let seeded = env.seed(fixture()).await.unwrap();
+    (env, seeded)
+}
+
+async fn backup(env: &EmbeddedEnvironment) -> BackupReport {
+    backup_database(env.binaries(), &env.source(), Some(&env.primary().admin()), env.store())
+        .await
+        .unwrap()
+}
+
+async fn restore(
+    env: &EmbeddedEnvironment,
+    server: &ConnInfo,
+    options: RestoreOptions,
+) -> Result<RestoreReport, RestoreError> {
+    restore_database(env.binaries(), server, env.store(), &options).await
+}
+
+/// The playbook's 3.2 step 1:
+/// `aws s3 ls $BACKUP_BUCKET/daily/ --recursive | sort | tail -1 | awk '{print $4}'`.
+/// `aws s3 ls` prints `<date> <time> <size, right-aligned> <key>`; the sort is
+/// by time, then by the line's text as `sort` sees it.
+async fn playbook_latest_backup(store: &Store) -> String {
+    let mut lines: Vec<(Option<DateTime<Utc>>, String)> = store
+        .list(layout::DAILY)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|object| {
+            let shown = object
+                .last_modified
+                .map_or("".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+            (
+                object.last_modified,
+                format!("{shown} {:>10} {}", object.size, object.key),
+            )
+        })
+        .collect();
+    assert!(!lines.is_empty(), "nothing under daily/");
+    let mut text_only: Vec<String> = lines.iter().map(|(_, line)| line.clone()).collect();
+    lines.sort();
+    text_only.sort();
+    let last = &lines.last().unwrap().1;
+    // What `sort` alone (second resolution) picks must be the same object.
+    assert_eq!(
+        text_only.last().unwrap(),
+        last,
+        "`sort` on the text agrees with LastModified order"
+    );
+    last.split_whitespace()
+        .nth(3)
+        .expect("aws s3 ls lines have four fields")
+        .to_owned()
+}
+
+async fn connect(target: &ConnInfo) -> PgConnection {
+    PgConnection::connect_with(&target.connect_options()).await.unwrap()
+}
+
+/// Databases a restore created (`immoflowme_restore_%`).
+async fn restore_databases(server: &ConnInfo) -> Vec<String> {
+    let mut conn = connect(server).await;
+    let names =
+        sqlx::query_scalar(r"SELECT datname FROM pg_database WHERE datname LIKE 'immoflowme\_restore\_%' ORDER BY 1")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.unwrap();
+    names
+}
+
+async fn count_rows(target: &ConnInfo, table: &str) -> u64 {
+    let mut conn = connect(target).await;
+    let sql = format!("SELECT count(*) FROM {}", quote_ident(table));
+    let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    count as u64
+}
+
+async fn facts_of(target: &ConnInfo) -> Vec<(String, u64)> {
+    let mut conn = connect(target).await;
+    let facts = table_facts(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    facts.into_iter().map(|(table, facts)| (table, facts.rows)).collect()
+}
+
+fn manifest_counts(manifest: &BackupManifest) -> Vec<(String, u64)> {
+    assert!(!manifest.tables.is_empty());
+    manifest
+        .tables
+        .iter()
+        .map(|(table, facts)| (table.clone(), facts.rows))
+        .collect()
+}
+
+/// `count(*)` of every table the manifest names, counted here rather than
+/// through the library that wrote the manifest.
+async fn restored_counts(target: &ConnInfo, manifest: &BackupManifest) -> Vec<(String, u64)> {
+    let mut conn = connect(target).await;
+    let mut counts = Vec::new();
+    for table in manifest.tables.keys() {
+        let (schema, name) = table.split_once('.').expect("schema.table");
+        let sql = format!("SELECT count(*) FROM {}.{}", quote_ident(schema), quote_ident(name));
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        counts.push((table.clone(), count as u64));
+    }
+    conn.close().await.unwrap();
+    counts
+}
+
+/// The last `audit_logs` row in chain order: `(id, hash)`.
+async fn chain_head(target: &ConnInfo) -> (i64, Option<String>) {
+    let mut conn = connect(target).await;
+    let head = sqlx::query_as("SELECT id, hash FROM audit_logs ORDER BY created_at DESC, id DESC LIMIT 1")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    head
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
