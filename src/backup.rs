@@ -139,8 +139,12 @@ async fn write_backup(
             .fetch_one(&mut *snapshot)
             .await
             .map_err(|e| pg_error(PgError::sql("export the backup snapshot")(e)))?;
-    let tables = table_facts(&mut snapshot).await.map_err(pg_error)?;
+    let mut tables = table_facts(&mut snapshot).await.map_err(pg_error)?;
     let audit_chain_head = chain_head(&mut snapshot).await.map_err(pg_error)?;
+    crate::integrity::fidelity::record_fingerprints(&mut snapshot, &mut tables)
+        .await
+        .map_err(pg_error)?;
+    let anchor = crate::integrity::anchor::Anchor::read(&mut snapshot).await.ok();
 
     let incoming = layout::incoming_key(stamp, &database);
     let mut dump = DumpStream::spawn(bins, source, Some(&snapshot_id)).map_err(pg_error)?;
@@ -174,6 +178,7 @@ async fn write_backup(
         pg_dump_version: program_version(bins, "pg_dump").await.map_err(pg_error)?,
         tables,
         audit_chain_head,
+        anchor,
     };
     let manifest_key = layout::manifest_key(stamp);
     store
@@ -231,6 +236,7 @@ pub async fn table_facts(conn: &mut PgConnection) -> Result<BTreeMap<String, Tab
             TableFacts {
                 rows: rows as u64,
                 newest_created_at,
+                fingerprint: None,
             },
         );
     }

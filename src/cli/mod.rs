@@ -3,6 +3,8 @@
 
 mod env_up;
 mod transfer;
+mod wal;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -43,6 +45,14 @@ enum Command {
     Backup(transfer::BackupArgs),
     /// Restore the newest (or a chosen) backup from S3 into a new database.
     Restore(transfer::RestoreArgs),
+    /// Archive one WAL file to S3 (PostgreSQL's archive_command).
+    WalPush(wal::WalPushArgs),
+    /// Restore one WAL file from S3 (PostgreSQL's restore_command).
+    WalFetch(wal::WalFetchArgs),
+    /// Verify a database's integrity, read-only (the playbook's daily audit chain validation).
+    Verify(verify::VerifyArgs),
+    /// Record the audit chain's head in S3 (anchors/<stamp>.json) for `verify --anchor`.
+    Anchor(verify::AnchorArgs),
 }
 
 impl Cli {
@@ -51,6 +61,10 @@ impl Cli {
             Command::Env(command) => command.run().await,
             Command::Backup(args) => args.run().await,
             Command::Restore(args) => args.run().await,
+            Command::WalPush(args) => args.run().await,
+            Command::WalFetch(args) => args.run().await,
+            Command::Verify(args) => args.run().await,
+            Command::Anchor(args) => args.run().await,
         }
     }
 }

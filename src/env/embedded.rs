@@ -106,6 +106,16 @@ impl EmbeddedEnvironment {
         Ok(admin)
     }
 
+    /// Whether `target` is a database on one of this environment's own
+    /// clusters (the primary or one it provisioned): servers this process
+    /// created and will delete, where `crate::fault` may inject incidents.
+    pub fn owns(&self, target: &ConnInfo) -> bool {
+        self.primary.iter().chain(&self.others).any(|cluster| {
+            let admin = cluster.admin();
+            admin.host == target.host && admin.port == target.port
+        })
+    }
+
     pub fn connection_facts(&self) -> ConnectionFacts {
         let primary = self.primary();
         ConnectionFacts {

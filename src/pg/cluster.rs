@@ -44,12 +44,32 @@ pub struct ClusterOptions {
     /// Where the initdb template is cached: `DRILL_CACHE_DIR`, else
     /// `$TMPDIR/drillbook-cache-<uid>` when `None`.
     pub template_cache: Option<PathBuf>,
+    /// Environment variables for the server process and whatever it runs
+    /// (`archive_command`, `restore_command`): S3 endpoint and credentials.
+    pub env: Vec<(String, String)>,
 }
 
 impl ClusterOptions {
     pub fn setting(mut self, name: &str, value: impl ToString) -> Self {
         self.settings.push((name.to_owned(), value.to_string()));
         self
+    }
+
+    /// Adds an environment variable for the server process.
+    pub fn env(mut self, name: &str, value: impl ToString) -> Self {
+        self.env.push((name.to_owned(), value.to_string()));
+        self
+    }
+
+    /// WAL archiving on: `wal_level=replica`, `archive_mode=on`, the given
+    /// `archive_command` (`%p` is the segment's path) and `archive_timeout`
+    /// (a segment is switched and archived at least this often while there
+    /// are writes, which bounds the RPO of archiving alone).
+    pub fn archiving(self, archive_command: &str, archive_timeout: Duration) -> Self {
+        self.setting("wal_level", "replica")
+            .setting("archive_mode", "on")
+            .setting("archive_command", archive_command)
+            .setting("archive_timeout", format!("{}s", archive_timeout.as_secs().max(1)))
     }
 }
 
@@ -101,6 +121,8 @@ pub struct Cluster {
     password: Secret,
     server: Option<Child>,
     server_user: Option<ServerUser>,
+    settings: Vec<(String, String)>,
+    env: Vec<(String, String)>,
     keep: bool,
     cleaned_up: bool,
 }
@@ -131,6 +153,8 @@ impl Cluster {
             password: Secret::new(random_token()),
             server: None,
             server_user,
+            settings: options.settings.clone(),
+            env: options.env.clone(),
             keep: keep_requested(),
             cleaned_up: false,
         };
@@ -139,8 +163,69 @@ impl Cluster {
             user.own(&cluster.root)?;
         }
         copy_tree(&template, &cluster.data_dir(), server_user)?;
-        fs::create_dir(cluster.socket_dir()).map_err(PgError::io("create the socket dir"))?;
+        cluster.start_prepared(&options, true).await?;
+        Ok(cluster)
+    }
+
+    /// Starts a server on a data directory prepared elsewhere: a restored
+    /// base backup (with `recovery.signal` for PITR) or a standby's copy
+    /// (with `standby.signal`). `prepared` is copied into the cluster's own
+    /// temp dir and left as it was. `password` is the superuser password of
+    /// the cluster the data came from: it is in the copied catalog.
+    ///
+    /// The call returns once the server accepts connections: for a server in
+    /// recovery that is when it reached a consistent state (hot standby).
+    ///
+    /// # Errors
+    /// [`PgError::StartFailed`] with the server log when it exits first, for
+    /// example because recovery could not find the WAL it needs.
+    pub async fn start_from_data_dir(
+        bins: &PgBinaries,
+        prepared: &Path,
+        password: Secret,
+        options: ClusterOptions,
+    ) -> Result<Self> {
+        let server_user = ServerUser::resolve()?;
+        if let Some(port) = options.port {
+            ensure_port_free(port)?;
+        }
+        if !prepared.join("PG_VERSION").is_file() {
+            return Err(PgError::NotADataDir {
+                path: prepared.to_path_buf(),
+            });
+        }
+        let root = tempfile::Builder::new()
+            .prefix("drillbook-pg-")
+            .tempdir()
+            .map_err(PgError::io("create a temp dir for the cluster"))?
+            .keep();
+        let mut cluster = Self {
+            bins: bins.clone(),
+            root,
+            port: 0,
+            password,
+            server: None,
+            server_user,
+            settings: options.settings.clone(),
+            env: options.env.clone(),
+            keep: keep_requested(),
+            cleaned_up: false,
+        };
         if let Some(user) = server_user {
+            user.own(&cluster.root)?;
+        }
+        copy_tree(prepared, &cluster.data_dir(), server_user)?;
+        // PostgreSQL insists on a private data directory.
+        fs::set_permissions(cluster.data_dir(), fs::Permissions::from_mode(0o700))
+            .map_err(PgError::io("restrict the data directory"))?;
+        cluster.start_prepared(&options, false).await?;
+        Ok(cluster)
+    }
+
+    async fn start_prepared(&mut self, options: &ClusterOptions, set_password: bool) -> Result<()> {
+        let cluster = self;
+        fs::create_dir(cluster.socket_dir()).map_err(PgError::io("create the socket dir"))?;
+        if let Some(user) = cluster.server_user {
             user.own(&cluster.socket_dir())?;
         }
 
@@ -152,8 +237,8 @@ impl Cluster {
                 Some(port) => port,
                 None => free_port()?,
             };
-            match cluster.launch(&options.settings).await {
-                Ok(()) => return Ok(cluster),
+            match cluster.launch(set_password).await {
+                Ok(()) => return Ok(()),
                 Err(PgError::StartFailed { log_tail, .. }) if is_bind_failure(&log_tail) => {
                     if attempt == attempts {
                         return Err(PgError::PortInUse { port: cluster.port });
@@ -167,7 +252,7 @@ impl Cluster {
     }
 
     /// Starts the server on `self.port` and waits until it accepts connections.
-    async fn launch(&mut self, settings: &[(String, String)]) -> Result<()> {
+    async fn launch(&mut self, set_password: bool) -> Result<()> {
         let log = File::options()
             .create(true)
             .append(true)
@@ -183,10 +268,11 @@ impl Cluster {
             .arg("-c")
             .arg(format!("unix_socket_directories={}", self.socket_dir().display()))
             .args(["-c", "unix_socket_permissions=0700"]);
-        for (name, value) in settings {
+        for (name, value) in &self.settings {
             command.arg("-c").arg(format!("{name}={value}"));
         }
         command
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.root)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(PgError::io("share the server log"))?)
@@ -211,6 +297,11 @@ impl Cluster {
                 });
             }
             if let Ok(mut conn) = PgConnection::connect_with(&self.socket_options()).await {
+                if !set_password {
+                    let _ = conn.close().await;
+                    tracing::debug!(port = self.port, root = %self.root.display(), "cluster ready");
+                    return Ok(());
+                }
                 // initdb set no password; each cluster gets its own random one.
                 let sql = format!(
                     "ALTER ROLE {SUPERUSER} PASSWORD {}",
@@ -277,6 +368,87 @@ impl Cluster {
             .port(self.port)
             .username(SUPERUSER)
             .database("postgres")
+    }
+
+    /// The superuser password (pass it to [`Cluster::start_from_data_dir`]
+    /// for a copy of this cluster's data).
+    pub fn password(&self) -> &Secret {
+        &self.password
+    }
+
+    /// A superuser connection over the Unix socket (trust auth): works on a
+    /// standby and during recovery as soon as connections are accepted.
+    pub async fn connect_local(&self) -> Result<PgConnection> {
+        PgConnection::connect_with(&self.socket_options())
+            .await
+            .map_err(PgError::sql(format!("connect to the cluster on port {}", self.port)))
+    }
+
+    /// Promotes a standby (or a server paused in recovery) to a primary and
+    /// waits until it accepts writes (`pg_promote(wait => true)`).
+    pub async fn promote(&self) -> Result<()> {
+        let mut conn = self.connect_local().await?;
+        let promoted: bool = sqlx::query_scalar("SELECT pg_promote(true, 60)")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(PgError::sql("promote the standby (pg_promote)"))?;
+        let _ = conn.close().await;
+        if !promoted {
+            return Err(PgError::StartFailed {
+                log: self.log_path(),
+                log_tail: format!(
+                    "pg_promote did not finish within 60 s\n{}",
+                    read_tail(&self.log_path(), 0)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped (or killed) server again on the same data directory
+    /// and port, with the same settings and environment.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop().await?;
+        self.launch(false).await
+    }
+
+    /// The server log written since byte `from` (all of it with 0).
+    pub fn log_since(&self, from: u64) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = File::open(self.log_path()) {
+            let _ = file.seek(SeekFrom::Start(from));
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Fails unless the account the server runs as may execute `program`
+    /// (an `archive_command` / `restore_command` binary). Checked by running
+    /// `test -x` as that user, so every directory above counts.
+    pub fn check_executable_by_server(program: &Path) -> Result<()> {
+        let Some(user) = ServerUser::resolve()? else {
+            return Ok(());
+        };
+        let status = Command::new("/bin/sh")
+            .args(["-c", "test -r \"$1\" && test -x \"$1\"", "sh"])
+            .arg(program)
+            .uid(user.uid)
+            .gid(user.gid)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|source| PgError::Spawn {
+                program: "/bin/sh".into(),
+                source,
+            })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(PgError::NotReachableByServer {
+                path: program.to_path_buf(),
+                user: std::env::var("DRILL_PG_USER").unwrap_or_else(|_| "postgres".to_owned()),
+            })
+        }
     }
 
     /// Whether the server process is still running.

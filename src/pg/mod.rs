@@ -86,6 +86,17 @@ pub enum PgError {
         #[source]
         source: sqlx::Error,
     },
+
+    #[error("{} is not a PostgreSQL data directory (no PG_VERSION); restore a base backup into it first", path.display())]
+    NotADataDir { path: PathBuf },
+
+    #[error(
+        "the server user {user:?} cannot execute {}: every directory above it must be searchable and the file \
+         readable and executable by that user; build into a world-readable target dir (CARGO_TARGET_DIR=/work/target) \
+         or copy the binary somewhere like /usr/local/bin",
+        path.display()
+    )]
+    NotReachableByServer { path: PathBuf, user: String },
 }
 
 impl PgError {

@@ -114,3 +114,174 @@ pub async fn program_version(bins: &PgBinaries, program: &str) -> Result<String>
     command.arg("--version");
     Ok(run(command, program).await?.trim().to_owned())
 }
+
+/// A running `pg_basebackup --format=tar --pgdata=- --wal-method=fetch`: the
+/// whole cluster (with the WAL needed to make it consistent and the
+/// `backup_manifest`) as one tar stream on [`BaseBackupStream::stdout`].
+#[derive(Debug)]
+pub struct BaseBackupStream {
+    child: Child,
+    stdout: Option<ChildStdout>,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+/// What `pg_basebackup --verbose` reported about the backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseBackupPoints {
+    /// WAL start point (`X/Y`) and its timeline.
+    pub start_lsn: String,
+    pub timeline: u32,
+    /// WAL end point (`X/Y`): the backup is consistent from here on.
+    pub end_lsn: String,
+}
+
+impl BaseBackupStream {
+    /// `conn` must be a superuser (or replication role) connection.
+    pub fn spawn(bins: &PgBinaries, conn: &ConnInfo) -> Result<Self> {
+        let mut command = command(bins, "pg_basebackup", conn);
+        command
+            .args(["--pgdata=-", "--format=tar", "--wal-method=fetch", "--checkpoint=fast"])
+            .args(["--manifest-checksums=SHA256", "--verbose", "--no-password"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|source| PgError::Spawn {
+            program: bins.program("pg_basebackup"),
+            source,
+        })?;
+        let stdout = child.stdout.take();
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        });
+        Ok(Self { child, stdout, stderr })
+    }
+
+    /// The tar bytes. Read to the end before calling [`Self::finish`].
+    pub fn stdout(&mut self) -> &mut ChildStdout {
+        self.stdout.as_mut().expect("stdout is taken only by finish")
+    }
+
+    /// Waits for `pg_basebackup` and returns its start and end points.
+    pub async fn finish(mut self) -> Result<BaseBackupPoints> {
+        drop(self.stdout.take());
+        let status = self.child.wait().await.map_err(PgError::io("wait for pg_basebackup"))?;
+        let stderr = self.stderr.await.unwrap_or_default();
+        if !status.success() {
+            return Err(PgError::ProgramFailed {
+                program: "pg_basebackup".into(),
+                status,
+                output: stderr,
+            });
+        }
+        parse_basebackup_points(&stderr).ok_or_else(|| PgError::ProgramFailed {
+            program: "pg_basebackup (no start/end point in its --verbose output)".into(),
+            status,
+            output: stderr,
+        })
+    }
+}
+
+/// Reads "write-ahead log start point: 0/2000028 on timeline 1" and
+/// "write-ahead log end point: 0/2000100".
+fn parse_basebackup_points(stderr: &str) -> Option<BaseBackupPoints> {
+    let after = |marker: &str| {
+        stderr
+            .lines()
+            .find_map(|l| l.split_once(marker).map(|(_, rest)| rest.trim().to_owned()))
+    };
+    let start = after("write-ahead log start point:")?;
+    let (start_lsn, timeline) = start.split_once(" on timeline ")?;
+    Some(BaseBackupPoints {
+        start_lsn: start_lsn.trim().to_owned(),
+        timeline: timeline.trim().parse().ok()?,
+        end_lsn: after("write-ahead log end point:")?,
+    })
+}
+
+/// `pg_verifybackup` of an extracted base backup (its `backup_manifest`
+/// inside): every file's checksum and the WAL it needs.
+pub async fn verify_backup(bins: &PgBinaries, data_dir: &Path) -> Result<()> {
+    let mut command = Command::new(bins.program("pg_verifybackup"));
+    command
+        .arg("--quiet")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    run(command, "pg_verifybackup").await.map(drop)
+}
+
+/// `pg_restore --table=T` of one table's definition and data from an archive
+/// into `conn.database` (a scratch database).
+pub async fn pg_restore_table(bins: &PgBinaries, conn: &ConnInfo, archive: &Path, table: &str) -> Result<()> {
+    let mut command = command(bins, "pg_restore", conn);
+    command
+        .args(["--no-owner", "--no-acl", "--exit-on-error", "--no-password"])
+        .arg(format!("--table={table}"))
+        .arg(format!("--dbname={}", conn.database))
+        .arg(archive);
+    run(command, "pg_restore").await.map(drop)
+}
+
+/// `pg_amcheck --heapallindexed` over a database: `Ok(findings)` with its
+/// report (empty when clean).
+pub async fn pg_amcheck(bins: &PgBinaries, conn: &ConnInfo) -> Result<String> {
+    let mut command = command(bins, "pg_amcheck", conn);
+    command
+        .args(["--heapallindexed", "--install-missing", "--no-password"])
+        .arg(format!("--database={}", conn.database));
+    let output = command.output().await.map_err(|source| PgError::Spawn {
+        program: bins.program("pg_amcheck"),
+        source,
+    })?;
+    // Exit 2 means corruption found; its report is on stdout.
+    match output.status.code() {
+        Some(0) => Ok(String::new()),
+        Some(2) => Ok(String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into_owned()),
+        _ => Err(PgError::ProgramFailed {
+            program: "pg_amcheck".into(),
+            status: output.status,
+            output: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        }),
+    }
+}
+
+
+/// `pg_basebackup --format=plain --wal-method=stream` into `dir` (created
+/// by the program): a standby's starting copy of the primary.
+pub async fn basebackup_plain(bins: &PgBinaries, conn: &ConnInfo, dir: &Path) -> Result<()> {
+    let mut command = command(bins, "pg_basebackup", conn);
+    command
+        .args([
+            "--format=plain",
+            "--wal-method=stream",
+            "--checkpoint=fast",
+            "--no-password",
+        ])
+        .arg(format!("--pgdata={}", dir.display()));
+    run(command, "pg_basebackup").await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basebackup_points_are_read_from_verbose_output() {
+        let stderr = "pg_basebackup: initiating base backup, waiting for checkpoint to complete\n\
+                      pg_basebackup: checkpoint completed\n\
+                      pg_basebackup: write-ahead log start point: 0/2000028 on timeline 1\n\
+                      pg_basebackup: write-ahead log end point: 0/2000100\n\
+                      pg_basebackup: base backup completed\n";
+        assert_eq!(
+            parse_basebackup_points(stderr),
+            Some(BaseBackupPoints {
+                start_lsn: "0/2000028".into(),
+                timeline: 1,
+                end_lsn: "0/2000100".into(),
+            })
+        );
+        assert_eq!(parse_basebackup_points("pg_basebackup: error"), None);
+    }
+}

@@ -26,6 +26,11 @@ pub struct BackupManifest {
     pub tables: BTreeMap<String, TableFacts>,
     /// Last row of `audit_logs` in chain order, when the table exists.
     pub audit_chain_head: Option<ChainHead>,
+    /// The audit chain's anchor (head, genesis hash, row count) in the dump's
+    /// snapshot; `drillbook verify --anchor` checks a database against it.
+    /// Absent in manifests written before anchors existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<crate::integrity::anchor::Anchor>,
 }
 
 /// An object in the bucket and what it must contain.
@@ -41,6 +46,11 @@ pub struct TableFacts {
     pub rows: u64,
     /// `max(created_at)`, for tables that have that column.
     pub newest_created_at: Option<DateTime<Utc>>,
+    /// Content fingerprint (see `integrity::fidelity`) of the critical
+    /// tables, taken in the dump's snapshot; absent for other tables and in
+    /// older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

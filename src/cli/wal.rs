@@ -1,0 +1,64 @@
+//! `drillbook wal-push` and `drillbook wal-fetch`: PostgreSQL's
+//! `archive_command` and `restore_command`.
+//!
+//! The S3 location comes from the server's environment (`BACKUP_BUCKET`,
+//! `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{exit, print_error};
+use crate::wal::{Fetched, WalArchive};
+
+/// `wal-fetch`: the file is not in the archive. PostgreSQL reads any exit
+/// status up to 125 as "not available" and ends (or waits for) recovery there.
+pub const WAL_MISSING: u8 = 1;
+/// `wal-fetch`: the archived file is damaged or the archive unreachable.
+/// PostgreSQL treats an exit status above 125 from `restore_command` as
+/// fatal, so recovery stops instead of taking the archive as ended early.
+pub const WAL_FATAL: u8 = 126;
+
+#[derive(Debug, Args)]
+#[command(after_help = "As archive_command:\n  archive_command = 'drillbook wal-push %p'\n\n\
+    Exit codes: 0 archived (or already archived with identical bytes), 2 not archived (the message says why; \
+    PostgreSQL retries).")]
+pub struct WalPushArgs {
+    /// The WAL file to archive (PostgreSQL's %p).
+    path: PathBuf,
+}
+
+impl WalPushArgs {
+    pub async fn run(self) -> anyhow::Result<u8> {
+        let archive = WalArchive::from_env().await?;
+        archive.push(&self.path).await?;
+        Ok(exit::SUCCESS)
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "As restore_command:\n  restore_command = 'drillbook wal-fetch %f %p'\n\n\
+    Exit codes: 0 restored, 1 not in the archive (quietly: the normal end of the archive), \
+    126 corrupt object or unreachable archive (PostgreSQL aborts recovery)."
+)]
+pub struct WalFetchArgs {
+    /// The file name PostgreSQL asks for (%f).
+    name: String,
+    /// Where to write it (%p).
+    dest: PathBuf,
+}
+
+impl WalFetchArgs {
+    pub async fn run(self) -> anyhow::Result<u8> {
+        let result = async { WalArchive::from_env().await?.fetch(&self.name, &self.dest).await }.await;
+        match result {
+            Ok(Fetched::Restored { .. }) => Ok(exit::SUCCESS),
+            Ok(Fetched::Missing) => Ok(WAL_MISSING),
+            Err(e) => {
+                print_error(&anyhow::Error::new(e).context(format!("failed to fetch WAL file {}", self.name)));
+                Ok(WAL_FATAL)
+            }
+        }
+    }
+}

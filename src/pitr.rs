@@ -1,0 +1,487 @@
+//! Point-in-time recovery: the newest base backup before the target, plus
+//! archived WAL from S3 replayed up to a time, an LSN or a named restore
+//! point, then promoted into a new cluster.
+//!
+//! # Guarantees
+//! - Recovery either stops exactly at the target and promotes, or fails with
+//!   [`PitrError::TargetNotReached`] naming the furthest point the archive
+//!   reaches (read from the server log) — never a "success" short of the
+//!   target.
+//! - A damaged archived segment stops recovery ([`PitrError::ArchiveFailed`]);
+//!   it is never replayed.
+//! - Targets before the oldest base backup or in the future are refused
+//!   before anything is downloaded.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::basebackup::{BaseBackupError, BaseBackupManifest, download_base_backup, list_base_backups};
+use crate::pg::{Cluster, ClusterOptions, PgBinaries, PgError, Secret};
+use crate::store::Store;
+use crate::wal::{format_lsn, parse_lsn, restore_command, server_env};
+
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum RecoveryTarget {
+    /// Replay up to and including the last commit at or before this time.
+    Time(DateTime<Utc>),
+    /// Replay up to and including this LSN (`X/Y`).
+    Lsn(String),
+    /// Replay up to a restore point made with `pg_create_restore_point(name)`.
+    Name(String),
+    /// Replay everything the archive holds, then promote: the recovery after
+    /// losing the primary outright. Whatever was not archived yet is the loss.
+    EndOfArchive,
+}
+
+impl std::fmt::Display for RecoveryTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Time(t) => write!(f, "time {}", t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            Self::Lsn(l) => write!(f, "LSN {l}"),
+            Self::Name(n) => write!(f, "restore point {n:?}"),
+            Self::EndOfArchive => f.write_str("the end of the WAL archive"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PitrError {
+    #[error("no base backup under base/ in {location}; take one (`take_base_backup`) before the target")]
+    NoBaseBackup { location: String },
+    #[error(
+        "recovery target {target} is before the oldest base backup (finished {oldest}); nothing can be recovered to \
+         it: pick a target after {oldest} or restore a logical backup instead"
+    )]
+    TargetBeforeOldestBackup { target: RecoveryTarget, oldest: String },
+    #[error(
+        "recovery target {target} is in the future (now {now}); a recovery can only stop at a point that was \
+         written: pick the incident time or earlier"
+    )]
+    TargetInFuture { target: RecoveryTarget, now: String },
+    #[error(
+        "recovery to {target} did not reach it: the WAL archive ends earlier (a segment is missing or was never \
+         archived). The furthest reachable point is {}{}; recover to that point instead, or restore the missing \
+         WAL. Server log:\n{log}",
+        furthest_lsn.as_deref().unwrap_or("unknown"),
+        furthest_time.map(|t| format!(" (last transaction at {})", t.to_rfc3339_opts(SecondsFormat::Micros, true))).unwrap_or_default()
+    )]
+    TargetNotReached {
+        target: RecoveryTarget,
+        furthest_lsn: Option<String>,
+        furthest_time: Option<DateTime<Utc>>,
+        log: String,
+    },
+    #[error(
+        "recovery to {target} stopped: restore_command failed on a damaged or unreachable archive object; the \
+         recovered copy was discarded. Server log:\n{log}"
+    )]
+    ArchiveFailed { target: RecoveryTarget, log: String },
+    #[error("recovery to {target} failed before replaying the archive; server log:\n{log}")]
+    RecoveryFailed { target: RecoveryTarget, log: String },
+    #[error("recovery to {target} did not finish within {} s; see the server log:\n{log}", RECOVERY_TIMEOUT.as_secs())]
+    Timeout { target: RecoveryTarget, log: String },
+    #[error(transparent)]
+    BaseBackup(#[from] BaseBackupError),
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+    #[error("failed to {context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = PitrError> = std::result::Result<T, E>;
+
+/// How to run a recovery.
+#[derive(Debug, Clone)]
+pub struct PitrOptions {
+    /// The `drillbook` binary PostgreSQL runs as `restore_command`.
+    pub drillbook: PathBuf,
+    /// The superuser password of the backed-up cluster (in its catalog).
+    pub password: Secret,
+    /// The wall clock "now" for the future-target check.
+    pub now: DateTime<Utc>,
+    /// Replaces `drillbook wal-fetch` as `restore_command` (e.g. a `cp` from a
+    /// local archive, for comparison); `None` fetches from `store`.
+    pub restore_command: Option<String>,
+}
+
+/// A finished recovery: a promoted cluster at the target.
+#[derive(Debug)]
+pub struct Recovered {
+    pub cluster: Cluster,
+    pub base_backup: BaseBackupManifest,
+    /// The last replayed LSN.
+    pub replayed_lsn: Option<String>,
+    /// Where recovery stopped, from the server log ("recovery stopping ...").
+    pub stop_line: Option<String>,
+    /// Bytes of WAL replayed (base backup end LSN to replayed LSN).
+    pub wal_bytes_replayed: u64,
+    pub download_and_verify: Duration,
+    pub replay: Duration,
+}
+
+/// Picks the newest base backup usable for `target`.
+pub fn choose_base_backup<'a>(
+    backups: &'a [BaseBackupManifest],
+    target: &RecoveryTarget,
+) -> Result<&'a BaseBackupManifest, Option<&'a BaseBackupManifest>> {
+    let usable = |b: &&BaseBackupManifest| match target {
+        RecoveryTarget::Time(t) => b.end_time <= *t,
+        RecoveryTarget::Lsn(l) => parse_lsn(l).is_some_and(|lsn| b.end_lsn_value() <= lsn),
+        RecoveryTarget::Name(_) | RecoveryTarget::EndOfArchive => true,
+    };
+    backups
+        .iter()
+        .filter(usable)
+        .max_by_key(|b| b.end_time)
+        .ok_or(backups.first())
+}
+
+/// Recovers to `target` into a new cluster from the base backups and WAL in `store`.
+///
+/// # Errors
+/// See the module's guarantees; each refusal says what to do instead.
+pub async fn recover_to(
+    bins: &PgBinaries,
+    store: &Store,
+    target: &RecoveryTarget,
+    options: &PitrOptions,
+) -> Result<Recovered> {
+    if let RecoveryTarget::Time(t) = target
+        && *t > options.now
+    {
+        return Err(PitrError::TargetInFuture {
+            target: target.clone(),
+            now: options.now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        });
+    }
+    Cluster::check_executable_by_server(&options.drillbook)?;
+    let backups = list_base_backups(store).await?;
+    let base = match choose_base_backup(&backups, target) {
+        Ok(base) => base.clone(),
+        Err(Some(oldest)) => {
+            return Err(PitrError::TargetBeforeOldestBackup {
+                target: target.clone(),
+                oldest: format!(
+                    "{} at LSN {}",
+                    oldest.end_time.to_rfc3339_opts(SecondsFormat::Millis, true),
+                    oldest.end_lsn
+                ),
+            });
+        }
+        Err(None) => {
+            return Err(PitrError::NoBaseBackup {
+                location: store.config().location(),
+            });
+        }
+    };
+
+    let started = Instant::now();
+    let work = tempfile::Builder::new()
+        .prefix("drillbook-pitr-")
+        .tempdir()
+        .map_err(|source| PitrError::Io {
+            context: "create a temp dir for the base backup".into(),
+            source,
+        })?;
+    let data = download_base_backup(bins, store, &base, work.path()).await?;
+    std::fs::write(data.join("recovery.signal"), b"").map_err(|source| PitrError::Io {
+        context: "write recovery.signal".into(),
+        source,
+    })?;
+    let download_and_verify = started.elapsed();
+
+    let mut cluster_options = ClusterOptions::default()
+        .setting(
+            "restore_command",
+            options
+                .restore_command
+                .clone()
+                .unwrap_or_else(|| restore_command(&options.drillbook)),
+        )
+        .setting("recovery_target_action", "promote")
+        .setting("recovery_target_timeline", "current")
+        .setting("archive_mode", "off");
+    cluster_options = match target {
+        RecoveryTarget::Time(t) => {
+            cluster_options.setting("recovery_target_time", t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
+        }
+        RecoveryTarget::Lsn(l) => cluster_options.setting("recovery_target_lsn", l),
+        RecoveryTarget::Name(n) => cluster_options.setting("recovery_target_name", n),
+        RecoveryTarget::EndOfArchive => cluster_options,
+    };
+    for (name, value) in server_env(store.config()) {
+        cluster_options = cluster_options.env(&name, value);
+    }
+
+    let replay_started = Instant::now();
+    let mut cluster = match Cluster::start_from_data_dir(bins, &data, options.password.clone(), cluster_options).await {
+        Ok(cluster) => cluster,
+        Err(PgError::StartFailed { log_tail, .. }) => return Err(failure(target, &log_tail)),
+        Err(e) => return Err(e.into()),
+    };
+    drop(work);
+    let deadline = Instant::now() + RECOVERY_TIMEOUT;
+    loop {
+        if !cluster.is_running() {
+            let log = cluster.log_since(0);
+            return Err(failure(target, &log));
+        }
+        if let Ok(mut conn) = cluster.connect_local().await {
+            let in_recovery: Option<bool> = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                .fetch_one(&mut conn)
+                .await
+                .ok();
+            if in_recovery == Some(false) {
+                let replayed: Option<String> = sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text")
+                    .fetch_one(&mut conn)
+                    .await
+                    .ok()
+                    .flatten();
+                let log = cluster.log_since(0);
+                let stop_line = log.lines().find(|l| l.contains("recovery stopping")).map(str::to_owned);
+                let wal_bytes_replayed = replayed
+                    .as_deref()
+                    .and_then(parse_lsn)
+                    .map_or(0, |r| r.saturating_sub(base.end_lsn_value()));
+                return Ok(Recovered {
+                    cluster,
+                    base_backup: base,
+                    replayed_lsn: replayed,
+                    stop_line,
+                    wal_bytes_replayed,
+                    download_and_verify,
+                    replay: replay_started.elapsed(),
+                });
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(PitrError::Timeout {
+                target: target.clone(),
+                log: cluster.log_since(0),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Turns a server log of a recovery that ended without promoting into the error.
+fn failure(target: &RecoveryTarget, log: &str) -> PitrError {
+    let relevant: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            [
+                "FATAL",
+                "ERROR",
+                "redo ",
+                "last completed transaction",
+                "consistent recovery",
+                "could not restore",
+                "wal-fetch",
+                "corrupt",
+                "restored log file",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+        })
+        .collect();
+    let excerpt = relevant[relevant.len().saturating_sub(20)..].join("\n");
+    if log.contains("could not restore file") || log.contains("is corrupt") {
+        return PitrError::ArchiveFailed {
+            target: target.clone(),
+            log: excerpt,
+        };
+    }
+    let furthest_lsn = log
+        .lines()
+        .rev()
+        .filter_map(|l| l.split_once("redo done at ").map(|(_, r)| r))
+        .filter_map(|r| r.split_whitespace().next())
+        .filter_map(parse_lsn)
+        .map(format_lsn)
+        .next();
+    if !log.contains("recovery ended before configured recovery target was reached") {
+        return PitrError::RecoveryFailed {
+            target: target.clone(),
+            log: excerpt,
+        };
+    }
+    let furthest_time = log
+        .lines()
+        .rev()
+        .filter_map(|l| {
+            l.split_once("last completed transaction was at log time ")
+                .map(|(_, r)| r.trim())
+        })
+        .filter_map(parse_pg_time)
+        .next();
+    PitrError::TargetNotReached {
+        target: target.clone(),
+        furthest_lsn,
+        furthest_time,
+        log: excerpt,
+    }
+}
+
+/// `2026-11-29 00:40:01.123456+00` as PostgreSQL logs it.
+fn parse_pg_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z")
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup(stamp: &str, end: &str, lsn: &str) -> BaseBackupManifest {
+        let end_time = DateTime::parse_from_rfc3339(end).unwrap().with_timezone(&Utc);
+        BaseBackupManifest {
+            stamp: stamp.into(),
+            start_lsn: lsn.into(),
+            end_lsn: lsn.into(),
+            timeline: 1,
+            start_time: end_time,
+            end_time,
+            server_version: "15".into(),
+            tar_key: String::new(),
+            tar_bytes: 0,
+            tar_sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_newest_backup_before_the_target_is_chosen() {
+        let backups = [
+            backup("a", "2026-01-01T00:00:00Z", "0/2000100"),
+            backup("b", "2026-01-02T00:00:00Z", "0/5000100"),
+        ];
+        let at = |s: &str| RecoveryTarget::Time(DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc));
+        assert_eq!(
+            choose_base_backup(&backups, &at("2026-01-01T12:00:00Z")).unwrap().stamp,
+            "a"
+        );
+        assert_eq!(
+            choose_base_backup(&backups, &at("2026-01-03T00:00:00Z")).unwrap().stamp,
+            "b"
+        );
+        let before = choose_base_backup(&backups, &at("2025-12-31T00:00:00Z")).unwrap_err();
+        assert_eq!(before.unwrap().stamp, "a");
+        let lsn = RecoveryTarget::Lsn("0/3000000".into());
+        assert_eq!(choose_base_backup(&backups, &lsn).unwrap().stamp, "a");
+        assert!(choose_base_backup(&[], &lsn).unwrap_err().is_none());
+    }
+
+    #[test]
+    fn the_furthest_point_is_read_from_the_log() {
+        let log = "LOG:  restored log file \"000000010000000000000004\" from archive\n\
+                   LOG:  redo done at 0/4000110 system usage: CPU: user: 0.00 s\n\
+                   LOG:  last completed transaction was at log time 2026-11-29 00:40:01.123456+00\n\
+                   FATAL:  recovery ended before configured recovery target was reached\n";
+        let err = failure(&RecoveryTarget::Lsn("0/9000000".into()), log);
+        let PitrError::TargetNotReached {
+            furthest_lsn,
+            furthest_time,
+            ..
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert_eq!(furthest_lsn.as_deref(), Some("0/4000110"));
+        assert_eq!(
+            furthest_time.unwrap().to_rfc3339_opts(SecondsFormat::Micros, true),
+            "2026-11-29T00:40:01.123456Z"
+        );
+        assert!(
+            err.to_string().contains("furthest reachable point is 0/4000110"),
+            "{err}"
+        );
+    }
+}
+
+/// A disposable environment for WAL-archiving drills: the embedded S3 and a
+/// primary whose `archive_command` is `drillbook wal-push` into it, with the
+/// application database. Everything is removed by [`Self::cleanup`].
+#[derive(Debug)]
+pub struct ArchivingEnvironment {
+    pub bins: PgBinaries,
+    s3: crate::env::EmbeddedS3,
+    store: Store,
+    primary: Option<Cluster>,
+    password: Secret,
+    program: PathBuf,
+}
+
+impl ArchivingEnvironment {
+    /// `program` is the `drillbook` binary the server runs (in tests,
+    /// `env!("CARGO_BIN_EXE_drillbook")`); it must be executable by the server user.
+    pub async fn start(program: &std::path::Path, archive_timeout: Duration) -> Result<Self, crate::env::EnvError> {
+        let bins = PgBinaries::discover()?;
+        let s3 = crate::env::EmbeddedS3::start()?;
+        let store = Store::connect(s3.config(crate::env::BACKUP_BUCKET)).await;
+        store.ensure_bucket().await?;
+        let options = crate::wal::archiving_options(program, store.config(), archive_timeout)?;
+        let primary = Cluster::start(&bins, options).await?;
+        primary.create_database(crate::env::APP_DATABASE).await?;
+        let password = primary.password().clone();
+        Ok(Self {
+            bins,
+            s3,
+            store,
+            primary: Some(primary),
+            password,
+            program: program.to_path_buf(),
+        })
+    }
+
+    pub fn primary(&self) -> &Cluster {
+        self.primary.as_ref().expect("the primary was destroyed")
+    }
+
+    /// The application database on the primary.
+    pub fn source(&self) -> crate::pg::ConnInfo {
+        self.primary().admin().with_database(crate::env::APP_DATABASE)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// What [`recover_to`] needs, with "now" as the future-target limit.
+    pub fn pitr_options(&self) -> PitrOptions {
+        PitrOptions {
+            drillbook: self.program.clone(),
+            password: self.password.clone(),
+            now: Utc::now(),
+            restore_command: None,
+        }
+    }
+
+    /// Kills the primary (SIGKILL) and deletes its data directory; the
+    /// archive in S3 survives.
+    pub async fn destroy_primary(&mut self) -> Result<(), PgError> {
+        if let Some(mut primary) = self.primary.take() {
+            primary.kill();
+            std::fs::remove_dir_all(primary.data_dir()).map_err(PgError::io("delete the primary's data directory"))?;
+            primary.cleanup().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn cleanup(mut self) -> Result<(), PgError> {
+        if let Some(primary) = self.primary.take() {
+            primary.cleanup().await?;
+        }
+        self.s3.cleanup();
+        Ok(())
+    }
+}
