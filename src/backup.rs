@@ -144,7 +144,22 @@ async fn write_backup(
     crate::integrity::fidelity::record_fingerprints(&mut snapshot, &mut tables)
         .await
         .map_err(pg_error)?;
-    let anchor = crate::integrity::anchor::Anchor::read(&mut snapshot).await.ok();
+    let anchor = match crate::integrity::anchor::Anchor::read(&mut snapshot).await {
+        Ok(anchor) => Some(anchor),
+        Err(e) => {
+            // The backup is still good; only `verify --anchor` against this
+            // manifest is impossible, which the operator must hear about.
+            let mut reason = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                reason.push_str(": ");
+                reason.push_str(&c.to_string());
+                cause = c.source();
+            }
+            tracing::warn!(database = %database, %reason, "backup records no audit chain anchor");
+            None
+        }
+    };
 
     let incoming = layout::incoming_key(stamp, &database);
     let mut dump = DumpStream::spawn(bins, source, Some(&snapshot_id)).map_err(pg_error)?;

@@ -638,6 +638,8 @@ pub struct Drill {
     targets: Targets,
     clock: Arc<dyn Clock>,
     report_dir: Option<PathBuf>,
+    /// Where the history record goes; `None` is the default store.
+    history_dir: Option<PathBuf>,
     started: Mark,
     incident: Option<(Mark, String)>,
     verified: Option<Mark>,
@@ -669,6 +671,7 @@ impl Drill {
             started: now(&*clock),
             clock,
             report_dir: None,
+            history_dir: None,
             incident: None,
             verified: None,
             newest_surviving_data: None,
@@ -712,6 +715,13 @@ impl Drill {
     /// Writes the report into `dir` instead of [`report_dir()`].
     pub fn with_report_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.report_dir = Some(dir.into());
+        self
+    }
+
+    /// Appends the history record to `dir` instead of the default history
+    /// store (see [`report::history`](crate::report::history)).
+    pub fn with_history_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.history_dir = Some(dir.into());
         self
     }
 
@@ -928,6 +938,7 @@ impl Drill {
             tracing::warn!(drill = %self.name, report = %path.display(), "drill {}", summary.verdict);
         }
         summary.junit_path = Some(path);
+        crate::report::history::record_drill(&summary, self.history_dir.as_deref());
         Ok(summary)
     }
 
@@ -997,6 +1008,7 @@ impl Drop for Drill {
             // could abort a process that is already unwinding.
             tracing::error!(drill = %self.name, report = %path.display(), %error, "failed to write JUnit report");
         }
+        crate::report::history::record_drill(&summary, self.history_dir.as_deref());
     }
 }
 
@@ -1024,7 +1036,8 @@ pub(crate) mod testing {
         let reports = tempfile::tempdir().expect("create temporary report dir");
         let drill = Drill::with_targets(name, scenario, Targets::for_scenario(scenario))
             .with_clock(Arc::new(clock.clone()))
-            .with_report_dir(reports.path());
+            .with_report_dir(reports.path())
+            .with_history_dir(reports.path().join("history"));
         Fixture { drill, clock, reports }
     }
 }

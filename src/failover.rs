@@ -8,7 +8,6 @@
 //! can make the standby lag by a known amount and measure what failover then
 //! loses.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -220,9 +219,4 @@ pub async fn promote(standby: &Cluster) -> Result<Duration> {
         .map_err(PgError::sql("write to the promoted standby"))?;
     let _ = conn.close().await;
     Ok(started.elapsed())
-}
-
-/// Whether `dir` looks like a standby's data directory.
-pub fn is_standby_dir(dir: &Path) -> bool {
-    dir.join("standby.signal").is_file()
 }

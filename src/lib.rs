@@ -21,3 +21,7 @@ pub mod canary;
 pub mod failover;
 pub mod sessions;
 pub mod table_restore;
+pub mod reindex;
+pub mod http;
+pub mod k8s;
+pub mod checklist;

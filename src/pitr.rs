@@ -447,6 +447,11 @@ impl ArchivingEnvironment {
         self.primary.as_ref().expect("the primary was destroyed")
     }
 
+    /// The primary, to stop, restart or crash it.
+    pub fn primary_mut(&mut self) -> &mut Cluster {
+        self.primary.as_mut().expect("the primary was destroyed")
+    }
+
     /// The application database on the primary.
     pub fn source(&self) -> crate::pg::ConnInfo {
         self.primary().admin().with_database(crate::env::APP_DATABASE)

@@ -342,7 +342,6 @@ pub fn decode(stored: &[u8]) -> Result<Vec<u8>, String> {
     Ok(raw)
 }
 
-
 /// Options for a primary that archives every WAL file to `config` through
 /// `program wal-push`, switching segments at least every `archive_timeout`.
 ///

@@ -27,7 +27,15 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 use sqlx::{Connection, PgConnection};
 
-const REGRESSIONS: &str = "proptest-regressions/integrity_properties.txt";
+/// The committed seeds. proptest's default (`SourceParallel`) looks for a
+/// `lib.rs`/`main.rs` above the test's source file; `tests/` has none, so it
+/// would fall back to `tests/integrity_properties.proptest-regressions`.
+/// `Direct` with a relative path depends on the working directory (and a
+/// missing file is silently treated as "no seeds"), so the path is absolute.
+const REGRESSIONS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/proptest-regressions/integrity_properties.txt"
+);
 
 fn config(cases: u32) -> Config {
     Config {
@@ -177,6 +185,29 @@ fn responsible(op: &Concrete) -> CheckName {
         Concrete::ForgeGenesis(_) => CheckName::ChainGenesis,
         Concrete::NullHash(_) => CheckName::ChainNullHash,
     }
+}
+
+#[test]
+fn committed_regression_seeds_are_where_the_runner_reads_them() {
+    // The runner replays every `cc <hex>` line of this file before new cases.
+    let text = std::fs::read_to_string(REGRESSIONS).expect("the committed regression file exists");
+    let seeds: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.split('#').next())
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert!(!seeds.is_empty(), "no seeds in {REGRESSIONS}");
+    for seed in seeds {
+        let hex = seed.strip_prefix("cc ").expect("a ChaCha seed line");
+        assert!(hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()), "{seed}");
+    }
+    // And the configured persistence resolves to exactly this file.
+    let persistence = config(1).failure_persistence.expect("persistence configured");
+    assert_eq!(
+        format!("{persistence:?}"),
+        format!("{:?}", FileFailurePersistence::Direct(REGRESSIONS))
+    );
 }
 
 #[test]

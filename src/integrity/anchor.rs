@@ -10,27 +10,10 @@
 //! different for any other chain.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
-/// Anchor format written by this version.
-pub const ANCHOR_FORMAT: u32 = 1;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Anchor {
-    pub format: u32,
-    /// The database the head was read from (informational; the chain is
-    /// identified by `genesis_hash`).
-    pub database: String,
-    pub recorded_at: DateTime<Utc>,
-    /// `hash` of the chain's first row: which chain this anchor belongs to.
-    pub genesis_hash: String,
-    /// The last row in chain order when the anchor was taken.
-    pub head_id: i64,
-    pub head_hash: String,
-    pub head_created_at: DateTime<Utc>,
-    /// Rows in the chain at that time.
-    pub rows: u64,
-}
+// The data lives in the store layer, which persists it (manifests,
+// `anchors/`); this module reads anchors from databases and files.
+pub use crate::store::manifest::{ANCHOR_FORMAT, ANCHORS, Anchor};
 
 /// Why an anchor could not be taken, read or used.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +65,9 @@ const HEAD_SQL: &str = "SELECT current_database()::text, now(),
         (SELECT count(*) FROM public.audit_logs)
  FROM (SELECT id, hash, created_at FROM public.audit_logs ORDER BY created_at DESC, id DESC LIMIT 1) h";
 
+// Constructors that read a database, a file or S3. An inherent impl may live
+// in any module of the crate: the dependency points from integrity down to
+// store, never back.
 impl Anchor {
     /// Reads the current chain head, the genesis hash and the row count from
     /// `conn` (in whatever transaction `conn` is in: inside a backup's snapshot
@@ -219,16 +205,4 @@ impl Anchor {
         };
         Self::parse(&bytes, location)
     }
-
-    /// The key `drillbook anchor` writes this anchor under: `anchors/<stamp>.json`.
-    pub fn key(&self) -> String {
-        format!("{ANCHORS}{}.json", crate::store::layout::stamp(self.recorded_at))
-    }
-
-    pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).expect("anchors serialise")
-    }
 }
-
-/// Where `drillbook anchor` writes: `anchors/<stamp>.json`.
-pub const ANCHORS: &str = "anchors/";

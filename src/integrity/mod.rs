@@ -15,8 +15,8 @@
 
 pub mod anchor;
 pub mod chain;
-pub mod model;
 pub mod fidelity;
+pub mod model;
 pub mod report;
 pub mod sql;
 pub mod stream;
@@ -130,6 +130,11 @@ pub struct Finding {
 
 impl Finding {
     pub fn new(check: CheckName, table: &str, key: Option<String>, detail: impl Into<String>) -> Self {
-        Self { check, table: table.to_owned(), key, detail: detail.into() }
+        Self {
+            check,
+            table: table.to_owned(),
+            key,
+            detail: detail.into(),
+        }
     }
 }

@@ -111,6 +111,8 @@ struct LineParser {
     verifier: ChainVerifier,
     carry: Vec<u8>,
     line: u64,
+    /// Reused for every row: its strings keep their capacity.
+    row: AuditRow,
 }
 
 impl LineParser {
@@ -119,6 +121,18 @@ impl LineParser {
             verifier,
             carry: Vec::new(),
             line: 0,
+            row: AuditRow {
+                id: 0,
+                created_at: DateTime::<Utc>::UNIX_EPOCH,
+                tenant_id: None,
+                actor: String::new(),
+                action: String::new(),
+                entity_type: String::new(),
+                entity_id: String::new(),
+                payload: String::new(),
+                previous_hash: String::new(),
+                hash: None,
+            },
         }
     }
 
@@ -154,47 +168,55 @@ impl LineParser {
 
     fn row(&mut self, line: &[u8]) -> Result<(), ChainStreamError> {
         self.line += 1;
-        let row = parse_row(line).map_err(|reason| ChainStreamError::Parse {
+        parse_row_into(line, &mut self.row).map_err(|reason| ChainStreamError::Parse {
             line: self.line,
             reason,
         })?;
-        self.verifier.push(&row);
+        self.verifier.push(&self.row);
         Ok(())
     }
 }
 
 /// One COPY text row of [`CHAIN_COPY_SQL`]'s columns.
 pub fn parse_row(line: &[u8]) -> Result<AuditRow, String> {
+    let mut row = AuditRow {
+        id: 0,
+        created_at: DateTime::<Utc>::UNIX_EPOCH,
+        tenant_id: None,
+        actor: String::new(),
+        action: String::new(),
+        entity_type: String::new(),
+        entity_id: String::new(),
+        payload: String::new(),
+        previous_hash: String::new(),
+        hash: None,
+    };
+    parse_row_into(line, &mut row)?;
+    Ok(row)
+}
+
+/// [`parse_row`] into an existing row, reusing its strings' allocations.
+/// On error the row holds a mix of old and new values.
+pub fn parse_row_into(line: &[u8], row: &mut AuditRow) -> Result<(), String> {
     let mut fields = line.split(|&b| b == b'\t');
     let mut next = |name: &str| fields.next().ok_or_else(|| format!("column {name} is missing"));
-    let id = parse_i64(next("id")?).ok_or("id is not an integer")?;
-    let created_at = parse_timestamp(next("created_at")?)?;
-    let tenant_id = match next("tenant_id")? {
+    row.id = parse_i64(next("id")?).ok_or("id is not an integer")?;
+    row.created_at = parse_timestamp(next("created_at")?)?;
+    row.tenant_id = match next("tenant_id")? {
         b"\\N" => None,
         text => Some(parse_i64(text).ok_or("tenant_id is not an integer")?),
     };
-    let actor = text(next("actor")?)?;
-    let action = text(next("action")?)?;
-    let entity_type = text(next("entity_type")?)?;
-    let entity_id = text(next("entity_id")?)?;
-    let payload = text(next("payload")?)?;
-    let previous_hash = text(next("previous_hash")?)?;
-    let hash = match next("hash")? {
-        b"\\N" => None,
-        value => Some(text(value)?),
-    };
-    Ok(AuditRow {
-        id,
-        created_at,
-        tenant_id,
-        actor,
-        action,
-        entity_type,
-        entity_id,
-        payload,
-        previous_hash,
-        hash,
-    })
+    text_into(next("actor")?, &mut row.actor)?;
+    text_into(next("action")?, &mut row.action)?;
+    text_into(next("entity_type")?, &mut row.entity_type)?;
+    text_into(next("entity_id")?, &mut row.entity_id)?;
+    text_into(next("payload")?, &mut row.payload)?;
+    text_into(next("previous_hash")?, &mut row.previous_hash)?;
+    match next("hash")? {
+        b"\\N" => row.hash = None,
+        value => text_into(value, row.hash.get_or_insert_with(String::new))?,
+    }
+    Ok(())
 }
 
 fn parse_i64(text: &[u8]) -> Option<i64> {
@@ -203,14 +225,18 @@ fn parse_i64(text: &[u8]) -> Option<i64> {
 
 /// A COPY text field: `\N` is NULL (not allowed here), backslash escapes
 /// decoded.
-fn text(field: &[u8]) -> Result<String, String> {
+fn text_into(field: &[u8], into: &mut String) -> Result<(), String> {
+    into.clear();
     if !field.contains(&b'\\') {
-        return String::from_utf8(field.to_vec()).map_err(|_| "a text field is not UTF-8".to_owned());
+        let text = std::str::from_utf8(field).map_err(|_| "a text field is not UTF-8".to_owned())?;
+        into.push_str(text);
+        return Ok(());
     }
     if field == b"\\N" {
         return Err("a NOT NULL column is NULL".to_owned());
     }
-    let mut out = Vec::with_capacity(field.len());
+    // Decode into the string's own buffer; checked as UTF-8 at the end.
+    let mut out = std::mem::take(into).into_bytes();
     let mut i = 0;
     while i < field.len() {
         let b = field[i];
@@ -251,7 +277,8 @@ fn text(field: &[u8]) -> Result<String, String> {
             other => out.push(other),
         }
     }
-    String::from_utf8(out).map_err(|_| "a text field is not UTF-8".to_owned())
+    *into = String::from_utf8(out).map_err(|_| "a text field is not UTF-8".to_owned())?;
+    Ok(())
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]±HH[:MM[:SS]]`, PostgreSQL's ISO output.
@@ -343,5 +370,19 @@ mod tests {
         assert_eq!(row.payload, "{\"k\":\"x\\y\n\"}");
         assert_eq!(row.hash, None);
         assert!(parse_row(b"7\t2026-01-02 03:04:05+00").unwrap_err().contains("missing"));
+    }
+
+    #[test]
+    fn a_reused_row_holds_exactly_the_last_line() {
+        let lines: [&[u8]; 3] = [
+            b"1\t2026-01-02 03:04:05+00\t3\ta long actor\\tname\tact\tet\t9\t{\"much\":\"longer payload\"}\tGENESIS\tabc",
+            b"2\t2026-01-02 03:04:06+00\t\\N\tb\tc\td\te\tf\tprev\t\\N",
+            b"3\t2026-01-02 03:04:07+00\t4\tx\\ny\tc\td\te\t\\\\\tprev\tdef",
+        ];
+        let mut row = parse_row(lines[0]).unwrap();
+        for line in lines {
+            parse_row_into(line, &mut row).unwrap();
+            assert_eq!(row, parse_row(line).unwrap());
+        }
     }
 }

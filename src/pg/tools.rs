@@ -247,7 +247,6 @@ pub async fn pg_amcheck(bins: &PgBinaries, conn: &ConnInfo) -> Result<String> {
     }
 }
 
-
 /// `pg_basebackup --format=plain --wal-method=stream` into `dir` (created
 /// by the program): a standby's starting copy of the primary.
 pub async fn basebackup_plain(bins: &PgBinaries, conn: &ConnInfo, dir: &Path) -> Result<()> {

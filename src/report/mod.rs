@@ -5,3 +5,6 @@
 //! report format consistent with the verdict, and testable without a drill.
 
 pub mod junit;
+pub mod history;
+pub mod schedule;
+pub mod monthly;

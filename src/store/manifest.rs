@@ -30,7 +30,45 @@ pub struct BackupManifest {
     /// snapshot; `drillbook verify --anchor` checks a database against it.
     /// Absent in manifests written before anchors existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub anchor: Option<crate::integrity::anchor::Anchor>,
+    pub anchor: Option<Anchor>,
+}
+
+/// Anchor format written by this version.
+pub const ANCHOR_FORMAT: u32 = 1;
+
+/// Where `drillbook anchor` writes: `anchors/<stamp>.json`.
+pub const ANCHORS: &str = "anchors/";
+
+/// The audit chain's head recorded outside the database: in every manifest
+/// and under [`ANCHORS`]. Only the data lives here, in the store layer that
+/// persists it; reading one from a database or a file, and what it means for
+/// verification, is `integrity::anchor` (which re-exports this type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    pub format: u32,
+    /// The database the head was read from (informational; the chain is
+    /// identified by `genesis_hash`).
+    pub database: String,
+    pub recorded_at: DateTime<Utc>,
+    /// `hash` of the chain's first row: which chain this anchor belongs to.
+    pub genesis_hash: String,
+    /// The last row in chain order when the anchor was taken.
+    pub head_id: i64,
+    pub head_hash: String,
+    pub head_created_at: DateTime<Utc>,
+    /// Rows in the chain at that time.
+    pub rows: u64,
+}
+
+impl Anchor {
+    /// The key `drillbook anchor` writes this anchor under: `anchors/<stamp>.json`.
+    pub fn key(&self) -> String {
+        format!("{ANCHORS}{}.json", super::layout::stamp(self.recorded_at))
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("anchors serialise")
+    }
 }
 
 /// An object in the bucket and what it must contain.
