@@ -21,6 +21,8 @@ const FREE_AFTER: i64 = 20;
 
 #[tokio::test]
 async fn db_connection_exhaustion() {
+    drillbook::env::embedded_only("this drill", "it starts its own server with a small max_connections")
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut drill = Drill::new("db-connection-exhaustion", Scenario::DbConnectionExhaustion).expect("drill targets");
     drill.property("max_connections", MAX_CONNECTIONS);
     let options = ClusterOptions::default().setting("max_connections", MAX_CONNECTIONS);

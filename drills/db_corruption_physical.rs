@@ -21,6 +21,11 @@ use sqlx::{Connection, PgConnection};
 
 #[tokio::test]
 async fn db_corruption_physical() {
+    drillbook::env::embedded_only(
+        "this drill",
+        "it damages data files and replays WAL through an archive_command drillbook sets on a server it starts itself",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let mut drill = Drill::new("db-corruption-physical", Scenario::DbCorruptionFull)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(3600));

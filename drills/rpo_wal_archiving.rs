@@ -24,6 +24,11 @@ const ONE_SEGMENT_ALLOWANCE: Duration = Duration::from_secs(2);
 
 #[tokio::test]
 async fn rpo_wal_archiving() {
+    drillbook::env::embedded_only(
+        "this drill",
+        "it measures WAL archiving through an archive_command drillbook sets on a server it starts itself",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let mut drill = Drill::new("rpo-wal-archiving", Scenario::CompleteInfrastructureLoss)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(3600));

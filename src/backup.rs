@@ -144,9 +144,19 @@ async fn write_backup(
     crate::integrity::fidelity::record_fingerprints(&mut snapshot, &mut tables)
         .await
         .map_err(pg_error)?;
+    // A savepoint keeps a failed anchor read from aborting the transaction
+    // whose exported snapshot pg_dump is about to use.
+    sqlx::raw_sql("SAVEPOINT drillbook_anchor")
+        .execute(&mut *snapshot)
+        .await
+        .map_err(|e| pg_error(PgError::sql("set a savepoint for the anchor")(e)))?;
     let anchor = match crate::integrity::anchor::Anchor::read(&mut snapshot).await {
         Ok(anchor) => Some(anchor),
         Err(e) => {
+            sqlx::raw_sql("ROLLBACK TO SAVEPOINT drillbook_anchor")
+                .execute(&mut *snapshot)
+                .await
+                .map_err(|e| pg_error(PgError::sql("roll back the failed anchor read")(e)))?;
             // The backup is still good; only `verify --anchor` against this
             // manifest is impossible, which the operator must hear about.
             let mut reason = e.to_string();

@@ -1,1 +1,266 @@
-//! (in progress)
+//! The `Environment` abstraction over real servers: the embedded backend
+//! through it, the staging backend against an embedded environment posing
+//! as staging (the guard refuses everything the drill did not create), and
+//! the containers backend's one clear error when Docker is not reachable.
+
+use drillbook::backup::backup_database;
+use drillbook::env::config::check;
+use drillbook::env::containers::{ContainerSettings, ContainersEnvironment};
+use drillbook::env::{
+    APP_DATABASE, Backend, EmbeddedEnvironment, EnvError, Environment, StagingConfig, StagingEnvironment,
+};
+use drillbook::fault::{self, Disposable};
+use drillbook::fixtures::{FixtureSpec, Profile};
+use drillbook::pg::ConnInfo;
+use drillbook::restore::{RestoreOptions, restore_database};
+use sqlx::{Connection, PgConnection};
+
+/// A drill.toml pointing at `server`, as a staging operator would write it.
+fn staging_config(server: &EmbeddedEnvironment) -> StagingConfig {
+    let facts = server.connection_facts();
+    let text = format!(
+        "[database]\nadmin_url = \"{}\"\nsource = \"{APP_DATABASE}\"\n\n[s3]\nbucket = \"s3://{}\"\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+        facts.admin_url, facts.bucket, facts.s3_endpoint, facts.region, facts.access_key, facts.secret_key
+    );
+    check(&text, |_| None).expect("the generated drill.toml is valid")
+}
+
+async fn databases(admin: &ConnInfo) -> Vec<String> {
+    let mut conn = PgConnection::connect_with(&admin.connect_options()).await.unwrap();
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE NOT datistemplate ORDER BY 1")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.unwrap();
+    names
+}
+
+async fn audit_rows(target: &ConnInfo) -> i64 {
+    let mut conn = PgConnection::connect_with(&target.connect_options()).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_logs")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    n
+}
+
+#[tokio::test]
+async fn embedded_backend_through_the_environment() {
+    let mut env = Environment::Embedded(EmbeddedEnvironment::start().await.unwrap());
+    assert_eq!(env.backend(), Backend::Embedded);
+    assert!(env.is_disposable());
+    env.seed(FixtureSpec::ending_now(Profile::Small, 3)).await.unwrap();
+    let source = env.source();
+    assert!(env.owns(&source));
+    let target = env.provision_restore_target().await.unwrap();
+    assert!(
+        target.database.starts_with("immoflowme_restore_"),
+        "{}",
+        target.database
+    );
+    assert_ne!(target.admin.port, env.admin().port, "a replacement is a new server");
+    assert!(env.owns(&target.admin));
+    // A server the environment does not own is refused even on a disposable backend.
+    let stranger = ConnInfo {
+        port: 1,
+        ..source.clone()
+    };
+    let err = env.drop_database(&stranger).await.unwrap_err();
+    assert!(matches!(err, EnvError::Guard(_)), "{err}");
+    env.destroy_primary().await.unwrap();
+    assert!(
+        PgConnection::connect_with(&source.connect_options()).await.is_err(),
+        "the primary is gone"
+    );
+    env.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn staging_guard_refuses_everything_the_drill_did_not_create() {
+    // The "staging" servers: an embedded environment with data and a backup.
+    let server = EmbeddedEnvironment::start().await.unwrap();
+    server.seed(FixtureSpec::ending_now(Profile::Small, 5)).await.unwrap();
+    let admin = server.primary().admin();
+    let backup = backup_database(server.binaries(), &server.source(), Some(&admin), server.store())
+        .await
+        .unwrap();
+    let before_databases = databases(&admin).await;
+    let before_rows = audit_rows(&server.source()).await;
+    let before_objects = server.store().list("").await.unwrap();
+
+    let staging = StagingEnvironment::connect(staging_config(&server)).await.unwrap();
+    let mut env = Environment::Staging(staging);
+    assert_eq!(env.backend(), Backend::Staging);
+    assert!(!env.is_disposable());
+    let source = env.source();
+    assert!(!env.owns(&source), "the staging source is never the drill's");
+
+    // Every destructive call on what exists is refused, saying why.
+    let err = env.seed(FixtureSpec::ending_now(Profile::Small, 1)).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("seeding the fixture ledger is not supported on the staging backend because"),
+        "{err}"
+    );
+    let err = env.destroy_primary().await.unwrap_err();
+    assert!(matches!(err, EnvError::Unsupported { .. }), "{err}");
+    let err = env.provision_cluster().await.unwrap_err();
+    assert!(matches!(err, EnvError::Unsupported { .. }), "{err}");
+    let err = env.drop_database(&source).await.unwrap_err();
+    assert!(matches!(err, EnvError::Guard(_)), "{err}");
+    assert!(err.to_string().contains("refusing to drop database"), "{err}");
+    let err = env.drop_database(&admin.with_database("postgres")).await.unwrap_err();
+    assert!(matches!(err, EnvError::Guard(_)), "{err}");
+    let err = env.delete_object(&backup.manifest.dump.key).await.unwrap_err();
+    assert!(matches!(err, EnvError::Guard(_)), "{err}");
+    let err = env.delete_object(&backup.manifest_key).await.unwrap_err();
+    assert!(matches!(err, EnvError::Guard(_)), "{err}");
+    let staging = env.staging().unwrap();
+    assert!(staging.guard().allow_database("drop", &source).is_err());
+    // Overwriting an existing object through the scratch path is refused too.
+    let Environment::Staging(mut staging) = env else {
+        unreachable!()
+    };
+    let err = staging
+        .put_scratch_object(&backup.manifest_key, b"{}".to_vec())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EnvError::Guard(_)), "{err}");
+    let mut env = Environment::Staging(staging);
+    // Code written for the embedded handle fails loudly, not elsewhere.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| env.primary().admin()));
+    let message = panicked.unwrap_err();
+    let message = message.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("not supported on the staging backend because"),
+        "{message}"
+    );
+
+    // What the drill creates, it may damage and drop.
+    let target = env.provision_restore_target().await.unwrap();
+    assert_eq!(target.admin.port, admin.port, "staging restores go to the same server");
+    let options = RestoreOptions {
+        target_database: Some(target.database.clone()),
+        ..RestoreOptions::default()
+    };
+    let restored = restore_database(env.binaries(), &target.admin, env.store(), &options)
+        .await
+        .unwrap();
+    assert!(env.owns(&restored.target));
+    let token = Disposable::restored_copy(&restored).unwrap();
+    fault::tamper_amount(&token, "invoice_lines", 1, 500).await.unwrap();
+    let Environment::Staging(mut staging) = env else {
+        unreachable!()
+    };
+    staging
+        .put_scratch_object("drills/scratch/probe", b"x".to_vec())
+        .await
+        .unwrap();
+    staging.delete_object("drills/scratch/probe").await.unwrap();
+    staging
+        .put_scratch_object("drills/scratch/left", b"y".to_vec())
+        .await
+        .unwrap();
+    Environment::Staging(staging).cleanup().await.unwrap();
+
+    // Staging is exactly as it was: same databases, rows and objects.
+    assert_eq!(databases(&admin).await, before_databases);
+    assert_eq!(audit_rows(&server.source()).await, before_rows);
+    let after_objects = server.store().list("").await.unwrap();
+    let keys = |objects: &[drillbook::store::ObjectInfo]| objects.iter().map(|o| o.key.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&after_objects), keys(&before_objects));
+    server.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn staging_panics_still_drop_the_restored_copy() {
+    let server = EmbeddedEnvironment::start().await.unwrap();
+    server.seed(FixtureSpec::ending_now(Profile::Small, 6)).await.unwrap();
+    let admin = server.primary().admin();
+    backup_database(server.binaries(), &server.source(), Some(&admin), server.store())
+        .await
+        .unwrap();
+    let before = databases(&admin).await;
+    let config = staging_config(&server);
+    let drill = tokio::spawn(async move {
+        let mut env = StagingEnvironment::connect(config).await.unwrap();
+        let target = env.provision_restore_target().await.unwrap();
+        let options = RestoreOptions {
+            target_database: Some(target.database.clone()),
+            ..RestoreOptions::default()
+        };
+        restore_database(env.binaries(), &target.admin, env.store(), &options)
+            .await
+            .unwrap();
+        panic!("the drill fails after its restore");
+    });
+    assert!(drill.await.unwrap_err().is_panic());
+    assert_eq!(databases(&admin).await, before, "Drop removed the restored copy");
+    server.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn containers_without_docker_is_one_clear_error() {
+    let dead = tempfile::tempdir().unwrap();
+    let socket = dead.path().join("docker.sock");
+    // A socket file nobody listens on: what a stopped daemon leaves behind.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let settings =
+        ContainerSettings::from_lookup(|var| (var == "DOCKER_HOST").then(|| format!("unix://{}", socket.display())))
+            .unwrap();
+    let err = ContainersEnvironment::start_with(settings).await.unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, EnvError::DockerUnavailable { .. }), "{message}");
+    assert!(message.contains(&socket.display().to_string()), "{message}");
+    assert!(message.contains("dockerd"), "says how to start it: {message}");
+    assert!(
+        message.contains("DRILL_ENV=embedded"),
+        "names the alternative: {message}"
+    );
+}
+
+/// The containers lane: needs a Docker daemon and the images from
+/// `ci/images/build.sh`. Run with `cargo nextest run --run-ignored only -E 'test(containers_)'`.
+#[tokio::test]
+#[ignore = "needs Docker and the images built by ci/images/build.sh"]
+async fn containers_backend_end_to_end() {
+    let labelled = || {
+        let out = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", "label=drillbook=drill"])
+            .output()
+            .expect("docker CLI");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let before = labelled();
+    let mut env = Environment::Containers(ContainersEnvironment::start().await.unwrap());
+    assert_eq!(env.backend(), Backend::Containers);
+    assert_eq!(labelled(), before + 2, "a Postgres and an S3 container");
+    env.seed(FixtureSpec::ending_now(Profile::Small, 4)).await.unwrap();
+    let source = env.source();
+    let backup = backup_database(env.binaries(), &source, Some(&env.admin()), env.store())
+        .await
+        .unwrap();
+    env.destroy_primary().await.unwrap();
+    assert_eq!(labelled(), before + 1, "the primary's container is gone");
+    assert!(PgConnection::connect_with(&source.connect_options()).await.is_err());
+    let target = env.provision_restore_target().await.unwrap();
+    let options = RestoreOptions {
+        target_database: Some(target.database.clone()),
+        ..RestoreOptions::default()
+    };
+    let restored = restore_database(env.binaries(), &target.admin, env.store(), &options)
+        .await
+        .unwrap();
+    assert_eq!(restored.manifest.stamp, backup.manifest.stamp);
+    assert_eq!(
+        audit_rows(&restored.target).await as u64,
+        backup.manifest.rows_in("audit_logs").unwrap()
+    );
+    // Code written for the embedded handle fails loudly here too.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| env.primary().port()));
+    assert!(panicked.is_err());
+    env.cleanup().await.unwrap();
+    assert_eq!(labelled(), before, "every container removed");
+}

@@ -1,1 +1,280 @@
-//! (in progress)
+//! The staging rehearsal: the staging code path, for real, against real
+//! servers. `drillbook env up` plays staging (a seeded Postgres with a
+//! password, an S3 with a secret key, a first backup); a `drill.toml` points
+//! at it; the staging-capable drills run with `DRILL_ENV=staging` in a child
+//! process whose stdout and stderr are captured. Then:
+//!
+//! - every drill passed, on the staging backend (its JUnit says so);
+//! - no output (stdout, stderr with debug logs, JUnit, drill history) holds
+//!   the admin password or the S3 secret key;
+//! - staging is exactly as before: same databases, same source rows, same
+//!   objects in the bucket (the restored copy was dropped).
+//!
+//! The child is this test binary itself, re-run with `DRILL_REHEARSAL_CHILD`
+//! naming the drill: the drill body is the very file the drill target runs
+//! (`drills/scenarios/`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use drillbook::pg::ConnInfo;
+use drillbook::store::{S3Config, Store};
+use drillbook::workload::write_activity;
+use sqlx::{Connection, PgConnection};
+
+#[path = "../drills/scenarios/complete_infrastructure_loss.rs"]
+mod complete_infrastructure_loss;
+
+const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
+const CHILD: &str = "DRILL_REHEARSAL_CHILD";
+/// The drills that run on staging (the others refuse it, loudly).
+const STAGING_DRILLS: &[&str] = &["complete_infrastructure_loss"];
+
+/// `drillbook env up`, stopped with SIGINT on drop.
+struct EnvUp {
+    child: Child,
+    facts: serde_json::Value,
+    stderr: PathBuf,
+}
+
+impl EnvUp {
+    fn start(dir: &Path) -> Self {
+        let stderr = dir.join("env-up.stderr");
+        let mut child = Command::new(BIN)
+            .args(["env", "up", "--profile", "small", "--seed", "9"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut json = String::new();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        while let Some(Ok(line)) = lines.next() {
+            json.push_str(&line);
+            json.push('\n');
+            if line == "}" {
+                break;
+            }
+        }
+        let facts: serde_json::Value = serde_json::from_str(&json)
+            .unwrap_or_else(|e| panic!("env up printed no JSON ({e}); see {}", stderr.display()));
+        Self { child, facts, stderr }
+    }
+
+    fn fact(&self, name: &str) -> String {
+        self.facts[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in env up's JSON"))
+            .to_owned()
+    }
+}
+
+impl Drop for EnvUp {
+    fn drop(&mut self) {
+        // SAFETY-free: kill(2) with SIGINT on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+    }
+}
+
+async fn databases(admin: &ConnInfo) -> Vec<String> {
+    let mut conn = PgConnection::connect_with(&admin.connect_options()).await.unwrap();
+    let names = sqlx::query_scalar("SELECT datname::text FROM pg_database ORDER BY 1")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    names
+}
+
+async fn row_counts(source: &ConnInfo) -> Vec<(String, i64)> {
+    let mut conn = PgConnection::connect_with(&source.connect_options()).await.unwrap();
+    let mut counts = Vec::new();
+    for table in [
+        "audit_logs",
+        "ledger_entries",
+        "invoice_lines",
+        "payments",
+        "monthly_invoices",
+    ] {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        counts.push((table.to_owned(), n));
+    }
+    conn.close().await.unwrap();
+    counts
+}
+
+/// Every file under `dir`, recursively.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(files(&path));
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn staging_rehearsal() {
+    if let Ok(drill) = std::env::var(CHILD) {
+        // Logs as an operator would switch them on (RUST_LOG), to stderr: scanned too.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+        match drill.as_str() {
+            "complete_infrastructure_loss" => complete_infrastructure_loss::run().await,
+            other => panic!("{CHILD}={other:?} is not a staging drill; use one of {STAGING_DRILLS:?}"),
+        }
+        return;
+    }
+
+    let work = tempfile::tempdir().unwrap();
+    let staging = EnvUp::start(work.path());
+    let admin: ConnInfo = staging.fact("admin_url").parse().unwrap();
+    let source: ConnInfo = staging.fact("database_url").parse().unwrap();
+    let password = admin.password.expose().to_owned();
+    let secret_key = staging.fact("secret_key");
+    assert!(
+        password.len() >= 8 && secret_key.len() >= 8,
+        "the secrets must be worth searching for"
+    );
+
+    // The application keeps writing after the nightly backup: the loss.
+    let late = write_activity(&source, 7).await.unwrap();
+    let config = work.path().join("drill.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "# staging rehearsal: env up posing as staging\n[database]\nadmin_url = \"{}\"\nsource = \"{}\"\n\n[s3]\nbucket = \"s3://{}\"\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            admin.url(),
+            source.database,
+            staging.fact("bucket"),
+            staging.fact("s3_endpoint"),
+            staging.fact("region"),
+            staging.fact("access_key"),
+            secret_key,
+        ),
+    )
+    .unwrap();
+    let store = Store::connect(S3Config {
+        endpoint: Some(staging.fact("s3_endpoint")),
+        region: staging.fact("region"),
+        bucket: staging.fact("bucket"),
+        prefix: String::new(),
+        credentials: Some((
+            staging.fact("access_key"),
+            drillbook::pg::Secret::new(secret_key.clone()),
+        )),
+    })
+    .await;
+    let keys = |objects: Vec<drillbook::store::ObjectInfo>| objects.into_iter().map(|o| o.key).collect::<Vec<_>>();
+    let before = (
+        databases(&admin).await,
+        row_counts(&source).await,
+        keys(store.list("").await.unwrap()),
+    );
+
+    let reports = work.path().join("reports");
+    let history = work.path().join("history");
+    let mut outputs = vec![staging.stderr.clone()];
+    for drill in STAGING_DRILLS {
+        let output = tokio::task::spawn_blocking({
+            let (config, reports, history) = (config.clone(), reports.clone(), history.clone());
+            move || {
+                Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", "staging_rehearsal", "--nocapture", "--test-threads=1"])
+                    .env(CHILD, drill)
+                    .env("DRILL_ENV", "staging")
+                    .env("DRILL_CONFIG", &config)
+                    .env("DRILL_REPORT_DIR", &reports)
+                    .env("DRILL_HISTORY_DIR", &history)
+                    .env("RUST_LOG", "debug")
+                    .env("NO_PROXY", "127.0.0.1,localhost")
+                    .env_remove("DRILL_KEEP")
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        let stdout = work.path().join(format!("{drill}.stdout"));
+        let stderr = work.path().join(format!("{drill}.stderr"));
+        std::fs::write(&stdout, &output.stdout).unwrap();
+        std::fs::write(&stderr, &output.stderr).unwrap();
+        assert!(
+            output.status.success(),
+            "staging drill {drill} failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        outputs.extend([stdout, stderr]);
+    }
+
+    // The drills ran on staging and reported it.
+    let junit = files(&reports);
+    assert_eq!(
+        junit.len(),
+        STAGING_DRILLS.len(),
+        "one JUnit report per drill: {junit:?}"
+    );
+    for report in &junit {
+        let xml = std::fs::read_to_string(report).unwrap();
+        assert!(
+            xml.contains("name=\"backend\" value=\"staging\""),
+            "{}: {xml}",
+            report.display()
+        );
+        assert!(
+            xml.contains(&format!("name=\"lost_audit_rows\" value=\"{}\"", late.audit_ids.len())),
+            "{xml}"
+        );
+    }
+    let recorded = files(&history);
+    assert!(!recorded.is_empty(), "the drill history was written");
+
+    // No output holds a secret.
+    let scanned: Vec<PathBuf> = outputs.into_iter().chain(junit).chain(recorded).collect();
+    for path in &scanned {
+        let content = String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned();
+        assert!(
+            !content.is_empty() || path.ends_with("env-up.stderr"),
+            "{} is empty",
+            path.display()
+        );
+        assert!(
+            !content.contains(&password),
+            "{} holds the admin password",
+            path.display()
+        );
+        assert!(
+            !content.contains(&secret_key),
+            "{} holds the S3 secret key",
+            path.display()
+        );
+    }
+    // The logs did mention the server (redacted), so the scan looked at real logs.
+    let logs = std::fs::read_to_string(work.path().join("complete_infrastructure_loss.stderr")).unwrap()
+        + &std::fs::read_to_string(work.path().join("complete_infrastructure_loss.stdout")).unwrap();
+    assert!(logs.contains(":***@127.0.0.1"), "the logs name the server, redacted");
+
+    // Staging is exactly as it was.
+    let after = (
+        databases(&admin).await,
+        row_counts(&source).await,
+        keys(store.list("").await.unwrap()),
+    );
+    assert_eq!(after, before, "staging changed");
+    drop(staging);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

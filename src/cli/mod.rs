@@ -1,10 +1,12 @@
 //! The command-line front end: argument parsing and output. Everything it
 //! does is a call into the library; anyhow is used only here, at the edge.
 
+mod config;
 mod env_up;
 mod transfer;
 mod wal;
 mod verify;
+mod report;
 
 use clap::{Parser, Subcommand};
 
@@ -53,6 +55,11 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Record the audit chain's head in S3 (anchors/<stamp>.json) for `verify --anchor`.
     Anchor(verify::AnchorArgs),
+    /// Staging configuration (drill.toml): `config check [FILE]`.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Write the monthly drill report (HTML, Markdown, merged JUnit) from history and per-drill JUnit.
+    Report(report::ReportArgs),
 }
 
 impl Cli {
@@ -65,6 +72,8 @@ impl Cli {
             Command::WalFetch(args) => args.run().await,
             Command::Verify(args) => args.run().await,
             Command::Anchor(args) => args.run().await,
+            Command::Config(command) => command.run().await,
+            Command::Report(args) => args.run().await,
         }
     }
 }

@@ -1,16 +1,36 @@
-//! Where a drill runs. `DRILL_ENV` picks the backend; `embedded` (the
-//! default) runs everything on this machine: PostgreSQL clusters from the
-//! installed binaries and an in-process S3 server.
+//! Where a drill runs. `DRILL_ENV` picks the backend:
+//!
+//! | backend | PostgreSQL | S3 | what a drill may destroy |
+//! |---|---|---|---|
+//! | `embedded` (default) | clusters from the installed binaries | in-process s3s-fs | everything (all of it is its own) |
+//! | `containers` | a Postgres container per server | an S3 container (moto, LocalStack, any image) | everything (all of it is its own) |
+//! | `staging` | the server named in `drill.toml` | the real bucket | only its restored copies and scratch objects ([`guard`]) |
+//!
+//! Drills get an [`Environment`] from [`from_env`] and use the same calls on
+//! every backend. A call a backend cannot honour (seeding or killing a
+//! staging server, a standby on containers) fails with
+//! [`EnvError::Unsupported`], which names the backend and the reason: a drill
+//! never passes by quietly doing less.
 
+pub mod config;
+pub mod containers;
 mod embedded;
+pub mod guard;
 mod s3_server;
+pub mod staging;
 
+pub use config::{ConfigError, StagingConfig};
+pub use containers::ContainersEnvironment;
 pub use embedded::{ConnectionFacts, EmbeddedEnvironment};
+pub use guard::{Guard, GuardError};
 pub use s3_server::{EmbeddedS3, S3ServerError};
+pub use staging::StagingEnvironment;
 
-use crate::fixtures::FixtureError;
-use crate::pg::PgError;
-use crate::store::StoreError;
+use std::time::Duration;
+
+use crate::fixtures::{FixtureError, FixtureSpec, SeedSummary};
+use crate::pg::{ConnInfo, PgBinaries, PgError};
+use crate::store::{Store, StoreError};
 
 /// The application database name every backend uses for the fixture.
 pub const APP_DATABASE: &str = "immoflowme";
@@ -26,6 +46,39 @@ pub enum EnvError {
     UnknownBackend { value: String },
     #[error("the {backend} backend is not available in this version of drillbook; run with DRILL_ENV=embedded")]
     BackendUnavailable { backend: &'static str },
+    #[error(
+        "{operation} is not supported on the {backend} backend because {reason}; run this drill with DRILL_ENV=embedded"
+    )]
+    Unsupported {
+        operation: &'static str,
+        backend: &'static str,
+        reason: &'static str,
+    },
+    #[error("{problem}; {fix}")]
+    Staging {
+        problem: String,
+        fix: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    #[error(
+        "failed to reach Docker at {host} ({reason}): the containers backend needs a running Docker daemon; start it \
+         (`sudo systemctl start docker`, or `dockerd &`), point DOCKER_HOST at it, or run with DRILL_ENV=embedded"
+    )]
+    DockerUnavailable { host: String, reason: String },
+    #[error("{problem}; {fix}")]
+    Containers {
+        problem: String,
+        fix: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    #[error("failed to {what} within {after:?}; check that it is reachable from this machine")]
+    Timeout { what: String, after: Duration },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Guard(#[from] GuardError),
     #[error(transparent)]
     Postgres(#[from] PgError),
     #[error("failed to start the embedded S3 server")]
@@ -70,16 +123,282 @@ impl Backend {
     }
 }
 
-/// The environment a drill gets from `DRILL_ENV`.
+/// Where a restore goes: a server and a database name nobody uses yet.
+/// Pass `database` as `RestoreOptions::target_database`.
+#[derive(Debug, Clone)]
+pub struct RestoreTarget {
+    pub admin: ConnInfo,
+    pub database: String,
+}
+
+impl RestoreTarget {
+    /// The restored database's connection facts.
+    pub fn target(&self) -> ConnInfo {
+        self.admin.with_database(&self.database)
+    }
+}
+
+fn restore_name(source: &str) -> String {
+    format!("{source}_restore_{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"))
+}
+
+/// Where a drill runs: one of the backends, behind the calls drills make.
+// One per drill, moved a handful of times: boxing would only add noise to matches.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Environment {
+    Embedded(EmbeddedEnvironment),
+    Containers(ContainersEnvironment),
+    Staging(StagingEnvironment),
+}
+
+const STAGING_NOT_OURS: &str = "the staging server and its data are not the drill's own (drills there use the existing data and backups, and only restore into new `<db>_restore_<stamp>` databases)";
+
+impl Environment {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Embedded(_) => Backend::Embedded,
+            Self::Containers(_) => Backend::Containers,
+            Self::Staging(_) => Backend::Staging,
+        }
+    }
+
+    /// Whether everything in it is the drill's own (seed, corrupt and kill freely).
+    pub fn is_disposable(&self) -> bool {
+        !matches!(self, Self::Staging(_))
+    }
+
+    fn unsupported(&self, operation: &'static str, reason: &'static str) -> EnvError {
+        EnvError::Unsupported {
+            operation,
+            backend: self.backend().name(),
+            reason,
+        }
+    }
+
+    /// The local PostgreSQL client tools (`pg_dump`, `pg_restore`).
+    pub fn binaries(&self) -> &PgBinaries {
+        match self {
+            Self::Embedded(env) => env.binaries(),
+            Self::Containers(env) => env.binaries(),
+            Self::Staging(env) => env.binaries(),
+        }
+    }
+
+    /// The application database.
+    pub fn source(&self) -> ConnInfo {
+        match self {
+            Self::Embedded(env) => env.source(),
+            Self::Containers(env) => env.source(),
+            Self::Staging(env) => env.source(),
+        }
+    }
+
+    /// A superuser (or `CREATEDB`) role on the primary server.
+    pub fn admin(&self) -> ConnInfo {
+        match self {
+            Self::Embedded(env) => env.primary().admin(),
+            Self::Containers(env) => env.admin(),
+            Self::Staging(env) => env.admin(),
+        }
+    }
+
+    /// The backup catalog.
+    pub fn store(&self) -> &Store {
+        match self {
+            Self::Embedded(env) => env.store(),
+            Self::Containers(env) => env.store(),
+            Self::Staging(env) => env.store(),
+        }
+    }
+
+    /// Loads the fixture ledger into the application database.
+    ///
+    /// # Errors
+    /// [`EnvError::Unsupported`] on staging, whose data is never written.
+    pub async fn seed(&self, spec: FixtureSpec) -> Result<SeedSummary> {
+        match self {
+            Self::Embedded(env) => env.seed(spec).await,
+            Self::Containers(env) => env.seed(spec).await,
+            Self::Staging(_) => Err(self.unsupported("seeding the fixture ledger", STAGING_NOT_OURS)),
+        }
+    }
+
+    /// A new, empty server (a replacement for a lost one); its admin facts.
+    ///
+    /// # Errors
+    /// [`EnvError::Unsupported`] on staging, where drillbook creates no
+    /// servers: use [`Self::provision_restore_target`].
+    pub async fn provision_cluster(&mut self) -> Result<ConnInfo> {
+        match self {
+            Self::Embedded(env) => env.provision_cluster().await,
+                        Self::Containers(env) => env.provision_server().await,
+            Self::Staging(_) => Err(self.unsupported(
+                "provisioning a new server",
+                "drillbook creates no servers on staging (restores go to a new database on the staging server: use provision_restore_target)",
+            )),
+        }
+    }
+
+    /// Where a restore of the source goes: a new server on disposable
+    /// backends, a new `<db>_restore_<stamp>` database on staging. Either
+    /// way the drill owns it and [`Self::cleanup`] removes it.
+    pub async fn provision_restore_target(&mut self) -> Result<RestoreTarget> {
+        match self {
+            Self::Staging(env) => env.provision_restore_target().await,
+            _ => {
+                let admin = self.provision_cluster().await?;
+                Ok(RestoreTarget {
+                    admin,
+                    database: restore_name(APP_DATABASE),
+                })
+            }
+        }
+    }
+
+    /// The incident "the primary server is lost": killed and its data
+    /// deleted (embedded), its container removed (containers).
+    ///
+    /// # Errors
+    /// [`EnvError::Unsupported`] on staging.
+    pub async fn destroy_primary(&mut self) -> Result<()> {
+        match self {
+            Self::Embedded(env) => env.destroy_primary().await,
+            Self::Containers(env) => env.destroy_primary().await,
+            Self::Staging(_) => Err(self.unsupported("destroying the primary server", STAGING_NOT_OURS)),
+        }
+    }
+
+    /// Whether `target` is a database the drill may damage: anything on a
+    /// disposable backend's own servers, on staging only what it created.
+    pub fn owns(&self, target: &ConnInfo) -> bool {
+        match self {
+            Self::Embedded(env) => env.owns(target),
+            Self::Containers(env) => env.owns(target),
+            Self::Staging(env) => env.guard().owns_database(target),
+        }
+    }
+
+    /// Drops a database the drill owns ([`Self::owns`]).
+    ///
+    /// # Errors
+    /// [`EnvError::Guard`] for any other database; nothing is touched.
+    pub async fn drop_database(&mut self, target: &ConnInfo) -> Result<()> {
+        match self {
+            Self::Staging(env) => env.drop_database(target).await,
+            _ => {
+                let mut guard = Guard::new(self.backend().name());
+                if self.owns(target) {
+                    guard.created_database(target);
+                }
+                guard.allow_database("drop", target)?;
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(
+                    &target.with_database("postgres").connect_options(),
+                )
+                .await
+                .map_err(PgError::sql(format!("connect to {target}")))?;
+                let sql = format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    crate::pg::quote_ident(&target.database)
+                );
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(PgError::sql(format!("drop database {:?}", target.database)))?;
+                let _ = sqlx::Connection::close(conn).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes an object from the backup bucket: any object on a disposable
+    /// backend (the bucket is the drill's own), only its scratch objects on staging.
+    pub async fn delete_object(&mut self, key: &str) -> Result<()> {
+        match self {
+            Self::Staging(env) => env.delete_object(key).await,
+            _ => Ok(self.store().delete(key).await?),
+        }
+    }
+
+    /// The embedded backend's own handle (local clusters: standbys, crashes,
+    /// file-level damage).
+    ///
+    /// # Errors
+    /// [`EnvError::Unsupported`] on every other backend.
+    pub fn embedded(&self) -> Result<&EmbeddedEnvironment> {
+        match self {
+            Self::Embedded(env) => Ok(env),
+            _ => Err(self.unsupported("local cluster access (pg::Cluster)", LOCAL_CLUSTERS_ONLY)),
+        }
+    }
+
+    pub fn staging(&self) -> Option<&StagingEnvironment> {
+        match self {
+            Self::Staging(env) => Some(env),
+            _ => None,
+        }
+    }
+
+    /// Removes everything the drill created (kept with `DRILL_KEEP=1`).
+    pub async fn cleanup(self) -> Result<()> {
+        match self {
+            Self::Embedded(env) => env.cleanup().await,
+            Self::Containers(env) => env.cleanup().await,
+            Self::Staging(env) => env.cleanup().await,
+        }
+    }
+}
+
+const LOCAL_CLUSTERS_ONLY: &str = "this drill drives local PostgreSQL processes directly (standbys, crashes, data files), which only the embedded backend has";
+
+/// Drills written against the embedded backend's handle (`env.primary()`,
+/// `fault::Disposable::embedded(&env, ..)`) keep compiling; on any other
+/// backend the first such use panics with [`EnvError::Unsupported`]'s
+/// message: the drill fails loudly instead of running somewhere else.
+impl std::ops::Deref for Environment {
+    type Target = EmbeddedEnvironment;
+
+    fn deref(&self) -> &EmbeddedEnvironment {
+        match self.embedded() {
+            Ok(env) => env,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// For drills that build their own embedded servers (`pitr::ArchivingEnvironment`,
+/// `EmbeddedEnvironment::start_with`): fails unless `DRILL_ENV` is embedded, so
+/// such a drill asked to run on another backend fails loudly instead of
+/// quietly running on this machine.
 ///
 /// # Errors
-/// [`EnvError::BackendUnavailable`] for `containers` and `staging`, which this
-/// version does not have yet: a drill asked to run there fails loudly rather
-/// than quietly running somewhere else.
-pub async fn from_env() -> Result<EmbeddedEnvironment> {
+/// [`EnvError::Unsupported`] naming the backend and `reason`.
+pub fn embedded_only(operation: &'static str, reason: &'static str) -> Result<()> {
     match Backend::from_env()? {
-        Backend::Embedded => EmbeddedEnvironment::start().await,
-        other => Err(EnvError::BackendUnavailable { backend: other.name() }),
+        Backend::Embedded => Ok(()),
+        other => Err(EnvError::Unsupported {
+            operation,
+            backend: other.name(),
+            reason,
+        }),
+    }
+}
+
+/// The environment `DRILL_ENV` names: `embedded` (default), `containers`,
+/// or `staging` (configured by `DRILL_CONFIG` and `DRILL_*` variables).
+///
+/// # Errors
+/// Whatever stops the backend from starting, saying how to fix it; never a
+/// fallback to another backend.
+pub async fn from_env() -> Result<Environment> {
+    match Backend::from_env()? {
+        Backend::Embedded => Ok(Environment::Embedded(EmbeddedEnvironment::start().await?)),
+        Backend::Containers => Ok(Environment::Containers(ContainersEnvironment::start().await?)),
+        Backend::Staging => {
+            let config = StagingConfig::from_env()?;
+            Ok(Environment::Staging(StagingEnvironment::connect(config).await?))
+        }
     }
 }
 

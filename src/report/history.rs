@@ -78,9 +78,7 @@ pub enum HistoryError {
         #[source]
         source: StoreError,
     },
-    #[error(
-        "invalid month `{input}`: expected YYYY-MM with a month from 01 to 12, such as `2026-05`"
-    )]
+    #[error("invalid month `{input}`: expected YYYY-MM with a month from 01 to 12, such as `2026-05`")]
     InvalidMonth { input: String },
 }
 
@@ -585,12 +583,8 @@ pub fn default_dir() -> PathBuf {
 
 /// Whether `DRILL_HISTORY=off` (also `0`, `false`, `no`) turns recording off.
 pub fn disabled() -> bool {
-    std::env::var("DRILL_HISTORY").is_ok_and(|value| {
-        matches!(
-            value.trim().to_ascii_lowercase().as_str(),
-            "off" | "0" | "false" | "no"
-        )
-    })
+    std::env::var("DRILL_HISTORY")
+        .is_ok_and(|value| matches!(value.trim().to_ascii_lowercase().as_str(), "off" | "0" | "false" | "no"))
 }
 
 /// The file of `month` in a local history directory.
@@ -610,7 +604,9 @@ pub fn record_drill(summary: &DrillSummary, dir: Option<&Path>) {
     match append_local(&dir, &record) {
         Ok(()) => tracing::debug!(drill = %summary.name, history = %dir.display(), "appended drill history"),
         Err(error) => {
-            let cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default();
+            let cause = std::error::Error::source(&error)
+                .map(ToString::to_string)
+                .unwrap_or_default();
             tracing::warn!(drill = %summary.name, "{error}: {cause}");
         }
     }
@@ -628,7 +624,11 @@ pub fn append_local(dir: &Path, record: &HistoryRecord) -> Result<()> {
         source,
     };
     fs::create_dir_all(dir).map_err(error)?;
-    let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(error)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(error)?;
     file.write_all(record.to_json_line().as_bytes()).map_err(error)
 }
 
@@ -671,7 +671,13 @@ fn s3_key(record: &HistoryRecord) -> String {
     let drill: String = record
         .drill
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{S3_PREFIX}{}/{stamp}_{drill}.json", Month::of(record.started_at))
 }
@@ -687,7 +693,10 @@ async fn read_s3(store: &Store, months: &[Month]) -> Result<History> {
         for object in objects {
             let source = format!("{}{}", store.config().location(), object.key);
             match store.get_bytes(&object.key).await {
-                Ok(bytes) => match std::str::from_utf8(&bytes).map_err(|e| e.to_string()).and_then(HistoryRecord::parse) {
+                Ok(bytes) => match std::str::from_utf8(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(HistoryRecord::parse)
+                {
                     Ok(record) => history.records.push(record),
                     Err(problem) => history.warn(format!("skipped history object `{source}`: {problem}")),
                 },
@@ -758,14 +767,20 @@ mod tests {
         assert_eq!(months, ["2026-03", "2026-04", "2026-05"]);
         for bad in ["2026-13", "2026-5", "26-05", "may", "2026-00", ""] {
             let error = bad.parse::<Month>().unwrap_err().to_string();
-            assert!(error.contains(&format!("`{bad}`")) && error.contains("YYYY-MM"), "{error}");
+            assert!(
+                error.contains(&format!("`{bad}`")) && error.contains("YYYY-MM"),
+                "{error}"
+            );
         }
     }
 
     #[test]
     fn newer_formats_are_refused_with_an_upgrade_hint() {
         let problem = HistoryRecord::parse(r#"{"format": 9, "drill": "x"}"#).unwrap_err();
-        assert!(problem.contains("newer drillbook") && problem.contains("upgrade"), "{problem}");
+        assert!(
+            problem.contains("newer drillbook") && problem.contains("upgrade"),
+            "{problem}"
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! the harness records and judges, a report only formats. That keeps every
 //! report format consistent with the verdict, and testable without a drill.
 
-pub mod junit;
 pub mod history;
-pub mod schedule;
+pub mod junit;
 pub mod monthly;
+pub mod render;
+pub mod schedule;

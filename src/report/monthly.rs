@@ -62,9 +62,7 @@ pub struct JunitInput {
 /// [`ReportError::ReadJunit`] / [`ReportError::ParseJunit`] otherwise.
 pub fn read_junit(path: &Path) -> Result<JunitInput, ReportError> {
     let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => ReportError::MissingJunit {
-            path: path.to_owned(),
-        },
+        std::io::ErrorKind::NotFound => ReportError::MissingJunit { path: path.to_owned() },
         _ => ReportError::ReadJunit {
             path: path.to_owned(),
             source,
@@ -247,7 +245,10 @@ impl MonthlyReport {
                 "No drills ran in {}. The playbook's schedule (section 8) expects monthly, weekly and daily drills.",
                 self.month.long_name()
             ),
-            MonthVerdict::Passed => format!("{runs} of {of} in {}; every run met its targets.", self.month.long_name()),
+            MonthVerdict::Passed => format!(
+                "{runs} of {of} in {}; every run met its targets.",
+                self.month.long_name()
+            ),
             MonthVerdict::Failed => format!(
                 "{runs} of {of} in {}; {} failed: {}.",
                 self.month.long_name(),
@@ -368,12 +369,18 @@ fn suite_from_record(record: &HistoryRecord) -> TestSuite {
     if let Some(target) = record.rpo_target_seconds {
         let rpo = match record.rpo_seconds {
             _ if !record.rpo_missed() => TestCaseStatus::success(),
-            Some(rpo) => failure(format!("RPO {} exceeds target {}", seconds_text(rpo), seconds_text(target))),
+            Some(rpo) => failure(format!(
+                "RPO {} exceeds target {}",
+                seconds_text(rpo),
+                seconds_text(target)
+            )),
             None => failure("an RPO target is set but no RPO was measured".to_owned()),
         };
         cases.push(TestCase::new("RPO within target", rpo));
     }
-    let any_failed = cases.iter().any(|c| !matches!(c.status, TestCaseStatus::Success { .. }));
+    let any_failed = cases
+        .iter()
+        .any(|c| !matches!(c.status, TestCaseStatus::Success { .. }));
     if !record.passed && !any_failed {
         cases.push(TestCase::new("drill passed", failure(record.failures.join("; "))));
     }
@@ -397,7 +404,14 @@ fn suite_from_record(record: &HistoryRecord) -> TestSuite {
     let timeline: String = record
         .timeline
         .iter()
-        .map(|e| format!("{} {:>14}  {}\n", stamp(e.at), format!("+{}", seconds_text(e.elapsed_seconds)), e.message))
+        .map(|e| {
+            format!(
+                "{} {:>14}  {}\n",
+                stamp(e.at),
+                format!("+{}", seconds_text(e.elapsed_seconds)),
+                e.message
+            )
+        })
         .collect();
     let mut suite = TestSuite::new(record.drill.as_str());
     suite
@@ -441,17 +455,19 @@ fn drill_record(
     scenario: String,
     property: impl Fn(&str) -> Option<String>,
 ) -> Result<HistoryRecord, String> {
-    let started_at = suite
-        .timestamp
-        .ok_or("the suite has no timestamp")?
-        .with_timezone(&Utc);
+    let started_at = suite.timestamp.ok_or("the suite has no timestamp")?.with_timezone(&Utc);
     let number = |name: &str| -> Result<Option<f64>, String> {
         property(name)
-            .map(|v| v.parse::<f64>().map_err(|_| format!("property `{name}` is `{v}`, not seconds")))
+            .map(|v| {
+                v.parse::<f64>()
+                    .map_err(|_| format!("property `{name}` is `{v}`, not seconds"))
+            })
             .transpose()
     };
     let time = |name: &str| -> Option<DateTime<Utc>> {
-        DateTime::parse_from_rfc3339(&property(name)?).ok().map(|t| t.with_timezone(&Utc))
+        DateTime::parse_from_rfc3339(&property(name)?)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
     };
     let rto_target_seconds = number("rto_target_seconds")?.ok_or("property `rto_target_seconds` is missing")?;
     let mut phases = Vec::new();
@@ -477,7 +493,11 @@ fn drill_record(
         } else if let Some(check) = name.strip_prefix("check: ") {
             let detail = match &failed {
                 Some(message) => message.clone(),
-                None => case.system_out.as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                None => case
+                    .system_out
+                    .as_ref()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
             };
             if failed.is_some() {
                 let sentence = format!("check `{check}` failed: {detail}");

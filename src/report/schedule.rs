@@ -191,15 +191,22 @@ mod tests {
         lines
             .take_while(|line| !line.starts_with('['))
             .find_map(|line| line.strip_prefix("default-filter"))
-            .map(|rest| rest.trim_start().trim_start_matches('=').trim().trim_matches('"').to_owned())
+            .map(|rest| {
+                rest.trim_start()
+                    .trim_start_matches('=')
+                    .trim()
+                    .trim_matches('"')
+                    .to_owned()
+            })
     }
 
     #[test]
     fn nextest_profiles_select_exactly_the_schedule() {
         for cadence in Cadence::ALL {
             let profile = cadence.nextest_profile();
-            let filter = profile_filter(&profile)
-                .unwrap_or_else(|| panic!("[profile.{profile}] with a default-filter missing from .config/nextest.toml"));
+            let filter = profile_filter(&profile).unwrap_or_else(|| {
+                panic!("[profile.{profile}] with a default-filter missing from .config/nextest.toml")
+            });
             assert_eq!(
                 filter,
                 cadence.nextest_filter(),

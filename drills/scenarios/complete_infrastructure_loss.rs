@@ -1,0 +1,205 @@
+//! The body of the `complete_infrastructure_loss` drill, on any backend.
+//! Kept apart from its `#[tokio::test]` so the staging rehearsal
+//! (`tests/staging_rehearsal.rs`) runs exactly this code.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use drillbook::backup::{backup_database, table_facts};
+use drillbook::drill::{Drill, Scenario};
+use drillbook::env;
+use drillbook::fixtures::{CRITICAL_TABLES, FixtureSpec, Profile};
+use drillbook::playbook::PlaybookAnswers;
+use drillbook::restore::{BackupChoice, RestoreOptions, find_backup, restore_database};
+use drillbook::store::manifest::BackupManifest;
+use drillbook::workload::write_activity;
+use sqlx::{Connection, PgConnection};
+
+/// Writes after the backup: the data this drill expects to lose.
+const LATE_WRITES: usize = 25;
+
+/// Rows written after the backup: the loss.
+struct Late {
+    audit_ids: Vec<i64>,
+    newest: Option<DateTime<Utc>>,
+}
+
+pub async fn run() {
+    // The playbook backs up daily, so up to a day of writes may be lost.
+    let mut drill = Drill::new("complete-infrastructure-loss", Scenario::CompleteInfrastructureLoss)
+        .expect("drill targets")
+        .with_rpo_target(Duration::from_secs(24 * 3600));
+    let mut env = drill.phase("bring up environment", env::from_env()).await.unwrap();
+    drill.property("backend", env.backend().name());
+    let (bins, source) = (env.binaries().clone(), env.source());
+
+    let (manifest, late): (BackupManifest, Late) = if env.is_disposable() {
+        let profile = drill_profile();
+        drill.property("dataset_profile", profile);
+        let seeded = drill
+            .phase("seed fixture ledger", env.seed(FixtureSpec::ending_now(profile, 42)))
+            .await
+            .unwrap();
+        drill.property("audit_logs_rows", seeded.rows_in("audit_logs").unwrap_or(0));
+        let admin = env.admin();
+        // Traffic up to the backup, so the backup's newest row is recent.
+        drill
+            .phase("application writes", write_activity(&source, 5))
+            .await
+            .unwrap();
+        let backup = drill
+            .phase(
+                "daily backup to S3",
+                backup_database(&bins, &source, Some(&admin), env.store()),
+            )
+            .await
+            .unwrap();
+        let late = drill
+            .phase("application keeps writing", write_activity(&source, LATE_WRITES))
+            .await
+            .unwrap();
+        drill.incident("primary database server lost: postgres killed, data directory deleted");
+        drill.phase("destroy primary", env.destroy_primary()).await.unwrap();
+        let late = Late {
+            audit_ids: late.audit_ids,
+            newest: Some(late.newest),
+        };
+        (backup.manifest, late)
+    } else {
+        // Staging: the existing data and backups, read only. The server is
+        // not touched; the drill restores next to it.
+        let manifest = drill
+            .phase(
+                "find newest existing backup in S3",
+                find_backup(env.store(), &BackupChoice::Newest),
+            )
+            .await
+            .unwrap();
+        let late = drill
+            .phase(
+                "writes since the backup (read only)",
+                writes_after(&source, manifest.newest_data()),
+            )
+            .await
+            .unwrap();
+        drill.incident("primary database server declared lost (staging: simulated, the server is not touched)");
+        (manifest, late)
+    };
+    drill.property("dump_bytes", manifest.dump.bytes);
+    drill.property("backup_stamp", &manifest.stamp);
+
+    let replacement = drill
+        .phase("provision replacement server", env.provision_restore_target())
+        .await
+        .unwrap();
+    let options = RestoreOptions {
+        target_database: Some(replacement.database.clone()),
+        ..RestoreOptions::default()
+    };
+    let restored = drill
+        .phase(
+            "restore newest backup from S3 (playbook 3.2)",
+            restore_database(&bins, &replacement.admin, env.store(), &options),
+        )
+        .await
+        .unwrap();
+    drill.check(
+        "restored backup is the newest",
+        restored.manifest.stamp == manifest.stamp,
+        &restored.manifest.stamp,
+    );
+
+    let answers = drill
+        .phase(
+            "playbook checks (3.2 step 4, 4.1-4.5)",
+            PlaybookAnswers::collect(&restored.target),
+        )
+        .await
+        .unwrap();
+    let problems = answers.problems();
+    drill.check("playbook checks pass", problems.is_empty(), problems.join("; "));
+    drill.check(
+        "4.1 broken links = 0",
+        answers.broken_links == 0,
+        answers.broken_links.to_string(),
+    );
+    for table in CRITICAL_TABLES {
+        let count = answers
+            .critical_counts
+            .iter()
+            .find(|(t, _)| t == table)
+            .map_or(-1, |(_, n)| *n);
+        let expected = manifest.rows_in(table).map_or(-1, |n| n as i64);
+        drill.check(
+            &format!("{table} count matches manifest"),
+            count == expected,
+            format!("{count} restored, {expected} in manifest"),
+        );
+    }
+    drill.verified();
+
+    // RPO: the newest data that survived, against what the manifest promised.
+    let mut conn = PgConnection::connect_with(&restored.target.connect_options())
+        .await
+        .unwrap();
+    let facts = table_facts(&mut conn).await.unwrap();
+    let newest_surviving = facts
+        .values()
+        .filter_map(|t| t.newest_created_at)
+        .max()
+        .expect("restored data has timestamps");
+    drill.newest_surviving_data(newest_surviving);
+    drill.check(
+        "newest surviving data is the backup's newest",
+        Some(newest_surviving) == manifest.newest_data(),
+        format!("{newest_surviving} restored, {:?} in manifest", manifest.newest_data()),
+    );
+    let (late_survivors,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_logs WHERE id = ANY($1)")
+        .bind(&late.audit_ids)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    drill.check(
+        "writes after the backup are exactly the loss",
+        late_survivors == 0 && late.newest.is_none_or(|newest| newest > newest_surviving),
+        format!(
+            "{late_survivors} of {} late writes present; newest late write {:?}",
+            late.audit_ids.len(),
+            late.newest
+        ),
+    );
+    conn.close().await.unwrap();
+    drill.property("lost_audit_rows", late.audit_ids.len());
+
+    env.cleanup().await.unwrap();
+    drill.finish().expect("drill report written").assert_passed();
+}
+
+/// The audit rows committed after `since` (the backup's newest data), read
+/// in a read-only session: on staging, what a loss now would lose.
+async fn writes_after(source: &drillbook::pg::ConnInfo, since: Option<DateTime<Utc>>) -> Result<Late, sqlx::Error> {
+    let options = source
+        .connect_options()
+        .options([("default_transaction_read_only", "on"), ("statement_timeout", "60s")]);
+    let mut conn = PgConnection::connect_with(&options).await?;
+    let rows: Vec<(i64, DateTime<Utc>)> =
+        sqlx::query_as("SELECT id, created_at FROM audit_logs WHERE created_at > $1 ORDER BY created_at, id")
+            .bind(since.unwrap_or(DateTime::<Utc>::MIN_UTC))
+            .fetch_all(&mut conn)
+            .await?;
+    conn.close().await?;
+    Ok(Late {
+        newest: rows.iter().map(|(_, at)| *at).max(),
+        audit_ids: rows.into_iter().map(|(id, _)| id).collect(),
+    })
+}
+
+/// `DRILL_PROFILE=small|medium|large`, small by default.
+fn drill_profile() -> Profile {
+    match std::env::var("DRILL_PROFILE").as_deref() {
+        Err(_) | Ok("") | Ok("small") => Profile::Small,
+        Ok("medium") => Profile::Medium,
+        Ok("large") => Profile::Large,
+        Ok(other) => panic!("DRILL_PROFILE={other:?} is not a profile; use small, medium or large"),
+    }
+}

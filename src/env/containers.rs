@@ -1,0 +1,517 @@
+//! The containers backend: a Postgres container per server and an S3
+//! container, through testcontainers (0.27, re-exported by
+//! testcontainers-modules 0.15), ports mapped to loopback.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `DRILL_PG_IMAGE` | Postgres image `name[:tag]`; must honour `POSTGRES_USER`/`POSTGRES_PASSWORD`/`POSTGRES_DB` and log "database system is ready to accept connections" | `drillbook/postgres:local` (built by `ci/images/build.sh`) |
+//! | `DRILL_S3_PRESET` | `moto` or `localstack` (LocalStack 4.5, the module's pin) | `moto` |
+//! | `DRILL_S3_IMAGE` | any S3 image `name[:tag]` instead of the preset | the preset's (`drillbook/moto-s3:local`) |
+//! | `DRILL_S3_PORT` | its S3 port | the preset's (5000 moto, 4566 LocalStack) |
+//! | `DRILL_S3_READY` | readiness: `stdout:<text>`, `stderr:<text>` or `sleep:<seconds>` | the preset's |
+//!
+//! Containers are removed by [`ContainersEnvironment::cleanup`], and by
+//! `Drop` on a panic; `DRILL_KEEP=1` keeps them and prints their ids.
+//! When Docker cannot be reached, [`ContainersEnvironment::start`] fails
+//! once, saying how to start it or to use the embedded backend.
+//!
+//! Client tools (`pg_dump`, `pg_restore`) run on this machine, so the
+//! image's major version must not be newer than the local tools.
+//!
+//! # Caveats
+//!
+//! No K3s: `DRILL_K3S_IMAGE` is not supported in this version (no K3s image
+//! can be built or pulled here). The drills that need a Kubernetes cluster
+//! stay in their `#[ignore]`d cluster lane on every backend.
+
+use std::time::Duration;
+
+use testcontainers_modules::localstack::LocalStack;
+use testcontainers_modules::postgres::Postgres;
+use testcontainers_modules::testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers_modules::testcontainers::runners::AsyncRunner;
+use testcontainers_modules::testcontainers::{ContainerAsync, GenericImage, ImageExt, TestcontainersError};
+
+use super::{APP_DATABASE, BACKUP_BUCKET, EnvError, Result};
+use crate::fixtures::{self, FixtureSpec, SeedSummary};
+use crate::pg::{ConnInfo, PgBinaries, Secret};
+use crate::store::{S3Config, Store};
+
+pub const DEFAULT_PG_IMAGE: &str = "drillbook/postgres:local";
+pub const DEFAULT_MOTO_IMAGE: &str = "drillbook/moto-s3:local";
+const PG_PORT: u16 = 5432;
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+const S3_ACCESS_KEY: &str = "drillbook";
+
+/// Where containers come from, read from the environment (a seam for tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSettings {
+    /// `DOCKER_HOST`, else the default socket (what testcontainers uses too).
+    pub docker_host: String,
+    pub pg_image: (String, String),
+    pub s3: S3Image,
+}
+
+/// The S3 container to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S3Image {
+    LocalStack,
+    Generic {
+        image: (String, String),
+        port: u16,
+        ready: Ready,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ready {
+    Stdout(String),
+    Stderr(String),
+    Sleep(Duration),
+}
+
+fn split_image(image: &str) -> (String, String) {
+    // A registry port (host:5000/name) is not a tag: the tag follows the last '/'.
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
+        _ => (image.to_owned(), "latest".to_owned()),
+    }
+}
+
+impl ContainerSettings {
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// # Errors
+    /// [`EnvError::Staging`]-style messages naming the bad variable.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let bad = |var: &str, problem: String| EnvError::Containers {
+            problem: format!("{var}: {problem}"),
+            fix: "see the containers backend's variables in README.md".to_owned(),
+            source: None,
+        };
+        let docker_host = lookup("DOCKER_HOST").unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+        let pg_image = split_image(&lookup("DRILL_PG_IMAGE").unwrap_or_else(|| DEFAULT_PG_IMAGE.to_owned()));
+        let preset = lookup("DRILL_S3_PRESET").unwrap_or_else(|| "moto".to_owned());
+        let (default_image, default_port, default_ready) = match preset.trim() {
+            "moto" => (DEFAULT_MOTO_IMAGE, 5000, Ready::Stderr("Running on".to_owned())),
+            "localstack" if lookup("DRILL_S3_IMAGE").is_none() => {
+                return Ok(Self {
+                    docker_host,
+                    pg_image,
+                    s3: S3Image::LocalStack,
+                });
+            }
+            "localstack" => ("localstack/localstack:4.5", 4566, Ready::Stdout("Ready.".to_owned())),
+            other => {
+                return Err(bad(
+                    "DRILL_S3_PRESET",
+                    format!("{other:?} is not a preset; use moto or localstack"),
+                ));
+            }
+        };
+        let image = split_image(&lookup("DRILL_S3_IMAGE").unwrap_or_else(|| default_image.to_owned()));
+        let port = match lookup("DRILL_S3_PORT") {
+            None => default_port,
+            Some(port) => port
+                .trim()
+                .parse()
+                .map_err(|_| bad("DRILL_S3_PORT", format!("{port:?} is not a port number")))?,
+        };
+        let ready = match lookup("DRILL_S3_READY") {
+            None => default_ready,
+            Some(spec) => match spec.split_once(':') {
+                Some(("stdout", text)) => Ready::Stdout(text.to_owned()),
+                Some(("stderr", text)) => Ready::Stderr(text.to_owned()),
+                Some(("sleep", secs)) => {
+                    Ready::Sleep(Duration::from_secs(secs.trim().parse().map_err(|_| {
+                        bad("DRILL_S3_READY", format!("{secs:?} is not a number of seconds"))
+                    })?))
+                }
+                _ => {
+                    return Err(bad(
+                        "DRILL_S3_READY",
+                        format!("{spec:?} must be stdout:<text>, stderr:<text> or sleep:<seconds>"),
+                    ));
+                }
+            },
+        };
+        Ok(Self {
+            docker_host,
+            pg_image,
+            s3: S3Image::Generic { image, port, ready },
+        })
+    }
+}
+
+/// Asks the daemon `GET /_ping`, with a timeout.
+async fn docker_reachable(host: &str) -> std::result::Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ping = async {
+        let request = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n";
+        let mut response = Vec::new();
+        if let Some(path) = host.strip_prefix("unix://") {
+            let mut stream = tokio::net::UnixStream::connect(path).await?;
+            stream.write_all(request).await?;
+            stream.read_to_end(&mut response).await?;
+        } else if let Some(addr) = host.strip_prefix("tcp://").or_else(|| host.strip_prefix("http://")) {
+            let mut stream = tokio::net::TcpStream::connect(addr.trim_end_matches('/')).await?;
+            stream.write_all(request).await?;
+            stream.read_to_end(&mut response).await?;
+        } else {
+            return Err(std::io::Error::other(format!(
+                "unsupported DOCKER_HOST scheme in {host:?}"
+            )));
+        }
+        if response.starts_with(b"HTTP/1.0 200") || response.starts_with(b"HTTP/1.1 200") {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("the daemon did not answer /_ping with 200"))
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(10), ping).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 10 s".to_owned()),
+    }
+}
+
+fn docker_unavailable(host: &str) -> impl FnOnce(String) -> EnvError + '_ {
+    move |reason| EnvError::DockerUnavailable {
+        host: host.to_owned(),
+        reason,
+    }
+}
+
+fn container_error(what: &str) -> impl FnOnce(TestcontainersError) -> EnvError + '_ {
+    move |e| {
+        EnvError::Containers {
+        problem: format!("failed to {what}"),
+        fix: "check `docker images` has the image (build it with ci/images/build.sh) and `docker ps -a` / the container logs".to_owned(),
+        source: Some(Box::new(e)),
+    }
+    }
+}
+
+enum S3Container {
+    LocalStack(ContainerAsync<LocalStack>),
+    Generic(ContainerAsync<GenericImage>),
+}
+
+impl S3Container {
+    fn id(&self) -> &str {
+        match self {
+            Self::LocalStack(c) => c.id(),
+            Self::Generic(c) => c.id(),
+        }
+    }
+
+    async fn rm(self) -> std::result::Result<(), TestcontainersError> {
+        match self {
+            Self::LocalStack(c) => c.rm().await,
+            Self::Generic(c) => c.rm().await,
+        }
+    }
+}
+
+/// One Postgres container and how to reach it.
+struct PgContainer {
+    container: Option<ContainerAsync<Postgres>>,
+    admin: ConnInfo,
+}
+
+/// Disposable containers: everything in it is the drill's own.
+pub struct ContainersEnvironment {
+    settings: ContainerSettings,
+    bins: PgBinaries,
+    primary: Option<PgContainer>,
+    others: Vec<PgContainer>,
+    s3: Option<S3Container>,
+    store: Store,
+}
+
+impl std::fmt::Debug for ContainersEnvironment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainersEnvironment")
+            .field("pg_image", &self.settings.pg_image)
+            .field("primary", &self.primary.as_ref().map(|p| &p.admin))
+            .field("others", &self.others.iter().map(|p| &p.admin).collect::<Vec<_>>())
+            .field("s3", &self.store.config())
+            .finish()
+    }
+}
+
+fn random_secret() -> Secret {
+    use rand::Rng;
+    let bytes: [u8; 16] = rand::rng().random();
+    Secret::new(hex::encode(bytes))
+}
+
+async fn start_postgres(settings: &ContainerSettings) -> Result<PgContainer> {
+    let password = random_secret();
+    let (name, tag) = &settings.pg_image;
+    let container = Postgres::default()
+        .with_password(password.expose())
+        .with_name(name.clone())
+        .with_tag(tag.clone())
+        .with_startup_timeout(STARTUP_TIMEOUT)
+        .with_label("drillbook", "drill")
+        .start()
+        .await
+        .map_err(container_error("start the Postgres container"))?;
+    let port = container
+        .get_host_port_ipv4(PG_PORT)
+        .await
+        .map_err(container_error("read the Postgres container's port"))?;
+    let admin = ConnInfo {
+        host: "127.0.0.1".to_owned(),
+        port,
+        user: "postgres".to_owned(),
+        password,
+        database: "postgres".to_owned(),
+    };
+    wait_accepting(&admin).await?;
+    Ok(PgContainer {
+        container: Some(container),
+        admin,
+    })
+}
+
+/// The ready log line can come from the entrypoint's temporary server; wait
+/// until the real one answers.
+async fn wait_accepting(admin: &ConnInfo) -> Result<()> {
+    use sqlx::Connection;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match sqlx::PgConnection::connect_with(&admin.connect_options()).await {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                return Ok(());
+            }
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                return Err(EnvError::Containers {
+                    problem: format!("the Postgres container at {admin} does not accept connections"),
+                    fix: "check the container's logs (DRILL_KEEP=1 keeps it)".to_owned(),
+                    source: Some(Box::new(e)),
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn start_s3(settings: &ContainerSettings) -> Result<(S3Container, S3Config)> {
+    let secret = random_secret();
+    let (container, port) = match &settings.s3 {
+        S3Image::LocalStack => {
+            let c = LocalStack::default()
+                .with_startup_timeout(STARTUP_TIMEOUT)
+                .with_label("drillbook", "drill")
+                .start()
+                .await
+                .map_err(container_error("start the LocalStack container"))?;
+            let port = c
+                .get_host_port_ipv4(4566)
+                .await
+                .map_err(container_error("read LocalStack's port"))?;
+            (S3Container::LocalStack(c), port)
+        }
+        S3Image::Generic { image, port, ready } => {
+            let wait = match ready {
+                Ready::Stdout(text) => WaitFor::message_on_stdout(text.as_bytes()),
+                Ready::Stderr(text) => WaitFor::message_on_stderr(text.as_bytes()),
+                Ready::Sleep(d) => WaitFor::Duration { length: *d },
+            };
+            let c = GenericImage::new(image.0.clone(), image.1.clone())
+                .with_exposed_port(port.tcp())
+                .with_wait_for(wait)
+                .with_startup_timeout(STARTUP_TIMEOUT)
+                .with_label("drillbook", "drill")
+                .start()
+                .await
+                .map_err(container_error("start the S3 container"))?;
+            let mapped = c
+                .get_host_port_ipv4(*port)
+                .await
+                .map_err(container_error("read the S3 container's port"))?;
+            (S3Container::Generic(c), mapped)
+        }
+    };
+    let config = S3Config {
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        region: "us-east-1".to_owned(),
+        bucket: BACKUP_BUCKET.to_owned(),
+        prefix: String::new(),
+        credentials: Some((S3_ACCESS_KEY.to_owned(), secret)),
+    };
+    Ok((container, config))
+}
+
+impl ContainersEnvironment {
+    /// Starts a Postgres container with the application database and an
+    /// S3 container with the backup bucket.
+    ///
+    /// # Errors
+    /// [`EnvError::DockerUnavailable`] when Docker cannot be reached (one
+    /// message saying how to start it or to use the embedded backend).
+    pub async fn start() -> Result<Self> {
+        let settings = ContainerSettings::from_env()?;
+        Self::start_with(settings).await
+    }
+
+    pub async fn start_with(settings: ContainerSettings) -> Result<Self> {
+        docker_reachable(&settings.docker_host)
+            .await
+            .map_err(docker_unavailable(&settings.docker_host))?;
+        let bins = PgBinaries::discover()?;
+        let (pg, s3) = tokio::join!(start_postgres(&settings), start_s3(&settings));
+        let (primary, (s3, s3_config)) = (pg?, s3?);
+        crate::pg::create_database(&primary.admin, APP_DATABASE).await?;
+        let store = Store::connect(s3_config).await;
+        store.ensure_bucket().await?;
+        tracing::info!(pg = %primary.admin, s3 = %store.config().location(), "containers environment ready");
+        Ok(Self {
+            settings,
+            bins,
+            primary: Some(primary),
+            others: Vec::new(),
+            s3: Some(s3),
+            store,
+        })
+    }
+
+    pub fn binaries(&self) -> &PgBinaries {
+        &self.bins
+    }
+
+    fn primary(&self) -> &PgContainer {
+        self.primary.as_ref().expect("the primary container was destroyed")
+    }
+
+    pub fn admin(&self) -> ConnInfo {
+        self.primary().admin.clone()
+    }
+
+    pub fn source(&self) -> ConnInfo {
+        self.primary().admin.with_database(APP_DATABASE)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub async fn seed(&self, spec: FixtureSpec) -> Result<SeedSummary> {
+        Ok(fixtures::seed(&self.source(), spec).await?)
+    }
+
+    /// A new, empty Postgres container; its admin facts.
+    pub async fn provision_server(&mut self) -> Result<ConnInfo> {
+        let server = start_postgres(&self.settings).await?;
+        let admin = server.admin.clone();
+        self.others.push(server);
+        Ok(admin)
+    }
+
+    /// The incident: the primary's container is removed, data and all.
+    pub async fn destroy_primary(&mut self) -> Result<()> {
+        if let Some(mut primary) = self.primary.take()
+            && let Some(container) = primary.container.take()
+        {
+            container
+                .rm()
+                .await
+                .map_err(container_error("remove the primary container"))?;
+        }
+        Ok(())
+    }
+
+    pub fn owns(&self, target: &ConnInfo) -> bool {
+        self.primary
+            .iter()
+            .chain(&self.others)
+            .any(|p| p.admin.host == target.host && p.admin.port == target.port)
+    }
+
+    /// Removes every container (kept with `DRILL_KEEP=1`).
+    pub async fn cleanup(mut self) -> Result<()> {
+        if crate::pg::keep_requested() {
+            return Ok(()); // Drop prints and keeps them.
+        }
+        let mut first_error = None;
+        let servers: Vec<PgContainer> = self.primary.take().into_iter().chain(self.others.drain(..)).collect();
+        for mut server in servers {
+            if let Some(container) = server.container.take()
+                && let Err(e) = container.rm().await
+            {
+                first_error.get_or_insert(container_error("remove a Postgres container")(e));
+            }
+        }
+        if let Some(s3) = self.s3.take()
+            && let Err(e) = s3.rm().await
+        {
+            first_error.get_or_insert(container_error("remove the S3 container")(e));
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for ContainersEnvironment {
+    /// testcontainers removes a dropped container itself; with `DRILL_KEEP=1`
+    /// they are leaked on purpose and their ids printed.
+    fn drop(&mut self) {
+        if !crate::pg::keep_requested() {
+            return;
+        }
+        for server in self.primary.iter_mut().chain(self.others.iter_mut()) {
+            if let Some(container) = server.container.take() {
+                eprintln!(
+                    "DRILL_KEEP=1: kept Postgres container {} ({})",
+                    container.id(),
+                    server.admin
+                );
+                std::mem::forget(container);
+            }
+        }
+        if let Some(s3) = self.s3.take() {
+            eprintln!(
+                "DRILL_KEEP=1: kept S3 container {} ({})",
+                s3.id(),
+                self.store.config().location()
+            );
+            std::mem::forget(s3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_default_to_the_local_images_and_read_overrides() {
+        let none = ContainerSettings::from_lookup(|_| None).unwrap();
+        assert_eq!(none.pg_image, ("drillbook/postgres".to_owned(), "local".to_owned()));
+        assert!(matches!(none.s3, S3Image::Generic { port: 5000, .. }));
+        let localstack =
+            ContainerSettings::from_lookup(|v| (v == "DRILL_S3_PRESET").then(|| "localstack".to_owned())).unwrap();
+        assert_eq!(localstack.s3, S3Image::LocalStack);
+        let custom = ContainerSettings::from_lookup(|v| match v {
+            "DRILL_S3_IMAGE" => Some("registry:5000/minio".to_owned()),
+            "DRILL_S3_PORT" => Some("9000".to_owned()),
+            "DRILL_S3_READY" => Some("sleep:2".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            custom.s3,
+            S3Image::Generic {
+                image: ("registry:5000/minio".to_owned(), "latest".to_owned()),
+                port: 9000,
+                ready: Ready::Sleep(Duration::from_secs(2)),
+            }
+        );
+        let err = ContainerSettings::from_lookup(|v| (v == "DRILL_S3_READY").then(|| "soon".to_owned())).unwrap_err();
+        assert!(err.to_string().contains("DRILL_S3_READY"), "{err}");
+    }
+}
