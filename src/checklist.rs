@@ -276,3 +276,44 @@ pub async fn backup_times(store: &Store) -> crate::store::Result<Vec<DateTime<Ut
         .filter_map(layout::parse_stamp)
         .collect())
 }
+
+/// Why [`record_after_recovery`] could not judge the list.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChecklistError {
+    #[error("failed to run the integrity suite on the recovered database for the post-recovery checklist")]
+    Integrity(#[source] crate::integrity::IntegrityError),
+    #[error("failed to list the backups for the post-recovery checklist")]
+    Store(#[source] crate::store::StoreError),
+}
+
+/// The post-recovery checklist as a drill records it: runs the integrity
+/// suite on the recovered database, lists the backups in `store` when given
+/// (a backup newer than the recovery shows the schedule resumed; `None`
+/// leaves that item not applicable, as on staging, where drillbook never
+/// writes backups), judges every item on the drill's own timeline, and
+/// attaches the list to `drill`.
+pub async fn record_after_recovery(
+    drill: &mut Drill,
+    recovered: &crate::pg::ConnInfo,
+    store: Option<&Store>,
+    recovered_at: DateTime<Utc>,
+) -> Result<Checklist, ChecklistError> {
+    let integrity = crate::integrity::run_suite(recovered, &crate::integrity::SuiteOptions::default())
+        .await
+        .map_err(ChecklistError::Integrity)?;
+    let backups = match store {
+        Some(store) => Some(backup_times(store).await.map_err(ChecklistError::Store)?),
+        None => None,
+    };
+    let timeline = drill.summary().timeline;
+    let checklist = Checklist::evaluate(&Facts {
+        integrity: Some(&integrity),
+        recovered_at: Some(recovered_at),
+        backups,
+        timeline: &timeline,
+        ..Facts::default()
+    });
+    checklist.attach(drill);
+    Ok(checklist)
+}

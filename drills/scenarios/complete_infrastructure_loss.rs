@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use drillbook::backup::{backup_database, table_facts};
+use drillbook::checklist;
 use drillbook::drill::{Drill, Scenario};
 use drillbook::env;
 use drillbook::fixtures::{CRITICAL_TABLES, FixtureSpec, Profile};
@@ -170,6 +171,31 @@ pub async fn run() {
     );
     conn.close().await.unwrap();
     drill.property("lost_audit_rows", late.audit_ids.len());
+
+    // Playbook section 7. On a disposable backend the drill resumes the
+    // backup schedule itself; on staging it never writes a backup, so that
+    // item is not applicable there.
+    let recovered_at = drill.summary().verified_at.expect("verified above");
+    let store = if env.is_disposable() {
+        drill
+            .phase(
+                "resume backups: first backup after recovery",
+                backup_database(&bins, &restored.target, Some(&replacement.admin), env.store()),
+            )
+            .await
+            .unwrap();
+        Some(env.store())
+    } else {
+        None
+    };
+    let checklist = checklist::record_after_recovery(&mut drill, &restored.target, store, recovered_at)
+        .await
+        .unwrap();
+    drill.check(
+        "post-recovery checklist has no failed item",
+        checklist.passed(),
+        "playbook section 7",
+    );
 
     env.cleanup().await.unwrap();
     drill.finish().expect("drill report written").assert_passed();

@@ -3,10 +3,10 @@
 
 mod config;
 mod env_up;
-mod transfer;
-mod wal;
-mod verify;
 mod report;
+mod transfer;
+mod verify;
+mod wal;
 
 use clap::{Parser, Subcommand};
 
