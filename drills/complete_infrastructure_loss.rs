@@ -14,10 +14,9 @@
 //! the source holds beyond the backup as the loss (read only), asserts the
 //! same checks, and drops its copy at the end.
 
-#[path = "scenarios/complete_infrastructure_loss.rs"]
-mod scenario;
-
 #[tokio::test]
 async fn complete_infrastructure_loss() {
-    scenario::run().await;
+    drillbook::drills::complete_infrastructure_loss::run()
+        .await
+        .assert_passed();
 }

@@ -9,53 +9,8 @@
 //! with that message; it is `#[ignore]`d so that only `--run-ignored` runs
 //! it, where a cluster exists.
 
-use std::time::Duration;
-
-use drillbook::drill::{Drill, Scenario};
-use drillbook::k8s::rollout::Rollout;
-use drillbook::k8s::{KUBE_CONTEXT_VAR, Wait, connect, pods};
-
-fn setting(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-async fn cluster() -> kube::Client {
-    let context = std::env::var(KUBE_CONTEXT_VAR).unwrap_or_else(|_| {
-        panic!("{KUBE_CONTEXT_VAR} is not set: this drill needs a Kubernetes cluster (a staging kube context or K3s); it never passes without one")
-    });
-    connect(Some(&context)).await.unwrap_or_else(|e| panic!("{e}"))
-}
-
 #[tokio::test]
 #[ignore = "needs a Kubernetes cluster (DRILL_KUBE_CONTEXT or K3s): not available on this machine"]
 async fn pod_crash() {
-    let client = cluster().await;
-    let namespace = setting("DRILL_KUBE_NAMESPACE", "default");
-    let deployment = setting("DRILL_KUBE_DEPLOYMENT", "immoflowme");
-    let selector = setting("DRILL_KUBE_SELECTOR", "app=immoflowme");
-    let mut drill = Drill::new("pod_crash", Scenario::SinglePodCrash).unwrap();
-    let target = drill.targets().rto;
-
-    drill.incident(format!("one pod of `{namespace}/{selector}` deleted"));
-    let heal = drill
-        .phase(
-            "auto-heal",
-            pods::delete_one_and_wait(client.clone(), &namespace, &selector, Wait::new(target)),
-        )
-        .await;
-    if let Ok(heal) = &heal {
-        drill.property("deleted_pod", &heal.deleted);
-        drill.property("time_to_ready_s", heal.time_to_ready.as_secs_f64());
-    }
-    let rollout = Rollout::new(client, &namespace, &deployment);
-    let status = drill
-        .phase(
-            "rollout status",
-            rollout.wait_complete(Wait::new(Duration::from_secs(60))),
-        )
-        .await;
-    if heal.is_ok() && status.is_ok() {
-        drill.verified();
-    }
-    drill.finish().unwrap().assert_passed();
+    drillbook::drills::pod_crash::run().await.assert_passed();
 }

@@ -9,69 +9,8 @@
 //! and `DRILL_WATCH_WINDOW` (default `15m`). `#[ignore]`d here, FAILS when
 //! run without them.
 
-use drillbook::drill::{Drill, Scenario, parse_duration};
-use drillbook::http::{HttpChecker, RetryPolicy, WatchOptions};
-use drillbook::k8s::istio::switch_traffic;
-use drillbook::k8s::{KUBE_CONTEXT_VAR, connect};
-
-fn setting(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-fn required(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: the traffic-switch drill needs a cluster with the application (see drills/traffic_switch.rs); it never passes without one"))
-}
-
 #[tokio::test]
 #[ignore = "needs a Kubernetes cluster (DRILL_KUBE_CONTEXT or K3s): not available on this machine"]
 async fn traffic_switch() {
-    let context = required(KUBE_CONTEXT_VAR);
-    let app_url = required("DRILL_APP_URL");
-    let prometheus = required("DRILL_PROMETHEUS_URL");
-    let client = connect(Some(&context)).await.unwrap_or_else(|e| panic!("{e}"));
-    let namespace = setting("DRILL_KUBE_NAMESPACE", "default");
-    let name = setting("DRILL_VIRTUAL_SERVICE", "immoflowme");
-    let subset = setting("DRILL_SWITCH_SUBSET", "green");
-    let window = parse_duration(&setting("DRILL_WATCH_WINDOW", "15m")).unwrap();
-    let checker = HttpChecker::new(RetryPolicy::default());
-    let mut drill = Drill::new("traffic_switch", Scenario::CompleteInfrastructureLoss).unwrap();
-
-    drill.incident("traffic must move to the restored environment");
-    let switch = drill
-        .phase(
-            "switch VirtualService (6.1)",
-            switch_traffic(client.clone(), &namespace, &name, &subset),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let smoke = drill.phase("smoke tests (6.3)", checker.smoke(&app_url)).await;
-    let options = WatchOptions {
-        window,
-        ..WatchOptions::default()
-    };
-    let watch = match &smoke {
-        Ok(_) => Some(
-            drill
-                .phase(
-                    "5xx error-rate watch (6.1)",
-                    checker.watch_error_rate(&prometheus, &options),
-                )
-                .await,
-        ),
-        Err(_) => None,
-    };
-    match watch {
-        Some(Ok(watch)) => {
-            drill.property("max_error_rate", format!("{:?}", watch.max_rate));
-            drill.verified();
-        }
-        _ => {
-            drill
-                .phase("revert the switch", switch.revert(client))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-    }
-    drill.finish().unwrap().assert_passed();
+    drillbook::drills::traffic_switch::run().await.assert_passed();
 }

@@ -250,7 +250,9 @@ fn backup_item(facts: &Facts<'_>) -> Status {
     };
     let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
     match backups.iter().max() {
-        Some(&newest) if newest > recovered_at => Status::Passed(format!(
+        // Backup stamps keep milliseconds: a backup taken in the recovery's
+        // own millisecond carries that millisecond's stamp.
+        Some(&newest) if newest >= truncate_to_millis(recovered_at) => Status::Passed(format!(
             "newest backup {} is newer than the recovery at {}",
             stamp(newest),
             stamp(recovered_at)
@@ -262,6 +264,11 @@ fn backup_item(facts: &Facts<'_>) -> Status {
         )),
         None => Status::Failed("no backup in the store; resume the schedule".to_owned()),
     }
+}
+
+fn truncate_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
+    let excess = at.timestamp_subsec_nanos() % 1_000_000;
+    at - chrono::Duration::nanoseconds(i64::from(excess))
 }
 
 /// The times of the complete backups in `store` (`daily/<stamp>/manifest.json`).

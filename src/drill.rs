@@ -928,6 +928,8 @@ impl Drill {
         self.finished = true;
         let mut summary = self.summary();
         let path = self.junit_path();
+        // History first: a report that cannot be written must not lose the record.
+        crate::report::history::record_drill(&summary, self.history_dir.as_deref());
         junit::write(&summary, &path).map_err(|source| DrillError::WriteReport {
             path: path.clone(),
             source,
@@ -938,7 +940,6 @@ impl Drill {
             tracing::warn!(drill = %self.name, report = %path.display(), "drill {}", summary.verdict);
         }
         summary.junit_path = Some(path);
-        crate::report::history::record_drill(&summary, self.history_dir.as_deref());
         Ok(summary)
     }
 
@@ -1426,6 +1427,22 @@ mod tests {
 
         let json = serde_json::to_string(&summary).unwrap();
         assert_eq!(serde_json::from_str::<DrillSummary>(&json).unwrap(), summary);
+    }
+
+    #[test]
+    fn an_unwritable_report_still_appends_the_history_record() {
+        let mut fx = recovered_after(MINUTE);
+        // A file where the report directory should be.
+        let blocker = fx.reports.path().join("reports");
+        std::fs::write(&blocker, "not a directory").unwrap();
+        let history_dir = fx.reports.path().join("history");
+        fx.drill = fx.drill.with_report_dir(&blocker);
+        let error = fx.drill.finish().unwrap_err();
+        assert!(matches!(error, DrillError::WriteReport { .. }), "{error}");
+        let month = crate::report::history::Month::of(t0());
+        let history = std::fs::read_to_string(crate::report::history::month_file(&history_dir, month)).unwrap();
+        assert_eq!(history.lines().count(), 1, "{history}");
+        assert!(history.contains(r#""drill":"full_restore""#), "{history}");
     }
 
     #[test]

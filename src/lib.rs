@@ -6,6 +6,7 @@ pub mod canary;
 pub mod checklist;
 pub mod cli;
 pub mod drill;
+pub mod drills;
 pub mod env;
 pub mod failover;
 pub mod fault;

@@ -118,7 +118,15 @@ pub async fn restore_table(
     create_database(admin, &scratch_name).await?;
     let scratch = admin.with_database(&scratch_name);
     let result = async {
-        // pg_restore -t matches the bare table name; -n narrows the schema.
+        // pg_restore -t matches the bare table name in every schema and does
+        // not create schemas: create each one holding a table of that name.
+        let schemas = manifest
+            .tables
+            .keys()
+            .filter_map(|key| key.split_once('.'))
+            .filter(|(_, table)| *table == name)
+            .map(|(schema, _)| schema);
+        create_schemas(&scratch, schemas).await?;
         pg_restore_table(bins, &scratch, &dump, name).await?;
         let scratch_restore = started.elapsed();
         let started = Instant::now();
@@ -137,6 +145,22 @@ pub async fn restore_table(
         scratch_restore,
         replace,
     })
+}
+
+/// Creates `schemas` (those missing) in the scratch database.
+async fn create_schemas(scratch: &ConnInfo, schemas: impl Iterator<Item = &str>) -> Result<(), PgError> {
+    let mut conn = PgConnection::connect_with(&scratch.connect_options())
+        .await
+        .map_err(PgError::sql(format!("connect to {scratch}")))?;
+    for schema in schemas {
+        let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .map_err(PgError::sql(format!("create schema {schema} in the scratch database")))?;
+    }
+    let _ = conn.close().await;
+    Ok(())
 }
 
 /// Deletes the target table's rows and copies the scratch copy's in, in one transaction.

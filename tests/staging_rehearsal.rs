@@ -11,8 +11,8 @@
 //!   objects in the bucket (the restored copy was dropped).
 //!
 //! The child is this test binary itself, re-run with `DRILL_REHEARSAL_CHILD`
-//! naming the drill: the drill body is the very file the drill target runs
-//! (`drills/scenarios/`).
+//! naming the drill: the drill body is the very library function the drill
+//! target and `drillbook run` run (`drillbook::drills`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,9 +23,6 @@ use drillbook::pg::ConnInfo;
 use drillbook::store::{S3Config, Store};
 use drillbook::workload::write_activity;
 use sqlx::{Connection, PgConnection};
-
-#[path = "../drills/scenarios/complete_infrastructure_loss.rs"]
-mod complete_infrastructure_loss;
 
 const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
 const CHILD: &str = "DRILL_REHEARSAL_CHILD";
@@ -133,7 +130,9 @@ async fn staging_rehearsal() {
             .with_writer(std::io::stderr)
             .init();
         match drill.as_str() {
-            "complete_infrastructure_loss" => complete_infrastructure_loss::run().await,
+            "complete_infrastructure_loss" => drillbook::drills::complete_infrastructure_loss::run()
+                .await
+                .assert_passed(),
             other => panic!("{CHILD}={other:?} is not a staging drill; use one of {STAGING_DRILLS:?}"),
         }
         return;

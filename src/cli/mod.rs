@@ -4,6 +4,7 @@
 mod config;
 mod env_up;
 mod report;
+mod run;
 mod transfer;
 mod verify;
 mod wal;
@@ -60,6 +61,8 @@ enum Command {
     Config(config::ConfigCommand),
     /// Write the monthly drill report (HTML, Markdown, merged JUnit) from history and per-drill JUnit.
     Report(report::ReportArgs),
+    /// Run built-in drills (all that need no cluster, by name, or by --cadence) and print RTO/RPO against target.
+    Run(run::RunArgs),
 }
 
 impl Cli {
@@ -74,6 +77,7 @@ impl Cli {
             Command::Anchor(args) => args.run().await,
             Command::Config(command) => command.run().await,
             Command::Report(args) => args.run().await,
+            Command::Run(args) => args.run().await,
         }
     }
 }

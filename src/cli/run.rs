@@ -1,0 +1,187 @@
+//! `drillbook run`: the built-in drills, from the binary alone.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Args;
+
+use super::exit;
+use crate::drill::{DrillSummary, format_duration};
+use crate::drills::{self, BuiltinDrill};
+use crate::report::schedule::Cadence;
+
+const EXAMPLES: &str = "\
+Examples:
+  drillbook run --list                               # the built-in drills and their cadence
+  drillbook run                                      # every drill that needs no Kubernetes cluster
+  drillbook run complete_infrastructure_loss --json  # one drill, its summary as JSON on stdout
+  drillbook run --cadence weekly                     # the playbook's weekly backup verification
+  DRILL_KUBE_CONTEXT=staging drillbook run pod_crash # a cluster drill, against your own deployment
+
+Each phase is logged to stderr as it runs; the summary table (or --json) goes to stdout.
+Exit codes: 0 every drill passed, 1 a drill failed, 2 could not run (e.g. an unknown drill name).";
+
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct RunArgs {
+    /// Drills to run, by name (`complete_infrastructure_loss` or `drill_complete_infrastructure_loss`).
+    /// Default: every drill that needs no Kubernetes cluster.
+    #[arg(value_name = "DRILL")]
+    drills: Vec<String>,
+    /// Run every drill of this cadence (playbook section 8).
+    #[arg(long, value_name = "daily|weekly|monthly|quarterly", conflicts_with = "drills")]
+    cadence: Option<Cadence>,
+    /// Print the summaries as a JSON array on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// List the built-in drills with their cadence and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+/// One drill's outcome: its summary, or why it ended without one.
+struct Outcome {
+    name: &'static str,
+    result: Result<DrillSummary, String>,
+}
+
+impl Outcome {
+    fn passed(&self) -> bool {
+        self.result.as_ref().is_ok_and(|summary| summary.verdict.passed())
+    }
+}
+
+impl RunArgs {
+    pub async fn run(self) -> anyhow::Result<u8> {
+        if self.list {
+            for drill in drills::all() {
+                let cluster = if drill.needs_cluster {
+                    "  (needs a Kubernetes cluster)"
+                } else {
+                    ""
+                };
+                println!(
+                    "{:<30} {:<10} {}{cluster}",
+                    drill.name,
+                    drill.cadence.as_str(),
+                    drill.scenario
+                );
+            }
+            return Ok(exit::SUCCESS);
+        }
+        let selected = self.select()?;
+        let mut outcomes = Vec::with_capacity(selected.len());
+        for drill in selected {
+            eprintln!("==> drill {} ({}, {})", drill.name, drill.cadence, drill.scenario);
+            let outcome = run_one(drill).await;
+            match &outcome.result {
+                Ok(summary) => eprintln!("==> drill {}: {}", drill.name, summary.verdict),
+                Err(panic) => eprintln!("==> drill {}: failed: {panic}", drill.name),
+            }
+            outcomes.push(outcome);
+        }
+        if self.json {
+            let summaries: Vec<serde_json::Value> = outcomes.iter().map(json_of).collect();
+            println!("{}", serde_json::to_string_pretty(&summaries)?);
+        } else {
+            print_table(&outcomes);
+        }
+        Ok(if outcomes.iter().all(Outcome::passed) {
+            exit::SUCCESS
+        } else {
+            exit::FAILED
+        })
+    }
+
+    fn select(&self) -> anyhow::Result<Vec<BuiltinDrill>> {
+        let all = drills::all();
+        if let Some(cadence) = self.cadence {
+            return Ok(all.into_iter().filter(|d| d.cadence == cadence).collect());
+        }
+        if self.drills.is_empty() {
+            return Ok(all.into_iter().filter(|d| !d.needs_cluster).collect());
+        }
+        let mut selected = Vec::new();
+        for name in &self.drills {
+            match drills::find(name) {
+                Some(drill) => selected.push(drill),
+                None => {
+                    let known: Vec<_> = all.iter().map(|d| d.name).collect();
+                    bail!(
+                        "failed to find a built-in drill named `{name}`: use one of {} (`drillbook run --list`)",
+                        known.join(", ")
+                    );
+                }
+            }
+        }
+        Ok(selected)
+    }
+}
+
+/// Runs one drill in its own task, so a panicking drill is a failed drill.
+async fn run_one(drill: BuiltinDrill) -> Outcome {
+    let result = match tokio::spawn((drill.run)()).await {
+        Ok(summary) => Ok(summary),
+        Err(error) if error.is_panic() => {
+            let payload = error.into_panic();
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "the drill panicked".to_owned());
+            Err(format!("the drill panicked: {message}"))
+        }
+        Err(error) => Err(format!("the drill's task ended: {error}")),
+    };
+    Outcome {
+        name: drill.name,
+        result,
+    }
+}
+
+fn json_of(outcome: &Outcome) -> serde_json::Value {
+    match &outcome.result {
+        Ok(summary) => {
+            let mut value = serde_json::to_value(summary).unwrap_or(serde_json::Value::Null);
+            if let Some(object) = value.as_object_mut() {
+                object.insert("drill".to_owned(), outcome.name.into());
+                object.insert("passed".to_owned(), summary.verdict.passed().into());
+            }
+            value
+        }
+        Err(message) => serde_json::json!({
+            "drill": outcome.name,
+            "passed": false,
+            "verdict": { "failures": [message] },
+        }),
+    }
+}
+
+fn vs(measured: Option<Duration>, target: Option<Duration>) -> String {
+    let measured = measured.map_or_else(|| "-".to_owned(), format_duration);
+    match target {
+        Some(target) => format!("{measured} / {}", format_duration(target)),
+        None => measured,
+    }
+}
+
+fn print_table(outcomes: &[Outcome]) {
+    println!("{:<30} {:<8} {:<24} RPO / TARGET", "DRILL", "VERDICT", "RTO / TARGET");
+    for outcome in outcomes {
+        let (verdict, rto, rpo) = match &outcome.result {
+            Ok(s) => (
+                if s.verdict.passed() { "passed" } else { "FAILED" },
+                vs(s.rto, Some(s.targets.rto)),
+                vs(s.rpo, s.targets.rpo),
+            ),
+            Err(_) => ("FAILED", "-".to_owned(), "-".to_owned()),
+        };
+        println!("{:<30} {verdict:<8} {rto:<24} {rpo}", outcome.name);
+    }
+    for outcome in outcomes.iter().filter(|o| !o.passed()) {
+        match &outcome.result {
+            Ok(summary) => println!("\n{}: {}", outcome.name, summary.verdict),
+            Err(message) => println!("\n{}: failed: {message}", outcome.name),
+        }
+    }
+}

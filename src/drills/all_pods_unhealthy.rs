@@ -1,0 +1,80 @@
+//! Decision matrix, "All pods unhealthy: rollback deployment, < 10 min".
+//! The incident is a release whose image does not exist (every new pod
+//! fails to start, the rollout stalls); recovery is `rollout undo` to the
+//! previous revision and `rollout status` until complete.
+//!
+//! Needs a Kubernetes cluster (see `drills/pod_crash.rs` for the
+//! settings): `#[ignore]`d here, FAILS when run without one. It patches the
+//! named deployment: point it at a drill deployment of your own, never at
+//! production.
+
+use std::time::Duration;
+
+use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::k8s::rollout::Rollout;
+use crate::k8s::{K8sError, KUBE_CONTEXT_VAR, Wait, connect};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+fn setting(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+async fn cluster() -> kube::Client {
+    let context = std::env::var(KUBE_CONTEXT_VAR).unwrap_or_else(|_| {
+        panic!("{KUBE_CONTEXT_VAR} is not set: this drill needs a Kubernetes cluster (a staging kube context or K3s); it never passes without one")
+    });
+    connect(Some(&context)).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub async fn run() -> DrillSummary {
+    let client = cluster().await;
+    let namespace = setting("DRILL_KUBE_NAMESPACE", "default");
+    let name = setting("DRILL_KUBE_DEPLOYMENT", "immoflowme");
+    let rollout = Rollout::new(client.clone(), &namespace, &name);
+    let mut drill = Drill::new("all_pods_unhealthy", Scenario::AllPodsUnhealthy).unwrap();
+
+    let current = rollout.get().await.unwrap_or_else(|e| panic!("{e}"));
+    let container = current
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .name
+        .clone();
+    drill.incident(format!("release of a broken image to `{namespace}/{name}`"));
+    let broken = json!({"spec": {"progressDeadlineSeconds": 60, "template": {"spec": {"containers": [
+        {"name": container, "image": "registry.invalid/drillbook/broken:does-not-exist"}]}}}});
+    let api: Api<Deployment> = Api::namespaced(client, &namespace);
+    api.patch(&name, &PatchParams::default(), &Patch::Strategic(&broken))
+        .await
+        .unwrap_or_else(|e| panic!("failed to release the broken image: {e}"));
+    // The broken rollout must stall (ProgressDeadlineExceeded) or time out.
+    let stalled = rollout.wait_complete(Wait::new(Duration::from_secs(180))).await;
+    drill.check(
+        "broken release does not roll out",
+        matches!(
+            stalled,
+            Err(K8sError::RolloutStalled { .. } | K8sError::RolloutTimeout { .. })
+        ),
+        format!("{stalled:?}"),
+    );
+
+    let undo = drill.phase("rollout undo", rollout.undo()).await;
+    if let Ok(undo) = &undo {
+        drill.property("rolled_back_to_revision", undo.to_revision);
+    }
+    let done = drill
+        .phase("rollout status", rollout.wait_complete(Wait::new(drill.targets().rto)))
+        .await;
+    if undo.is_ok() && done.is_ok() {
+        drill.verified();
+    }
+    drill.finish().expect("drill report written")
+}

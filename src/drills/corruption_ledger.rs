@@ -1,0 +1,139 @@
+//! Decision matrix: "DB corruption (single table) — Restore table from
+//! backup — < 30 min".
+//!
+//! The ledger amounts family: a faulty job rewrites an invoice line's amount
+//! and inserts a charge without its credit. Both damage `invoice_lines` only.
+//! The suite detects both unbalanced invoices (measured phase "detect");
+//! `invoice_lines` alone is restored from the newest logical backup
+//! (`pg_restore -t` into a scratch database, swapped in inside one
+//! transaction, see `crate::table_restore`); the suite then finds
+//! nothing, chain and anchor included.
+
+use crate::backup::backup_database;
+use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::env;
+use crate::fault::{self, Disposable};
+use crate::fixtures::{FixtureSpec, Profile};
+use crate::integrity::CheckName;
+use crate::integrity::suite::{SuiteOptions, run_suite};
+use crate::table_restore::restore_table;
+use sqlx::{Connection, PgConnection};
+
+const TABLE: &str = "public.invoice_lines";
+
+pub async fn run() -> DrillSummary {
+    let mut drill = Drill::new("corruption-ledger", Scenario::DbCorruptionSingleTable).expect("drill targets");
+    drill.property("table", TABLE);
+    let env = drill.phase("bring up environment", env::from_env()).await.unwrap();
+    drill
+        .phase(
+            "seed fixture ledger",
+            env.seed(FixtureSpec::ending_now(Profile::Small, 11)),
+        )
+        .await
+        .unwrap();
+    let (bins, source, admin) = (env.binaries().clone(), env.source(), env.primary().admin());
+    let backup = drill
+        .phase(
+            "daily backup to S3",
+            backup_database(&bins, &source, Some(&admin), env.store()),
+        )
+        .await
+        .unwrap();
+    let options = SuiteOptions {
+        anchor: Some(
+            backup
+                .manifest
+                .anchor
+                .clone()
+                .expect("the manifest records the chain anchor"),
+        ),
+        ..SuiteOptions::default()
+    };
+
+    // A live line of one invoice, and another invoice to unbalance.
+    let mut conn = PgConnection::connect_with(&source.connect_options()).await.unwrap();
+    let (line_id, line_invoice): (i64, i64) = sqlx::query_as(
+        "SELECT id, invoice_id FROM invoice_lines WHERE deleted_at IS NULL ORDER BY id OFFSET 100 LIMIT 1",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let other_invoice: i64 =
+        sqlx::query_scalar("SELECT id FROM monthly_invoices WHERE id <> $1 ORDER BY id OFFSET 10 LIMIT 1")
+            .bind(line_invoice)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.unwrap();
+
+    let target = Disposable::embedded(&env, &source).unwrap();
+    drill.incident("ledger amounts corrupted: an invoice line's amount rewritten, a charge added without credit");
+    let injected = vec![
+        fault::tamper_amount(&target, "invoice_lines", line_id, 4_217)
+            .await
+            .unwrap(),
+        fault::unbalance_invoice(&target, other_invoice, 9_999).await.unwrap(),
+    ];
+
+    let report = drill.phase("detect", run_suite(&source, &options)).await.unwrap();
+    drill.property("findings_after_incident", report.findings.len());
+    for injected in &injected {
+        drill.check(
+            &format!("{:?} promises a finding", injected.fault),
+            !injected.expect.is_empty(),
+            format!("{injected:?}"),
+        );
+    }
+    for expected in injected.iter().flat_map(|i| &i.expect) {
+        drill.check(
+            &format!("{} finding at {:?} detected", expected.check, expected.key),
+            report.findings.iter().any(|f| expected.matches(f)),
+            format!("{:?}", report.findings),
+        );
+    }
+    let unbalanced: Vec<_> = report
+        .findings_of(CheckName::InvoiceBalance)
+        .iter()
+        .filter_map(|f| f.key.clone())
+        .collect();
+    drill.check(
+        "4.3 names exactly the two damaged invoices",
+        unbalanced == [line_invoice.min(other_invoice), line_invoice.max(other_invoice)].map(|id| id.to_string()),
+        format!("{unbalanced:?}"),
+    );
+
+    let restored = drill
+        .phase(
+            "restore invoice_lines from the newest backup (one transaction)",
+            restore_table(&bins, &admin, &source, env.store(), TABLE),
+        )
+        .await
+        .unwrap();
+    drill.check(
+        "restored row count matches the manifest",
+        Some(restored.rows_restored) == backup.manifest.rows_in("invoice_lines"),
+        format!(
+            "{} restored, {:?} in manifest",
+            restored.rows_restored,
+            backup.manifest.rows_in("invoice_lines")
+        ),
+    );
+    let verified = drill
+        .phase("verify database after table restore", run_suite(&source, &options))
+        .await
+        .unwrap();
+    drill.check(
+        "zero findings after the table restore",
+        verified.is_clean(),
+        format!("{:?}", verified.findings),
+    );
+    drill.verified();
+    // Playbook section 7: resume backups, then the post-recovery checklist.
+    super::post_recovery_checklist(&mut drill, &source, Some((&bins, &admin, env.store()))).await;
+    // Nothing was written after the backup: the table restore loses nothing.
+    drill.newest_surviving_data(backup.manifest.snapshot_at);
+
+    env.cleanup().await.unwrap();
+    drill.finish().expect("drill report written")
+}

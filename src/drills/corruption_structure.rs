@@ -1,0 +1,135 @@
+//! Decision matrix: "DB corruption (full) — Full restore from backup".
+//!
+//! The structure family: an invoice line points at an invoice that does not
+//! exist, row-level security is switched off on a protected table, and a
+//! billing run is left `running`. The suite detects all three (measured
+//! phase "detect"); the database is restored from the newest backup with
+//! `restore_database`, which must also bring RLS back: `ENABLE ROW LEVEL
+//! SECURITY` and the policies are table DDL in the dump, not ACL entries, so
+//! the playbook's `--no-acl` restore keeps them. The restored database is
+//! verified with zero findings against the manifest's anchor.
+
+use crate::backup::backup_database;
+use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::env;
+use crate::fault::{self, Disposable};
+use crate::fixtures::{FixtureSpec, Profile};
+use crate::integrity::CheckName;
+use crate::integrity::suite::{SuiteOptions, run_suite};
+use crate::restore::{RestoreOptions, restore_database};
+use sqlx::{Connection, PgConnection};
+
+const RLS_TABLE: &str = "payments";
+
+pub async fn run() -> DrillSummary {
+    let mut drill = Drill::new("corruption-structure", Scenario::DbCorruptionFull).expect("drill targets");
+    let env = drill.phase("bring up environment", env::from_env()).await.unwrap();
+    drill
+        .phase(
+            "seed fixture ledger",
+            env.seed(FixtureSpec::ending_now(Profile::Small, 13)),
+        )
+        .await
+        .unwrap();
+    let (bins, source, admin) = (env.binaries().clone(), env.source(), env.primary().admin());
+    let backup = drill
+        .phase(
+            "daily backup to S3",
+            backup_database(&bins, &source, Some(&admin), env.store()),
+        )
+        .await
+        .unwrap();
+    let options = SuiteOptions {
+        anchor: Some(
+            backup
+                .manifest
+                .anchor
+                .clone()
+                .expect("the manifest records the chain anchor"),
+        ),
+        ..SuiteOptions::default()
+    };
+
+    let mut conn = PgConnection::connect_with(&source.connect_options()).await.unwrap();
+    let line_id: i64 =
+        sqlx::query_scalar("SELECT id FROM invoice_lines WHERE deleted_at IS NULL ORDER BY id OFFSET 50 LIMIT 1")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let run_id: i64 =
+        sqlx::query_scalar("SELECT run_id FROM billing_runs WHERE status = 'completed' ORDER BY run_id LIMIT 1")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.unwrap();
+
+    let target = Disposable::embedded(&env, &source).unwrap();
+    drill.incident("structure corrupted: orphaned invoice line, RLS disabled, billing run stuck in running");
+    let injected = [
+        fault::orphan_invoice_line(&target, line_id).await.unwrap(),
+        fault::disable_rls(&target, RLS_TABLE).await.unwrap(),
+        fault::stuck_billing_run(&target, run_id).await.unwrap(),
+    ];
+
+    let report = drill.phase("detect", run_suite(&source, &options)).await.unwrap();
+    drill.property("findings_after_incident", report.findings.len());
+    for (check, what) in [
+        (CheckName::OrphanedInvoiceLines, "orphaned invoice line"),
+        (CheckName::RlsEnabled, "RLS disabled"),
+        (CheckName::BillingRuns, "stuck billing run"),
+    ] {
+        drill.check(
+            &format!("{what} detected ({check})"),
+            injected.iter().flat_map(|i| &i.expect).any(|e| e.check == check) && !report.findings_of(check).is_empty(),
+            format!("{:?}", report.findings_of(check)),
+        );
+    }
+    for expected in injected.iter().flat_map(|i| &i.expect) {
+        drill.check(
+            &format!("{} finding at {:?} detected", expected.check, expected.key),
+            report.findings.iter().any(|f| expected.matches(f)),
+            format!("{:?}", report.findings),
+        );
+    }
+
+    let restored = drill
+        .phase(
+            "restore database from backup",
+            restore_database(&bins, &admin, env.store(), &RestoreOptions::default()),
+        )
+        .await
+        .unwrap();
+    let verified = drill
+        .phase("verify restored database", run_suite(&restored.target, &options))
+        .await
+        .unwrap();
+    drill.check(
+        "restored database has zero findings, RLS included",
+        verified.is_clean(),
+        format!("{:?}", verified.findings),
+    );
+    let mut conn = PgConnection::connect_with(&restored.target.connect_options())
+        .await
+        .unwrap();
+    let (rls, policies): (bool, i64) = sqlx::query_as(
+        "SELECT c.relrowsecurity, (SELECT count(*) FROM pg_policies p WHERE p.tablename = c.relname) \
+         FROM pg_class c WHERE c.oid = to_regclass($1)",
+    )
+    .bind(format!("public.{RLS_TABLE}"))
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    drill.check(
+        &format!("{RLS_TABLE} has RLS enabled and its policies after the restore"),
+        rls && policies > 0,
+        format!("relrowsecurity {rls}, {policies} policies"),
+    );
+    drill.verified();
+    // Playbook section 7: resume backups, then the post-recovery checklist.
+    super::post_recovery_checklist(&mut drill, &restored.target, Some((&bins, &admin, env.store()))).await;
+    drill.newest_surviving_data(backup.manifest.snapshot_at);
+
+    env.cleanup().await.unwrap();
+    drill.finish().expect("drill report written")
+}

@@ -1,0 +1,136 @@
+//! Decision matrix: "DB connection exhaustion — Kill queries + restart — < 15 min".
+//!
+//! A leaking application fills every connection slot with idle sessions and
+//! long-running queries until the server refuses new ones. The responder
+//! (a superuser on a reserved slot) detects it from `pg_stat_activity`,
+//! terminates sessions idle first and oldest first, never its own, and
+//! proves the application can connect and write again.
+
+use std::time::Duration;
+
+use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::env::EmbeddedEnvironment;
+use crate::fixtures::{FixtureSpec, Profile};
+use crate::pg::{ClusterOptions, Secret, quote_ident, quote_literal};
+use crate::sessions::{Flood, relieve, responder, saturation};
+use sqlx::{Connection, PgConnection};
+
+const MAX_CONNECTIONS: i64 = 30;
+/// Slots the responder frees: more than the idle sessions, so long-running
+/// queries are terminated too (after every idle one).
+const FREE_AFTER: i64 = 20;
+
+pub async fn run() -> DrillSummary {
+    crate::env::embedded_only("this drill", "it starts its own server with a small max_connections")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut drill = Drill::new("db-connection-exhaustion", Scenario::DbConnectionExhaustion).expect("drill targets");
+    drill.property("max_connections", MAX_CONNECTIONS);
+    let options = ClusterOptions::default().setting("max_connections", MAX_CONNECTIONS);
+    let env = drill
+        .phase("bring up environment", EmbeddedEnvironment::start_with(options))
+        .await
+        .unwrap();
+    // The ledger the application serves: the post-recovery checklist
+    // (playbook section 7) checks it is intact once the flood is relieved.
+    drill
+        .phase(
+            "seed fixture ledger",
+            env.seed(FixtureSpec::ending_now(Profile::Small, 5)),
+        )
+        .await
+        .unwrap();
+    let admin = env.primary().admin();
+    let mut app = env.source();
+    app.user = "immoflowme_app_drill".into();
+    app.password = Secret::new(format!("pw-{}", std::process::id()));
+    let mut setup = PgConnection::connect_with(&env.source().connect_options())
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {role} LOGIN PASSWORD {pw};
+         GRANT ALL ON SCHEMA public TO {role};
+         CREATE TABLE app_heartbeat (at timestamptz NOT NULL DEFAULT now());
+         GRANT INSERT, SELECT ON app_heartbeat TO {role};",
+        role = quote_ident(&app.user),
+        pw = quote_literal(app.password.expose())
+    )))
+    .execute(&mut setup)
+    .await
+    .unwrap();
+    setup.close().await.unwrap();
+    let mut me = responder(&admin).await.unwrap();
+
+    drill.incident("connection leak: the application holds every connection slot");
+    let flood = Flood::open(&app, 200).await.unwrap();
+    drill.property("sessions_leaked", flood.sessions());
+    drill.check(
+        "the server refused the application",
+        flood.refusal.contains("too many clients") || flood.refusal.contains("reserved"),
+        flood.refusal.clone(),
+    );
+
+    let before = drill
+        .phase("detect: read pg_stat_activity", saturation(&mut me))
+        .await
+        .unwrap();
+    drill.check("exhaustion detected", before.exhausted(), format!("{before:?}"));
+    let terminated = drill
+        .phase(
+            "terminate sessions (idle and oldest first)",
+            relieve(&mut me, FREE_AFTER),
+        )
+        .await
+        .unwrap();
+    drill.property("sessions_terminated", terminated.len());
+    let first_active = terminated
+        .iter()
+        .position(|t| t.state == "active")
+        .unwrap_or(terminated.len());
+    drill.check(
+        "idle sessions terminated before any running query",
+        terminated[first_active..].iter().all(|t| t.state == "active") && first_active > 0,
+        format!("{:?}", terminated.iter().map(|t| &t.state).collect::<Vec<_>>()),
+    );
+    let oldest_first =
+        |group: &[crate::sessions::Terminated]| group.windows(2).all(|w| w[0].backend_start <= w[1].backend_start);
+    drill.check(
+        "oldest first within each group",
+        oldest_first(&terminated[..first_active]) && oldest_first(&terminated[first_active..]),
+        format!("{} idle, {} active", first_active, terminated.len() - first_active),
+    );
+    drill.check(
+        "long-running queries were terminated too",
+        terminated.len() > first_active,
+        format!("{} active terminated", terminated.len() - first_active),
+    );
+    let still_mine: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut me).await.unwrap();
+    drill.check("the responder's own session survived", still_mine == 1, "");
+
+    let after = saturation(&mut me).await.unwrap();
+    drill.check(
+        "application slots are free again",
+        after.free_for_applications() >= FREE_AFTER,
+        format!("{after:?}"),
+    );
+    let reconnect = async {
+        let mut conn = PgConnection::connect_with(&app.connect_options()).await?;
+        sqlx::query("INSERT INTO app_heartbeat DEFAULT VALUES")
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        Ok::<_, sqlx::Error>(())
+    };
+    drill
+        .phase("new application connections succeed", reconnect)
+        .await
+        .unwrap();
+    drill.verified();
+    // Playbook section 7: resume backups, then the post-recovery checklist.
+    super::post_recovery_checklist(&mut drill, &env.source(), Some((env.binaries(), &admin, env.store()))).await;
+
+    flood.close().await;
+    me.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    env.cleanup().await.unwrap();
+    drill.finish().expect("drill report written")
+}

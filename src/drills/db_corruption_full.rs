@@ -1,0 +1,176 @@
+//! Decision matrix: "DB corruption (full) — Point-in-time recovery — < 2 hours".
+//!
+//! The primary archives its WAL to S3 (`drillbook wal-push`) and has a base
+//! backup there. While the application and a canary write, a bad migration
+//! corrupts the ledger (charges tripled, audit rows deleted). The playbook's
+//! checks detect it; the database is recovered to the moment before the
+//! migration from the base backup plus archived WAL (`drillbook wal-fetch`),
+//! and the drill proves every canary committed before that moment is there
+//! and none after it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::basebackup::take_base_backup;
+use crate::canary::{CanaryWriter, check_canaries};
+use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::env::APP_DATABASE;
+use crate::fixtures::{FixtureSpec, Profile, seed};
+use crate::pitr::{ArchivingEnvironment, RecoveryTarget, recover_to};
+use crate::playbook::PlaybookAnswers;
+use crate::wal::switch_and_wait_archived;
+use crate::workload::write_activity;
+use sqlx::{Connection, PgConnection};
+
+pub async fn run() -> DrillSummary {
+    run_with(&super::program()).await
+}
+
+/// [`run`] with the `drillbook` binary the server's `archive_command` and
+/// `restore_command` call (in tests, `env!("CARGO_BIN_EXE_drillbook")`).
+pub async fn run_with(program: &Path) -> DrillSummary {
+    crate::env::embedded_only(
+        "this drill",
+        "it recovers by PITR through an archive_command drillbook sets on a server it starts itself",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut drill = Drill::new("db-corruption-full", Scenario::DbCorruptionFull)
+        .expect("drill targets")
+        .with_rpo_target(Duration::from_secs(3600));
+    let profile = drill_profile();
+    drill.property("dataset_profile", profile);
+    let mut env = drill
+        .phase(
+            "bring up environment (WAL archiving to S3)",
+            ArchivingEnvironment::start(program, Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let seeded = drill
+        .phase(
+            "seed fixture ledger",
+            seed(&env.source(), FixtureSpec::ending_now(profile, 42)),
+        )
+        .await
+        .unwrap();
+    drill.property("audit_logs_rows", seeded.rows_in("audit_logs").unwrap_or(0));
+    let base = drill
+        .phase(
+            "base backup to S3",
+            take_base_backup(&env.bins, &env.primary().admin(), env.store()),
+        )
+        .await
+        .unwrap();
+    drill.property("base_backup_bytes", base.tar_bytes);
+
+    let source = env.source();
+    let canary = CanaryWriter::start(&source, Duration::from_millis(5)).await.unwrap();
+    drill
+        .phase("application writes", write_activity(&source, 20))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let incident = drill.incident("bad migration corrupts the ledger: charges tripled, audit rows deleted");
+    let mut conn = PgConnection::connect_with(&source.connect_options()).await.unwrap();
+    sqlx::raw_sql(
+        "BEGIN;
+         ALTER TABLE audit_logs DISABLE TRIGGER USER;
+         UPDATE invoice_lines SET amount = amount * 3 WHERE line_type = 'charge';
+         DELETE FROM audit_logs WHERE id % 7 = 3;
+         ALTER TABLE audit_logs ENABLE TRIGGER USER;
+         COMMIT;",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    // The application keeps writing on top of the corrupted data for a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let detected = drill
+        .phase("playbook checks on the primary", PlaybookAnswers::collect(&source))
+        .await
+        .unwrap();
+    drill.check(
+        "corruption detected by the playbook's checks",
+        !detected.problems().is_empty(),
+        detected.problems().join("; "),
+    );
+    let canaries = canary.stop().await;
+    let mut admin = PgConnection::connect_with(&env.primary().admin().connect_options())
+        .await
+        .unwrap();
+    drill
+        .phase(
+            "flush the primary's last WAL to the archive",
+            switch_and_wait_archived(&mut admin, Duration::from_secs(120)),
+        )
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+
+    let recovered = drill
+        .phase(
+            "point-in-time recovery to just before the migration",
+            recover_to(
+                &env.bins,
+                env.store(),
+                &RecoveryTarget::Time(incident),
+                &env.pitr_options(),
+            ),
+        )
+        .await
+        .unwrap();
+    drill.property("wal_bytes_replayed", recovered.wal_bytes_replayed);
+    drill.property("replay_seconds", format!("{:.3}", recovered.replay.as_secs_f64()));
+    drill.property("recovery_stop", recovered.stop_line.clone().unwrap_or_default());
+    let target = recovered.cluster.admin().with_database(APP_DATABASE);
+    let answers = drill
+        .phase(
+            "playbook checks (3.2 step 4, 4.1-4.5)",
+            PlaybookAnswers::collect(&target),
+        )
+        .await
+        .unwrap();
+    let problems = answers.problems();
+    drill.check("playbook checks pass", problems.is_empty(), problems.join("; "));
+    let report = drill
+        .phase(
+            "canaries against the recovery target",
+            check_canaries(&target, &canaries.committed, Some(incident)),
+        )
+        .await
+        .unwrap();
+    drill.check(
+        "every canary before the target present, none after",
+        report.clean() && report.surviving > 0,
+        format!("{report:?}"),
+    );
+    drill.verified();
+    // Playbook section 7: resume backups, then the post-recovery checklist.
+    super::post_recovery_checklist(
+        &mut drill,
+        &target,
+        Some((&env.bins, &recovered.cluster.admin(), env.store())),
+    )
+    .await;
+    drill.newest_surviving_data(report.newest_surviving.expect("canaries survived"));
+    drill.property("canaries_acknowledged", report.acknowledged);
+    drill.property("canaries_surviving", report.surviving);
+
+    recovered.cluster.cleanup().await.unwrap();
+    env.destroy_primary().await.unwrap();
+    env.cleanup().await.unwrap();
+    drill.finish().expect("drill report written")
+}
+
+/// `DRILL_PROFILE=small|medium|large`, small by default.
+fn drill_profile() -> Profile {
+    match std::env::var("DRILL_PROFILE").as_deref() {
+        Err(_) | Ok("") | Ok("small") => Profile::Small,
+        Ok("medium") => Profile::Medium,
+        Ok("large") => Profile::Large,
+        Ok(other) => panic!("DRILL_PROFILE={other:?} is not a profile; use small, medium or large"),
+    }
+}

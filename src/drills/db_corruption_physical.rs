@@ -1,0 +1,176 @@
+//! Physical corruption: bytes flipped in a relation file on disk of a stopped
+//! cluster (data checksums on), as a failing disk or a bad storage layer
+//! would. Detected by the page checksum failure on read and by `pg_amcheck`;
+//! recovered from the base backup plus every archived WAL segment in S3,
+//! which lose nothing that was archived before the damage.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::basebackup::take_base_backup;
+use crate::canary::{CanaryWriter, check_canaries};
+use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::env::APP_DATABASE;
+use crate::fixtures::{FixtureSpec, Profile, seed};
+use crate::pg::tools::pg_amcheck;
+use crate::pitr::{ArchivingEnvironment, RecoveryTarget, recover_to};
+use crate::playbook::PlaybookAnswers;
+use crate::wal::switch_and_wait_archived;
+use sqlx::{Connection, PgConnection};
+
+pub async fn run() -> DrillSummary {
+    run_with(&super::program()).await
+}
+
+/// [`run`] with the `drillbook` binary the server's `archive_command` and
+/// `restore_command` call (in tests, `env!("CARGO_BIN_EXE_drillbook")`).
+pub async fn run_with(program: &Path) -> DrillSummary {
+    crate::env::embedded_only(
+        "this drill",
+        "it damages data files and replays WAL through an archive_command drillbook sets on a server it starts itself",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut drill = Drill::new("db-corruption-physical", Scenario::DbCorruptionFull)
+        .expect("drill targets")
+        .with_rpo_target(Duration::from_secs(3600));
+    let mut env = drill
+        .phase(
+            "bring up environment (WAL archiving to S3, data checksums on)",
+            ArchivingEnvironment::start(program, Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    drill
+        .phase(
+            "seed fixture ledger",
+            seed(&env.source(), FixtureSpec::ending_now(Profile::Small, 42)),
+        )
+        .await
+        .unwrap();
+    drill
+        .phase(
+            "base backup to S3",
+            take_base_backup(&env.bins, &env.primary().admin(), env.store()),
+        )
+        .await
+        .unwrap();
+    let source = env.source();
+    let canary = CanaryWriter::start(&source, Duration::from_millis(5)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let canaries = canary.stop().await;
+    let mut conn = PgConnection::connect_with(&source.connect_options()).await.unwrap();
+    let (file, rows): (String, i64) =
+        sqlx::query_as("SELECT pg_relation_filepath('invoice_lines'), (SELECT count(*) FROM invoice_lines)")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.unwrap();
+    let mut admin = PgConnection::connect_with(&env.primary().admin().connect_options())
+        .await
+        .unwrap();
+    switch_and_wait_archived(&mut admin, Duration::from_secs(120))
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    drill.phase("maintenance stop", env.primary_mut().stop()).await.unwrap();
+
+    drill.incident("storage corrupts invoice_lines on disk: bytes flipped in its first page");
+    let path = env.primary().data_dir().join(&file);
+    let mut relation = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut bytes = [0u8; 16];
+    relation.seek(SeekFrom::Start(6000)).unwrap();
+    relation.read_exact(&mut bytes).unwrap();
+    for b in &mut bytes {
+        *b ^= 0xA5;
+    }
+    relation.seek(SeekFrom::Start(6000)).unwrap();
+    relation.write_all(&bytes).unwrap();
+    relation.sync_all().unwrap();
+    drop(relation);
+    drill
+        .phase("start the damaged primary", env.primary_mut().restart())
+        .await
+        .unwrap();
+
+    let mut conn = PgConnection::connect_with(&source.connect_options()).await.unwrap();
+    let read = sqlx::query_scalar::<_, i64>("SELECT sum(amount::numeric)::bigint FROM invoice_lines")
+        .fetch_one(&mut conn)
+        .await;
+    let read_error = read.err().map(|e| e.to_string()).unwrap_or_default();
+    let log = env.primary().log_since(0);
+    let checksum_line = log
+        .lines()
+        .find(|l| l.contains("page verification failed"))
+        .unwrap_or_default();
+    drill.check(
+        "reading the table fails its page checksum",
+        read_error.contains("invalid page") && checksum_line.contains("checksum"),
+        format!("{read_error}; server log: {checksum_line}"),
+    );
+    conn.close().await.unwrap();
+    let amcheck = drill.phase("pg_amcheck", pg_amcheck(&env.bins, &source)).await.unwrap();
+    drill.check(
+        "pg_amcheck reports the damage",
+        !amcheck.is_empty(),
+        amcheck.lines().take(3).collect::<Vec<_>>().join(" | "),
+    );
+
+    let recovered = drill
+        .phase(
+            "recover from S3: base backup + every archived segment",
+            recover_to(
+                &env.bins,
+                env.store(),
+                &RecoveryTarget::EndOfArchive,
+                &env.pitr_options(),
+            ),
+        )
+        .await
+        .unwrap();
+    let target = recovered.cluster.admin().with_database(APP_DATABASE);
+    let clean = drill
+        .phase("pg_amcheck on the recovered copy", pg_amcheck(&env.bins, &target))
+        .await
+        .unwrap();
+    drill.check("pg_amcheck finds nothing", clean.is_empty(), clean);
+    let answers = drill
+        .phase(
+            "playbook checks (3.2 step 4, 4.1-4.5)",
+            PlaybookAnswers::collect(&target),
+        )
+        .await
+        .unwrap();
+    let problems = answers.problems();
+    drill.check("playbook checks pass", problems.is_empty(), problems.join("; "));
+    let mut conn = PgConnection::connect_with(&target.connect_options()).await.unwrap();
+    let recovered_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM invoice_lines")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    drill.check(
+        "every invoice line is back",
+        recovered_rows == rows,
+        format!("{recovered_rows} recovered, {rows} before the damage"),
+    );
+    let report = check_canaries(&target, &canaries.committed, None).await.unwrap();
+    drill.check(
+        "every canary survived",
+        report.clean() && report.surviving == report.acknowledged,
+        format!("{report:?}"),
+    );
+    drill.verified();
+    // Playbook section 7: resume backups, then the post-recovery checklist.
+    super::post_recovery_checklist(
+        &mut drill,
+        &target,
+        Some((&env.bins, &recovered.cluster.admin(), env.store())),
+    )
+    .await;
+    drill.newest_surviving_data(report.newest_surviving.expect("canaries survived"));
+
+    recovered.cluster.cleanup().await.unwrap();
+    env.cleanup().await.unwrap();
+    drill.finish().expect("drill report written")
+}

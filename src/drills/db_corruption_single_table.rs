@@ -1,0 +1,128 @@
+//! Decision matrix: "DB corruption (single table) — Restore table from
+//! backup — < 30 min".
+//!
+//! A faulty job corrupts `invoice_lines` (charges rewritten, lines deleted)
+//! while the rest of the database keeps taking writes. The playbook's checks
+//! find it; the table alone is restored from the newest logical backup
+//! (`pg_restore -t` into a scratch database, then swapped in inside one
+//! transaction); the checks pass again and the other tables keep every row
+//! written since the backup.
+
+use std::time::Duration;
+
+use crate::backup::backup_database;
+use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::env;
+use crate::fixtures::{FixtureSpec, Profile};
+use crate::playbook::PlaybookAnswers;
+use crate::table_restore::restore_table;
+use crate::workload::write_activity;
+use sqlx::{Connection, PgConnection};
+
+const TABLE: &str = "public.invoice_lines";
+
+pub async fn run() -> DrillSummary {
+    let mut drill = Drill::new("db-corruption-single-table", Scenario::DbCorruptionSingleTable)
+        .expect("drill targets")
+        .with_rpo_target(Duration::from_secs(24 * 3600));
+    let profile = drill_profile();
+    drill.property("dataset_profile", profile);
+    drill.property("table", TABLE);
+    let env = drill.phase("bring up environment", env::from_env()).await.unwrap();
+    drill
+        .phase("seed fixture ledger", env.seed(FixtureSpec::ending_now(profile, 42)))
+        .await
+        .unwrap();
+    let (bins, source, admin) = (env.binaries().clone(), env.source(), env.primary().admin());
+    let backup = drill
+        .phase(
+            "daily backup to S3",
+            backup_database(&bins, &source, Some(&admin), env.store()),
+        )
+        .await
+        .unwrap();
+    let late = drill
+        .phase("application keeps writing", write_activity(&source, 15))
+        .await
+        .unwrap();
+
+    drill.incident("faulty job corrupts invoice_lines: charge amounts rewritten, lines deleted");
+    let mut conn = PgConnection::connect_with(&source.connect_options()).await.unwrap();
+    sqlx::raw_sql(
+        "UPDATE invoice_lines SET amount = amount + 17.03 WHERE line_type = 'charge' AND id % 5 = 0;
+         DELETE FROM invoice_lines WHERE id % 11 = 0;",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let detected = drill
+        .phase("playbook checks find the damage", PlaybookAnswers::collect(&source))
+        .await
+        .unwrap();
+    drill.check(
+        "corruption detected",
+        !detected.problems().is_empty(),
+        detected.problems().join("; "),
+    );
+
+    let report = drill
+        .phase(
+            "restore invoice_lines from the newest backup (one transaction)",
+            restore_table(&bins, &admin, &source, env.store(), TABLE),
+        )
+        .await
+        .unwrap();
+    drill.property("rows_restored", report.rows_restored);
+    let expected = backup
+        .manifest
+        .rows_in(TABLE)
+        .or_else(|| backup.manifest.rows_in("invoice_lines"));
+    drill.check(
+        "restored row count matches the manifest",
+        Some(report.rows_restored) == expected,
+        format!("{} restored, {expected:?} in manifest", report.rows_restored),
+    );
+    let answers = drill
+        .phase(
+            "playbook checks (3.2 step 4, 4.1-4.5)",
+            PlaybookAnswers::collect(&source),
+        )
+        .await
+        .unwrap();
+    let problems = answers.problems();
+    drill.check("playbook checks pass", problems.is_empty(), problems.join("; "));
+    let (late_kept,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_logs WHERE id = ANY($1)")
+        .bind(&late.audit_ids)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    drill.check(
+        "other tables keep the writes made after the backup",
+        late_kept as usize == late.audit_ids.len(),
+        format!("{late_kept} of {} late audit rows present", late.audit_ids.len()),
+    );
+    let scratch_left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_scratch\\_%'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    drill.check("scratch database removed", scratch_left == 0, scratch_left.to_string());
+    drill.verified();
+    // Playbook section 7: resume backups, then the post-recovery checklist.
+    super::post_recovery_checklist(&mut drill, &source, Some((&bins, &admin, env.store()))).await;
+    // The table is back to the backup's snapshot: what it had later is the loss.
+    drill.newest_surviving_data(backup.manifest.snapshot_at);
+    conn.close().await.unwrap();
+
+    env.cleanup().await.unwrap();
+    drill.finish().expect("drill report written")
+}
+
+/// `DRILL_PROFILE=small|medium|large`, small by default.
+fn drill_profile() -> Profile {
+    match std::env::var("DRILL_PROFILE").as_deref() {
+        Err(_) | Ok("") | Ok("small") => Profile::Small,
+        Ok("medium") => Profile::Medium,
+        Ok("large") => Profile::Large,
+        Ok(other) => panic!("DRILL_PROFILE={other:?} is not a profile; use small, medium or large"),
+    }
+}

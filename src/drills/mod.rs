@@ -1,0 +1,201 @@
+//! The built-in drills, as library code: `drillbook run` ships them in the
+//! binary, and each `drills/<name>.rs` test target is a one-line wrapper
+//! around the same function. Every drill's `run` returns its judged
+//! [`DrillSummary`] (its report already written); the test wrapper asserts
+//! it passed. Setup failures still panic, as they did in the tests:
+//! `drillbook run` catches the panic and reports the drill as failed.
+//!
+//! Cadences come from the schedule ([`crate::report::schedule::SCHEDULE`]),
+//! keyed on the `drill_<name>` test binary.
+
+pub mod all_pods_unhealthy;
+pub mod complete_infrastructure_loss;
+pub mod corruption_audit_chain;
+pub mod corruption_ledger;
+pub mod corruption_structure;
+pub mod data_center_failure;
+pub mod db_connection_exhaustion;
+pub mod db_corruption_full;
+pub mod db_corruption_physical;
+pub mod db_corruption_single_table;
+pub mod pod_crash;
+pub mod rpo_streaming_replication;
+pub mod rpo_wal_archiving;
+pub mod traffic_switch;
+
+use std::path::PathBuf;
+
+use futures::future::BoxFuture;
+
+use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::pg::{ConnInfo, PgBinaries};
+use crate::report::schedule::{Cadence, cadence_of};
+
+/// One built-in drill.
+#[derive(Debug, Clone, Copy)]
+pub struct BuiltinDrill {
+    /// The test function's name: `complete_infrastructure_loss` (the test
+    /// binary is `drill_<name>`).
+    pub name: &'static str,
+    /// How often the playbook runs it (section 8).
+    pub cadence: Cadence,
+    /// The decision-matrix row it measures.
+    pub scenario: Scenario,
+    /// Whether it needs a Kubernetes cluster (`DRILL_KUBE_CONTEXT`).
+    pub needs_cluster: bool,
+    /// Runs the drill and returns its judged summary.
+    pub run: fn() -> BoxFuture<'static, DrillSummary>,
+}
+
+/// `(name, scenario, needs_cluster, run)`, in the schedule's order.
+type Entry = (&'static str, Scenario, bool, fn() -> BoxFuture<'static, DrillSummary>);
+
+const DRILLS: &[Entry] = &[
+    (
+        "complete_infrastructure_loss",
+        Scenario::CompleteInfrastructureLoss,
+        false,
+        || Box::pin(complete_infrastructure_loss::run()),
+    ),
+    ("db_corruption_full", Scenario::DbCorruptionFull, false, || {
+        Box::pin(db_corruption_full::run())
+    }),
+    (
+        "db_corruption_single_table",
+        Scenario::DbCorruptionSingleTable,
+        false,
+        || Box::pin(db_corruption_single_table::run()),
+    ),
+    (
+        "db_connection_exhaustion",
+        Scenario::DbConnectionExhaustion,
+        false,
+        || Box::pin(db_connection_exhaustion::run()),
+    ),
+    ("data_center_failure", Scenario::DataCenterFailure, false, || {
+        Box::pin(data_center_failure::run())
+    }),
+    ("rpo_streaming_replication", Scenario::DataCenterFailure, false, || {
+        Box::pin(rpo_streaming_replication::run())
+    }),
+    ("traffic_switch", Scenario::CompleteInfrastructureLoss, true, || {
+        Box::pin(traffic_switch::run())
+    }),
+    ("pod_crash", Scenario::SinglePodCrash, true, || {
+        Box::pin(pod_crash::run())
+    }),
+    ("all_pods_unhealthy", Scenario::AllPodsUnhealthy, true, || {
+        Box::pin(all_pods_unhealthy::run())
+    }),
+    ("rpo_wal_archiving", Scenario::CompleteInfrastructureLoss, false, || {
+        Box::pin(rpo_wal_archiving::run())
+    }),
+    ("db_corruption_physical", Scenario::DbCorruptionFull, false, || {
+        Box::pin(db_corruption_physical::run())
+    }),
+    ("corruption_ledger", Scenario::DbCorruptionSingleTable, false, || {
+        Box::pin(corruption_ledger::run())
+    }),
+    ("corruption_structure", Scenario::DbCorruptionFull, false, || {
+        Box::pin(corruption_structure::run())
+    }),
+    ("corruption_audit_chain", Scenario::DbCorruptionFull, false, || {
+        Box::pin(corruption_audit_chain::run())
+    }),
+];
+
+/// Every built-in drill, in the schedule's order.
+///
+/// # Panics
+/// When a drill has no row in the schedule (a unit test keeps them equal).
+pub fn all() -> Vec<BuiltinDrill> {
+    DRILLS
+        .iter()
+        .map(|&(name, scenario, needs_cluster, run)| BuiltinDrill {
+            name,
+            cadence: cadence_of(name)
+                .unwrap_or_else(|| panic!("drill `{name}` has no row in report::schedule::SCHEDULE")),
+            scenario,
+            needs_cluster,
+            run,
+        })
+        .collect()
+}
+
+/// The built-in drill named `name` (`complete_infrastructure_loss`, or the
+/// binary's name `drill_complete_infrastructure_loss`).
+pub fn find(name: &str) -> Option<BuiltinDrill> {
+    let name = name.trim();
+    let name = name.strip_prefix("drill_").unwrap_or(name);
+    all().into_iter().find(|drill| drill.name == name)
+}
+
+/// The `drillbook` binary the PITR drills give PostgreSQL as
+/// `archive_command`/`restore_command`: the running executable (under
+/// `drillbook run`, that is `drillbook` itself).
+fn program() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("drillbook"))
+}
+
+/// What a drill needs to resume backups after recovery: the binaries, the
+/// admin connection of the recovered server, and the S3 store.
+type Resume<'a> = (&'a PgBinaries, &'a ConnInfo, &'a crate::store::Store);
+
+/// Playbook section 7, after `drill.verified()`: with `resume`, a first
+/// backup of the recovered database to S3 (the schedule resumed), then the
+/// post-recovery checklist on `recovered` ([`crate::checklist::record_after_recovery`];
+/// without `resume` its backup item is not applicable) and the check that
+/// no item failed.
+///
+/// # Panics
+/// When the backup or the checklist cannot run, as the drills' other setup steps do.
+async fn post_recovery_checklist(drill: &mut Drill, recovered: &ConnInfo, resume: Option<Resume<'_>>) {
+    let recovered_at = drill.summary().verified_at.expect("call after drill.verified()");
+    let store = match resume {
+        Some((bins, admin, store)) => {
+            drill
+                .phase(
+                    "resume backups: first backup after recovery",
+                    crate::backup::backup_database(bins, recovered, Some(admin), store),
+                )
+                .await
+                .unwrap();
+            Some(store)
+        }
+        None => None,
+    };
+    let checklist = crate::checklist::record_after_recovery(drill, recovered, store, recovered_at)
+        .await
+        .unwrap();
+    drill.check(
+        "post-recovery checklist has no failed item",
+        checklist.passed(),
+        "playbook section 7",
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::schedule::SCHEDULE;
+
+    #[test]
+    fn every_scheduled_drill_is_built_in_and_back() {
+        let names: Vec<String> = all().iter().map(|d| format!("drill_{}", d.name)).collect();
+        let scheduled: Vec<String> = SCHEDULE.iter().map(|(name, _)| (*name).to_owned()).collect();
+        assert_eq!(names, scheduled);
+    }
+
+    #[test]
+    fn find_accepts_both_spellings() {
+        assert_eq!(find("pod_crash").map(|d| d.name), Some("pod_crash"));
+        assert_eq!(find("drill_pod_crash").map(|d| d.cadence), Some(Cadence::Quarterly));
+        assert!(find("no_such_drill").is_none());
+    }
+
+    #[test]
+    fn cluster_drills_are_the_kubernetes_ones() {
+        let cluster: Vec<_> = all().into_iter().filter(|d| d.needs_cluster).map(|d| d.name).collect();
+        assert_eq!(cluster, ["traffic_switch", "pod_crash", "all_pods_unhealthy"]);
+    }
+}

@@ -1,0 +1,125 @@
+//! The playbook's RPO promise for WAL archiving: 1 hour.
+//!
+//! A primary archives WAL to S3 with `archive_timeout` set; a canary commits
+//! every 5 ms. The primary is lost outright (SIGKILL, data directory
+//! deleted), so only S3 remains: the newest base backup plus every archived
+//! segment is replayed to the end of the archive. The canaries written in the
+//! segment that was still open are the loss, so the measured RPO must be
+//! within `archive_timeout` plus the time to archive that one segment.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::basebackup::take_base_backup;
+use crate::canary::{CanaryWriter, check_canaries};
+use crate::drill::{Drill, DrillSummary, Scenario, format_duration};
+use crate::env::APP_DATABASE;
+use crate::fixtures::{FixtureSpec, Profile, seed};
+use crate::pitr::{ArchivingEnvironment, RecoveryTarget, recover_to};
+use crate::wal::WalArchive;
+
+const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time to push the one segment the timeout closed (spawn + upload).
+const ONE_SEGMENT_ALLOWANCE: Duration = Duration::from_secs(2);
+
+pub async fn run() -> DrillSummary {
+    run_with(&super::program()).await
+}
+
+/// [`run`] with the `drillbook` binary the server's `archive_command` and
+/// `restore_command` call (in tests, `env!("CARGO_BIN_EXE_drillbook")`).
+pub async fn run_with(program: &Path) -> DrillSummary {
+    crate::env::embedded_only(
+        "this drill",
+        "it measures WAL archiving through an archive_command drillbook sets on a server it starts itself",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut drill = Drill::new("rpo-wal-archiving", Scenario::CompleteInfrastructureLoss)
+        .expect("drill targets")
+        .with_rpo_target(Duration::from_secs(3600));
+    drill.property("archive_timeout_seconds", ARCHIVE_TIMEOUT.as_secs());
+    let mut env = drill
+        .phase(
+            "bring up environment (WAL archiving to S3)",
+            ArchivingEnvironment::start(program, ARCHIVE_TIMEOUT),
+        )
+        .await
+        .unwrap();
+    drill
+        .phase(
+            "seed fixture ledger",
+            seed(&env.source(), FixtureSpec::ending_now(Profile::Small, 42)),
+        )
+        .await
+        .unwrap();
+    drill
+        .phase(
+            "base backup to S3",
+            take_base_backup(&env.bins, &env.primary().admin(), env.store()),
+        )
+        .await
+        .unwrap();
+
+    let canary = CanaryWriter::start(&env.source(), Duration::from_millis(5))
+        .await
+        .unwrap();
+    // Long enough for archive_timeout to close and archive a few segments.
+    tokio::time::sleep(ARCHIVE_TIMEOUT * 3 + Duration::from_millis(1500)).await;
+    let incident = drill.incident("primary lost with its disks: postgres SIGKILLed, data directory deleted");
+    drill.phase("destroy primary", env.destroy_primary()).await.unwrap();
+    let canaries = canary.stop().await;
+    let archived = WalArchive::new(env.store().clone()).list(None).await.unwrap();
+    drill.property("archived_wal_files", archived.len());
+
+    let recovered = drill
+        .phase(
+            "recover from S3: base backup + every archived segment",
+            recover_to(
+                &env.bins,
+                env.store(),
+                &RecoveryTarget::EndOfArchive,
+                &env.pitr_options(),
+            ),
+        )
+        .await
+        .unwrap();
+    let target = recovered.cluster.admin().with_database(APP_DATABASE);
+    let report = drill
+        .phase(
+            "canaries after recovery",
+            check_canaries(&target, &canaries.committed, None),
+        )
+        .await
+        .unwrap();
+    drill.check(
+        "surviving canaries are a gap-free prefix",
+        report.clean(),
+        format!("{report:?}"),
+    );
+    drill.verified();
+    // Playbook section 7: resume backups, then the post-recovery checklist.
+    super::post_recovery_checklist(
+        &mut drill,
+        &target,
+        Some((&env.bins, &recovered.cluster.admin(), env.store())),
+    )
+    .await;
+    let newest = report.newest_surviving.expect("canaries survived");
+    drill.newest_surviving_data(newest);
+    let rpo = (incident - newest).to_std().unwrap_or_default();
+    drill.property("canaries_lost", report.acknowledged.saturating_sub(report.surviving));
+    drill.check(
+        "loss within archive_timeout plus one segment",
+        rpo <= ARCHIVE_TIMEOUT + ONE_SEGMENT_ALLOWANCE,
+        format!(
+            "RPO {}; bound {} + {}",
+            format_duration(rpo),
+            format_duration(ARCHIVE_TIMEOUT),
+            format_duration(ONE_SEGMENT_ALLOWANCE)
+        ),
+    );
+
+    recovered.cluster.cleanup().await.unwrap();
+    env.cleanup().await.unwrap();
+    drill.finish().expect("drill report written")
+}

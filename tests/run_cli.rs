@@ -1,0 +1,79 @@
+//! `drillbook run`, through the real binary: the built-in drills ship in it.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
+
+#[test]
+fn list_names_every_drill_with_its_cadence() {
+    let out = Command::new(BIN).args(["run", "--list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for drill in drillbook::drills::all() {
+        let line = stdout
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(drill.name))
+            .unwrap_or_else(|| panic!("`{}` missing from --list:\n{stdout}", drill.name));
+        assert!(line.contains(drill.cadence.as_str()), "{line}");
+    }
+    assert_eq!(stdout.lines().count(), drillbook::drills::all().len(), "{stdout}");
+}
+
+#[test]
+fn unknown_drill_exits_2_naming_the_known_ones() {
+    let out = Command::new(BIN).args(["run", "no_such_drill"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("no_such_drill"), "{stderr}");
+    for drill in drillbook::drills::all() {
+        assert!(stderr.contains(drill.name), "`{}` not named in:\n{stderr}", drill.name);
+    }
+}
+
+#[test]
+fn a_panicking_drill_is_a_failed_drill_with_its_message() {
+    // pod_crash panics at once without a Kubernetes context.
+    let reports = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "pod_crash"])
+        .env_remove("DRILL_KUBE_CONTEXT")
+        .env("DRILL_REPORT_DIR", reports.path().join("reports"))
+        .env("DRILL_HISTORY_DIR", reports.path().join("history"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("pod_crash"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(row.contains("FAILED"), "{row}");
+    assert!(stdout.contains("DRILL_KUBE_CONTEXT is not set"), "{stdout}");
+}
+
+#[test]
+fn runs_complete_infrastructure_loss_with_json_summary() {
+    let reports = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "complete_infrastructure_loss", "--json"])
+        .env("DRILL_REPORT_DIR", reports.path().join("reports"))
+        .env("DRILL_HISTORY_DIR", reports.path().join("history"))
+        .env_remove("DRILL_ENV")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("restore newest backup from S3"),
+        "phases are reported as they run:\n{stderr}"
+    );
+    let summaries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summaries = summaries.as_array().expect("a JSON array");
+    assert_eq!(summaries.len(), 1);
+    let summary = &summaries[0];
+    assert_eq!(summary["drill"], "complete_infrastructure_loss");
+    assert_eq!(summary["passed"], true);
+    assert_eq!(summary["verdict"]["failures"], serde_json::json!([]));
+    assert!(!summary["rto"].is_null(), "RTO measured: {summary}");
+    assert!(!summary["targets"]["rto"].is_null(), "{summary}");
+}
