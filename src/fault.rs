@@ -510,12 +510,34 @@ fn edited(payload: &str) -> String {
 /// Edits one audit row's payload and leaves its hash as it was. Expects a
 /// content finding on the row (the playbook's 4.1 sees nothing).
 pub async fn tamper_audit_payload(d: &Disposable, id: i64) -> Result<Injected> {
+    let sql = "UPDATE audit_logs SET payload = payload || ' ' WHERE id = $1";
+    update_audit_row(
+        d,
+        id,
+        sql,
+        "tamper the payload of",
+        Fault::TamperAuditPayload,
+        CheckName::ChainContent,
+    )
+    .await
+}
+
+/// Runs a one-row `UPDATE ... WHERE id = $1` on `audit_logs` and reports it
+/// as `fault`, expecting `check` to find the row.
+async fn update_audit_row(
+    d: &Disposable,
+    id: i64,
+    sql: &'static str,
+    what: &str,
+    fault: Fault,
+    check: CheckName,
+) -> Result<Injected> {
     let mut conn = d.connect().await?;
-    let updated = sqlx::query("UPDATE audit_logs SET payload = payload || ' ' WHERE id = $1")
+    let updated = sqlx::query(sql)
         .bind(id)
         .execute(&mut conn)
         .await
-        .map_err(PgError::sql(format!("tamper the payload of audit row {id}")))?;
+        .map_err(PgError::sql(format!("{what} audit row {id}")))?;
     let _ = conn.close().await;
     if updated.rows_affected() == 0 {
         return Err(FaultError::NoSuchRow {
@@ -525,14 +547,10 @@ pub async fn tamper_audit_payload(d: &Disposable, id: i64) -> Result<Injected> {
         });
     }
     Ok(Injected {
-        fault: Fault::TamperAuditPayload,
+        fault,
         table: AUDIT_TABLE.to_owned(),
         keys: vec![id.to_string()],
-        expect: vec![Expected::new(
-            CheckName::ChainContent,
-            AUDIT_TABLE,
-            Some(id.to_string()),
-        )],
+        expect: vec![Expected::new(check, AUDIT_TABLE, Some(id.to_string()))],
     })
 }
 
@@ -589,30 +607,16 @@ pub async fn forge_genesis(d: &Disposable, id: i64) -> Result<Injected> {
 /// Sets one audit row's hash to NULL. Expects a NULL-hash finding (4.1
 /// skips the row; the next row's link then breaks, if there is one).
 pub async fn null_hash(d: &Disposable, id: i64) -> Result<Injected> {
-    let mut conn = d.connect().await?;
-    let updated = sqlx::query("UPDATE audit_logs SET hash = NULL WHERE id = $1")
-        .bind(id)
-        .execute(&mut conn)
-        .await
-        .map_err(PgError::sql(format!("null the hash of audit row {id}")))?;
-    let _ = conn.close().await;
-    if updated.rows_affected() == 0 {
-        return Err(FaultError::NoSuchRow {
-            target: d.target.to_string(),
-            table: AUDIT_TABLE.to_owned(),
-            key: id.to_string(),
-        });
-    }
-    Ok(Injected {
-        fault: Fault::NullHash,
-        table: AUDIT_TABLE.to_owned(),
-        keys: vec![id.to_string()],
-        expect: vec![Expected::new(
-            CheckName::ChainNullHash,
-            AUDIT_TABLE,
-            Some(id.to_string()),
-        )],
-    })
+    let sql = "UPDATE audit_logs SET hash = NULL WHERE id = $1";
+    update_audit_row(
+        d,
+        id,
+        sql,
+        "null the hash of",
+        Fault::NullHash,
+        CheckName::ChainNullHash,
+    )
+    .await
 }
 
 /// Deletes the `rows` newest audit rows: what remains is a valid chain.
