@@ -7,32 +7,15 @@
 //! (measured phase "detect"); the database is restored from the backup and
 //! verified with zero findings.
 
-use crate::backup::backup_database;
 use crate::drill::{Drill, DrillSummary, Scenario};
-use crate::env;
 use crate::fault::{self, Disposable};
-use crate::fixtures::{FixtureSpec, Profile};
 use crate::integrity::suite::{SuiteOptions, run_suite};
 use crate::restore::{RestoreOptions, restore_database};
 
 pub async fn run() -> DrillSummary {
     let mut drill = Drill::new("corruption-audit-chain", Scenario::DbCorruptionFull).expect("drill targets");
-    let env = drill.phase("bring up environment", env::from_env()).await.unwrap();
-    drill
-        .phase(
-            "seed fixture ledger",
-            env.seed(FixtureSpec::ending_now(Profile::Small, 7)),
-        )
-        .await
-        .unwrap();
+    let (env, backup) = super::seeded_with_backup(&mut drill, 7).await;
     let (bins, source, admin) = (env.binaries().clone(), env.source(), env.primary().admin());
-    let backup = drill
-        .phase(
-            "daily backup to S3",
-            backup_database(&bins, &source, Some(&admin), env.store()),
-        )
-        .await
-        .unwrap();
     let anchor = backup
         .manifest
         .anchor

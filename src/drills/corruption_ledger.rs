@@ -9,11 +9,8 @@
 //! transaction, see `crate::table_restore`); the suite then finds
 //! nothing, chain and anchor included.
 
-use crate::backup::backup_database;
 use crate::drill::{Drill, DrillSummary, Scenario};
-use crate::env;
 use crate::fault::{self, Disposable};
-use crate::fixtures::{FixtureSpec, Profile};
 use crate::integrity::CheckName;
 use crate::integrity::suite::{SuiteOptions, run_suite};
 use crate::table_restore::restore_table;
@@ -24,22 +21,8 @@ const TABLE: &str = "public.invoice_lines";
 pub async fn run() -> DrillSummary {
     let mut drill = Drill::new("corruption-ledger", Scenario::DbCorruptionSingleTable).expect("drill targets");
     drill.property("table", TABLE);
-    let env = drill.phase("bring up environment", env::from_env()).await.unwrap();
-    drill
-        .phase(
-            "seed fixture ledger",
-            env.seed(FixtureSpec::ending_now(Profile::Small, 11)),
-        )
-        .await
-        .unwrap();
+    let (env, backup) = super::seeded_with_backup(&mut drill, 11).await;
     let (bins, source, admin) = (env.binaries().clone(), env.source(), env.primary().admin());
-    let backup = drill
-        .phase(
-            "daily backup to S3",
-            backup_database(&bins, &source, Some(&admin), env.store()),
-        )
-        .await
-        .unwrap();
     let options = SuiteOptions {
         anchor: Some(
             backup

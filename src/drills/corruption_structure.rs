@@ -9,11 +9,8 @@
 //! the playbook's `--no-acl` restore keeps them. The restored database is
 //! verified with zero findings against the manifest's anchor.
 
-use crate::backup::backup_database;
 use crate::drill::{Drill, DrillSummary, Scenario};
-use crate::env;
 use crate::fault::{self, Disposable};
-use crate::fixtures::{FixtureSpec, Profile};
 use crate::integrity::CheckName;
 use crate::integrity::suite::{SuiteOptions, run_suite};
 use crate::restore::{RestoreOptions, restore_database};
@@ -23,22 +20,8 @@ const RLS_TABLE: &str = "payments";
 
 pub async fn run() -> DrillSummary {
     let mut drill = Drill::new("corruption-structure", Scenario::DbCorruptionFull).expect("drill targets");
-    let env = drill.phase("bring up environment", env::from_env()).await.unwrap();
-    drill
-        .phase(
-            "seed fixture ledger",
-            env.seed(FixtureSpec::ending_now(Profile::Small, 13)),
-        )
-        .await
-        .unwrap();
+    let (env, backup) = super::seeded_with_backup(&mut drill, 13).await;
     let (bins, source, admin) = (env.binaries().clone(), env.source(), env.primary().admin());
-    let backup = drill
-        .phase(
-            "daily backup to S3",
-            backup_database(&bins, &source, Some(&admin), env.store()),
-        )
-        .await
-        .unwrap();
     let options = SuiteOptions {
         anchor: Some(
             backup

@@ -174,6 +174,30 @@ async fn post_recovery_checklist(drill: &mut Drill, recovered: &ConnInfo, resume
     );
 }
 
+/// The opening every corruption drill shares: an environment, the small
+/// fixture ledger (seeded with `seed`), and the daily backup the drill will
+/// restore from, each a timed phase.
+///
+/// # Panics
+/// When a step fails, as the drills' other setup steps do.
+async fn seeded_with_backup(drill: &mut Drill, seed: u64) -> (crate::env::Environment, crate::backup::BackupReport) {
+    let env = drill
+        .phase("bring up environment", crate::env::from_env())
+        .await
+        .unwrap();
+    let spec = crate::fixtures::FixtureSpec::ending_now(crate::fixtures::Profile::Small, seed);
+    drill.phase("seed fixture ledger", env.seed(spec)).await.unwrap();
+    let (bins, source, admin) = (env.binaries().clone(), env.source(), env.primary().admin());
+    let backup = drill
+        .phase(
+            "daily backup to S3",
+            crate::backup::backup_database(&bins, &source, Some(&admin), env.store()),
+        )
+        .await
+        .unwrap();
+    (env, backup)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
