@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::pg::tools::basebackup_plain;
-use crate::pg::{Cluster, ClusterOptions, PgBinaries, PgError, quote_literal};
+use crate::pg::{Cluster, ClusterOptions, ConnInfo, PgBinaries, PgError, quote_literal};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -40,6 +40,8 @@ pub enum FailoverError {
         replayed: String,
         primary: String,
     },
+    #[error("the standby {standby} did not finish promotion within 60 s; check its log")]
+    NotPromoted { standby: String },
 }
 
 pub type Result<T, E = FailoverError> = std::result::Result<T, E>;
@@ -163,8 +165,9 @@ pub struct ReplayState {
     pub last_replayed_commit: Option<DateTime<Utc>>,
 }
 
-pub async fn replay_state(standby: &Cluster) -> Result<ReplayState> {
-    let mut conn = standby.connect_local().await?;
+/// Where the standby `standby` (a superuser's connection facts) is in its replay.
+pub async fn replay_state(standby: &ConnInfo) -> Result<ReplayState> {
+    let mut conn = connect(standby, "read the standby's replay position").await?;
     let (replayed_lsn, last_replayed_commit): (Option<String>, Option<DateTime<Utc>>) =
         sqlx::query_as("SELECT pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()")
             .fetch_one(&mut conn)
@@ -177,9 +180,15 @@ pub async fn replay_state(standby: &Cluster) -> Result<ReplayState> {
     })
 }
 
+async fn connect(server: &ConnInfo, why: &str) -> Result<sqlx::PgConnection> {
+    Ok(sqlx::PgConnection::connect_with(&server.connect_options())
+        .await
+        .map_err(PgError::sql(format!("connect to {server} to {why}")))?)
+}
+
 /// Waits until the standby replayed everything the primary has written so far.
-pub async fn wait_caught_up(primary: &Cluster, standby: &Cluster, timeout: Duration) -> Result<()> {
-    let mut conn = primary.connect_local().await?;
+pub async fn wait_caught_up(primary: &ConnInfo, standby: &ConnInfo, timeout: Duration) -> Result<()> {
+    let mut conn = connect(primary, "read its WAL position").await?;
     let target: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
         .fetch_one(&mut conn)
         .await
@@ -208,11 +217,21 @@ pub async fn wait_caught_up(primary: &Cluster, standby: &Cluster, timeout: Durat
     }
 }
 
-/// Promotes the standby and proves it takes writes. Returns the time it took.
-pub async fn promote(standby: &Cluster) -> Result<Duration> {
+/// Promotes the standby (`pg_promote`, waiting up to 60 s) and proves it
+/// takes writes. Returns the time it took. Works on any server reachable
+/// over TCP: a local cluster or a container.
+pub async fn promote(standby: &ConnInfo) -> Result<Duration> {
     let started = Instant::now();
-    standby.promote().await?;
-    let mut conn = standby.connect_local().await?;
+    let mut conn = connect(standby, "promote it").await?;
+    let promoted: bool = sqlx::query_scalar("SELECT pg_promote(true, 60)")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(PgError::sql("promote the standby (pg_promote)"))?;
+    if !promoted {
+        return Err(FailoverError::NotPromoted {
+            standby: standby.to_string(),
+        });
+    }
     sqlx::raw_sql("CREATE TEMP TABLE drill_promoted_probe (x int); INSERT INTO drill_promoted_probe VALUES (1)")
         .execute(&mut conn)
         .await

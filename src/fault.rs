@@ -1,10 +1,12 @@
 //! Incident injection: the corruptions drills and tests cause on purpose.
 //!
 //! Every operator takes a [`Disposable`]: proof that the target database is
-//! one this process created and will throw away. Only two things mint it:
+//! one this process created and will throw away. Only three things mint it:
 //! [`Disposable::embedded`] (a database on one of an
-//! [`EmbeddedEnvironment`]'s own clusters) and [`Disposable::restored_copy`]
-//! (the database a drill's own restore just created). A URL typed by a user,
+//! [`EmbeddedEnvironment`]'s own clusters), [`Disposable::owned_by`] (what an
+//! [`Environment`] of any backend says the drill owns: on staging, only the
+//! drill's own restored copies) and [`Disposable::restored_copy`] (the
+//! database a drill's own restore just created). A URL typed by a user,
 //! a staging server or the source database of a staging drill cannot get one,
 //! so no operator can touch them.
 //!
@@ -21,7 +23,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, Row};
 
-use crate::env::EmbeddedEnvironment;
+use crate::env::{EmbeddedEnvironment, Environment};
 use crate::fixtures::audit_hash::GENESIS;
 use crate::integrity::CheckName;
 use crate::integrity::chain::{AUDIT_TABLE, AuditRow};
@@ -67,6 +69,24 @@ impl Disposable {
             Err(FaultError::NotDisposable {
                 target: target.to_string(),
                 reason: "the server is not one of this embedded environment's clusters".to_owned(),
+            })
+        }
+    }
+
+    /// A database `env` says the drill owns ([`Environment::owns`]): any
+    /// database on a disposable backend's own servers, and on staging only
+    /// the databases the drill created itself (its restored copies).
+    ///
+    /// # Errors
+    /// [`FaultError::NotDisposable`] for anything else: the staging source,
+    /// a server the environment did not start.
+    pub fn owned_by(env: &Environment, target: &ConnInfo) -> Result<Self> {
+        if env.owns(target) {
+            Ok(Self { target: target.clone() })
+        } else {
+            Err(FaultError::NotDisposable {
+                target: target.to_string(),
+                reason: format!("the {} environment did not create this database", env.backend().name()),
             })
         }
     }

@@ -5,6 +5,10 @@
 # `postgres` user, passes its arguments to postgres (e.g. -c fsync=off), and
 # "database system is ready to accept connections" appears on stderr and on
 # stdout once the server really answers (there is no temporary server).
+#
+# POSTGRES_STANDBY_OF=<host> makes a hot standby instead of a new cluster: a
+# pg_basebackup of that primary (port POSTGRES_STANDBY_PORT, default 5432,
+# as POSTGRES_USER with POSTGRES_PASSWORD) with -R, so it streams from it.
 set -eu
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 PGDATA=${PGDATA:-/var/lib/postgresql/data}
@@ -19,7 +23,14 @@ if [ "$(id -u)" = 0 ]; then
     exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 fi
 
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
+if [ ! -s "$PGDATA/PG_VERSION" ] && [ -n "${POSTGRES_STANDBY_OF:-}" ]; then
+    # -R writes standby.signal and primary_conninfo (with the password) into
+    # the standby's own postgresql.auto.conf (mode 600, inside the container).
+    PGPASSWORD=${POSTGRES_PASSWORD:-} "$PGBIN/pg_basebackup" --host="$POSTGRES_STANDBY_OF" \
+        --port="${POSTGRES_STANDBY_PORT:-5432}" --username="$POSTGRES_USER" --no-password \
+        --pgdata="$PGDATA" --write-recovery-conf --wal-method=stream --checkpoint=fast
+    chmod 700 "$PGDATA"
+elif [ ! -s "$PGDATA/PG_VERSION" ]; then
     if [ -z "${POSTGRES_PASSWORD:-}" ] && [ "$AUTH" != trust ]; then
         echo "error: set POSTGRES_PASSWORD (or POSTGRES_HOST_AUTH_METHOD=trust)" >&2
         exit 1
@@ -29,7 +40,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     "$PGBIN/initdb" -D "$PGDATA" --username="$POSTGRES_USER" --pwfile="$pwfile" \
         --auth-local=trust --auth-host="$AUTH" --encoding=UTF8 --locale=C.UTF-8 >/dev/null
     rm -f "$pwfile"
-    echo "host all all all $AUTH" >> "$PGDATA/pg_hba.conf"
+    # "all" does not cover replication connections: standbys need their own line.
+    printf 'host all all all %s\nhost replication all all %s\n' "$AUTH" "$AUTH" >> "$PGDATA/pg_hba.conf"
     if [ "$POSTGRES_DB" != postgres ]; then
         echo "CREATE DATABASE \"$POSTGRES_DB\"" | "$PGBIN/postgres" --single -D "$PGDATA" -j postgres >/dev/null
     fi
@@ -45,10 +57,12 @@ until "$PGBIN/pg_isready" -q -h /var/run/postgresql; do
     fi
     sleep 0.1
 done
-# The server logs its readiness on stderr; testcontainers-modules' Postgres
-# also waits for the line on stdout (where the official image's temporary
-# server logs it), so it is repeated there once the server really answers.
+# testcontainers-modules' Postgres waits for this line on stderr (where the
+# server logs it, but a hot standby says "ready to accept read-only
+# connections") and on stdout (where the official image's temporary server
+# logs it): both get it once the server really answers.
 echo "database system is ready to accept connections"
+echo "database system is ready to accept connections" >&2
 status=0
 wait "$pid" || status=$?
 while kill -0 "$pid" 2>/dev/null; do

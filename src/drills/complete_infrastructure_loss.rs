@@ -23,7 +23,7 @@ use crate::backup::{backup_database, table_facts};
 use crate::checklist;
 use crate::drill::{Drill, DrillSummary, Scenario};
 use crate::env;
-use crate::fixtures::{CRITICAL_TABLES, FixtureSpec, Profile};
+use crate::fixtures::{CRITICAL_TABLES, FixtureSpec};
 use crate::playbook::PlaybookAnswers;
 use crate::restore::{BackupChoice, RestoreOptions, find_backup, restore_database};
 use crate::store::manifest::BackupManifest;
@@ -50,7 +50,7 @@ pub async fn run() -> DrillSummary {
     let (bins, source) = (env.binaries().clone(), env.source());
 
     let (manifest, late): (BackupManifest, Late) = if env.is_disposable() {
-        let profile = drill_profile();
+        let profile = super::drill_profile();
         drill.property("dataset_profile", profile);
         let seeded = drill
             .phase("seed fixture ledger", env.seed(FixtureSpec::ending_now(profile, 42)))
@@ -233,14 +233,4 @@ async fn writes_after(source: &crate::pg::ConnInfo, since: Option<DateTime<Utc>>
         newest: rows.iter().map(|(_, at)| *at).max(),
         audit_ids: rows.into_iter().map(|(id, _)| id).collect(),
     })
-}
-
-/// `DRILL_PROFILE=small|medium|large`, small by default.
-fn drill_profile() -> Profile {
-    match std::env::var("DRILL_PROFILE").as_deref() {
-        Err(_) | Ok("") | Ok("small") => Profile::Small,
-        Ok("medium") => Profile::Medium,
-        Ok("large") => Profile::Large,
-        Ok(other) => panic!("DRILL_PROFILE={other:?} is not a profile; use small, medium or large"),
-    }
 }

@@ -6,29 +6,34 @@
 //! suite, given the anchor from the backup manifest, detects all three
 //! (measured phase "detect"); the database is restored from the backup and
 //! verified with zero findings.
+//!
+//! Runs on every backend: on staging the damage goes into the drill's own
+//! restored copy of the newest backup ([`super::workbench`]).
 
 use crate::drill::{Drill, DrillSummary, Scenario};
-use crate::fault::{self, Disposable};
+use crate::fault;
+use crate::fixtures::Profile;
 use crate::integrity::suite::{SuiteOptions, run_suite};
-use crate::restore::{RestoreOptions, restore_database};
+
+use super::workbench::Workbench;
 
 pub async fn run() -> DrillSummary {
     let mut drill = Drill::new("corruption-audit-chain", Scenario::DbCorruptionFull).expect("drill targets");
-    let (env, backup) = super::seeded_with_backup(&mut drill, 7).await;
-    let (bins, source, admin) = (env.binaries().clone(), env.source(), env.primary().admin());
-    let anchor = backup
+    let mut bench = Workbench::open(&mut drill, Profile::Small, 7).await;
+    let source = bench.database.clone();
+    let anchor = bench
         .manifest
         .anchor
         .clone()
         .expect("the manifest records the chain anchor");
     drill.property("anchor_head_id", anchor.head_id);
 
-    let target = Disposable::embedded(&env, &source).unwrap();
+    let target = &bench.disposable;
     drill.incident("audit chain corrupted: payload edited, chain re-hashed, newest rows deleted");
     let mut injected = Vec::new();
-    injected.push(fault::tamper_audit_payload(&target, 1_234).await.unwrap());
-    injected.push(fault::tamper_and_rehash(&target, anchor.head_id / 2).await.unwrap());
-    injected.push(fault::truncate_chain_tail(&target, 50).await.unwrap());
+    injected.push(fault::tamper_audit_payload(target, 1_234).await.unwrap());
+    injected.push(fault::tamper_and_rehash(target, anchor.head_id / 2).await.unwrap());
+    injected.push(fault::truncate_chain_tail(target, 50).await.unwrap());
 
     let options = SuiteOptions {
         anchor: Some(anchor.clone()),
@@ -63,11 +68,8 @@ pub async fn run() -> DrillSummary {
         format!("4.1 counted {:?}", report.playbook_4_1_broken_links),
     );
 
-    let restored = drill
-        .phase(
-            "restore database from backup",
-            restore_database(&bins, &admin, env.store(), &RestoreOptions::default()),
-        )
+    let (admin, restored) = drill
+        .phase("restore database from backup", bench.restore_anew())
         .await
         .unwrap();
     let verified = drill
@@ -81,8 +83,8 @@ pub async fn run() -> DrillSummary {
     );
     drill.verified();
     // Playbook section 7: resume backups, then the post-recovery checklist.
-    super::post_recovery_checklist(&mut drill, &restored.target, Some((&bins, &admin, env.store()))).await;
+    super::post_recovery_checklist(&mut drill, &restored.target, bench.resume_backups(&admin)).await;
 
-    env.cleanup().await.unwrap();
+    bench.env.cleanup().await.unwrap();
     drill.finish().expect("drill report written")
 }

@@ -8,24 +8,31 @@
 //! (`pg_restore -t` into a scratch database, swapped in inside one
 //! transaction, see `crate::table_restore`); the suite then finds
 //! nothing, chain and anchor included.
+//!
+//! Runs on every backend: on staging the damage goes into the drill's own
+//! restored copy of the newest backup ([`super::workbench`]), and the table
+//! is restored into that copy.
 
 use crate::drill::{Drill, DrillSummary, Scenario};
-use crate::fault::{self, Disposable};
+use crate::fault;
+use crate::fixtures::Profile;
 use crate::integrity::CheckName;
 use crate::integrity::suite::{SuiteOptions, run_suite};
 use crate::table_restore::restore_table;
 use sqlx::{Connection, PgConnection};
+
+use super::workbench::Workbench;
 
 const TABLE: &str = "public.invoice_lines";
 
 pub async fn run() -> DrillSummary {
     let mut drill = Drill::new("corruption-ledger", Scenario::DbCorruptionSingleTable).expect("drill targets");
     drill.property("table", TABLE);
-    let (env, backup) = super::seeded_with_backup(&mut drill, 11).await;
-    let (bins, source, admin) = (env.binaries().clone(), env.source(), env.primary().admin());
+    let bench = Workbench::open(&mut drill, Profile::Small, 11).await;
+    let (bins, source, admin) = (&bench.bins, bench.database.clone(), bench.admin.clone());
     let options = SuiteOptions {
         anchor: Some(
-            backup
+            bench
                 .manifest
                 .anchor
                 .clone()
@@ -50,13 +57,13 @@ pub async fn run() -> DrillSummary {
             .unwrap();
     conn.close().await.unwrap();
 
-    let target = Disposable::embedded(&env, &source).unwrap();
+    let target = &bench.disposable;
     drill.incident("ledger amounts corrupted: an invoice line's amount rewritten, a charge added without credit");
     let injected = vec![
-        fault::tamper_amount(&target, "invoice_lines", line_id, 4_217)
+        fault::tamper_amount(target, "invoice_lines", line_id, 4_217)
             .await
             .unwrap(),
-        fault::unbalance_invoice(&target, other_invoice, 9_999).await.unwrap(),
+        fault::unbalance_invoice(target, other_invoice, 9_999).await.unwrap(),
     ];
 
     let report = drill.phase("detect", run_suite(&source, &options)).await.unwrap();
@@ -89,17 +96,17 @@ pub async fn run() -> DrillSummary {
     let restored = drill
         .phase(
             "restore invoice_lines from the newest backup (one transaction)",
-            restore_table(&bins, &admin, &source, env.store(), TABLE),
+            restore_table(bins, &admin, &source, bench.env.store(), TABLE),
         )
         .await
         .unwrap();
     drill.check(
         "restored row count matches the manifest",
-        Some(restored.rows_restored) == backup.manifest.rows_in("invoice_lines"),
+        Some(restored.rows_restored) == bench.manifest.rows_in("invoice_lines"),
         format!(
             "{} restored, {:?} in manifest",
             restored.rows_restored,
-            backup.manifest.rows_in("invoice_lines")
+            bench.manifest.rows_in("invoice_lines")
         ),
     );
     let verified = drill
@@ -113,10 +120,10 @@ pub async fn run() -> DrillSummary {
     );
     drill.verified();
     // Playbook section 7: resume backups, then the post-recovery checklist.
-    super::post_recovery_checklist(&mut drill, &source, Some((&bins, &admin, env.store()))).await;
+    super::post_recovery_checklist(&mut drill, &source, bench.resume_backups(&admin)).await;
     // Nothing was written after the backup: the table restore loses nothing.
-    drill.newest_surviving_data(backup.manifest.snapshot_at);
+    drill.newest_surviving_data(bench.manifest.snapshot_at);
 
-    env.cleanup().await.unwrap();
+    bench.env.cleanup().await.unwrap();
     drill.finish().expect("drill report written")
 }

@@ -8,23 +8,28 @@
 //! SECURITY` and the policies are table DDL in the dump, not ACL entries, so
 //! the playbook's `--no-acl` restore keeps them. The restored database is
 //! verified with zero findings against the manifest's anchor.
+//!
+//! Runs on every backend: on staging the damage goes into the drill's own
+//! restored copy of the newest backup ([`super::workbench`]).
 
 use crate::drill::{Drill, DrillSummary, Scenario};
-use crate::fault::{self, Disposable};
+use crate::fault;
+use crate::fixtures::Profile;
 use crate::integrity::CheckName;
 use crate::integrity::suite::{SuiteOptions, run_suite};
-use crate::restore::{RestoreOptions, restore_database};
 use sqlx::{Connection, PgConnection};
+
+use super::workbench::Workbench;
 
 const RLS_TABLE: &str = "payments";
 
 pub async fn run() -> DrillSummary {
     let mut drill = Drill::new("corruption-structure", Scenario::DbCorruptionFull).expect("drill targets");
-    let (env, backup) = super::seeded_with_backup(&mut drill, 13).await;
-    let (bins, source, admin) = (env.binaries().clone(), env.source(), env.primary().admin());
+    let mut bench = Workbench::open(&mut drill, Profile::Small, 13).await;
+    let source = bench.database.clone();
     let options = SuiteOptions {
         anchor: Some(
-            backup
+            bench
                 .manifest
                 .anchor
                 .clone()
@@ -46,12 +51,12 @@ pub async fn run() -> DrillSummary {
             .unwrap();
     conn.close().await.unwrap();
 
-    let target = Disposable::embedded(&env, &source).unwrap();
+    let target = &bench.disposable;
     drill.incident("structure corrupted: orphaned invoice line, RLS disabled, billing run stuck in running");
     let injected = [
-        fault::orphan_invoice_line(&target, line_id).await.unwrap(),
-        fault::disable_rls(&target, RLS_TABLE).await.unwrap(),
-        fault::stuck_billing_run(&target, run_id).await.unwrap(),
+        fault::orphan_invoice_line(target, line_id).await.unwrap(),
+        fault::disable_rls(target, RLS_TABLE).await.unwrap(),
+        fault::stuck_billing_run(target, run_id).await.unwrap(),
     ];
 
     let report = drill.phase("detect", run_suite(&source, &options)).await.unwrap();
@@ -75,11 +80,8 @@ pub async fn run() -> DrillSummary {
         );
     }
 
-    let restored = drill
-        .phase(
-            "restore database from backup",
-            restore_database(&bins, &admin, env.store(), &RestoreOptions::default()),
-        )
+    let (admin, restored) = drill
+        .phase("restore database from backup", bench.restore_anew())
         .await
         .unwrap();
     let verified = drill
@@ -110,9 +112,9 @@ pub async fn run() -> DrillSummary {
     );
     drill.verified();
     // Playbook section 7: resume backups, then the post-recovery checklist.
-    super::post_recovery_checklist(&mut drill, &restored.target, Some((&bins, &admin, env.store()))).await;
-    drill.newest_surviving_data(backup.manifest.snapshot_at);
+    super::post_recovery_checklist(&mut drill, &restored.target, bench.resume_backups(&admin)).await;
+    drill.newest_surviving_data(bench.manifest.snapshot_at);
 
-    env.cleanup().await.unwrap();
+    bench.env.cleanup().await.unwrap();
     drill.finish().expect("drill report written")
 }

@@ -15,7 +15,7 @@ use crate::basebackup::take_base_backup;
 use crate::canary::{CanaryWriter, check_canaries};
 use crate::drill::{Drill, DrillSummary, Scenario};
 use crate::env::APP_DATABASE;
-use crate::fixtures::{FixtureSpec, Profile, seed};
+use crate::fixtures::{FixtureSpec, seed};
 use crate::pitr::{ArchivingEnvironment, RecoveryTarget, recover_to};
 use crate::playbook::PlaybookAnswers;
 use crate::wal::switch_and_wait_archived;
@@ -37,7 +37,7 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     let mut drill = Drill::new("db-corruption-full", Scenario::DbCorruptionFull)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(3600));
-    let profile = drill_profile();
+    let profile = super::drill_profile();
     drill.property("dataset_profile", profile);
     let mut env = drill
         .phase(
@@ -163,14 +163,4 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     env.destroy_primary().await.unwrap();
     env.cleanup().await.unwrap();
     drill.finish().expect("drill report written")
-}
-
-/// `DRILL_PROFILE=small|medium|large`, small by default.
-fn drill_profile() -> Profile {
-    match std::env::var("DRILL_PROFILE").as_deref() {
-        Err(_) | Ok("") | Ok("small") => Profile::Small,
-        Ok("medium") => Profile::Medium,
-        Ok("large") => Profile::Large,
-        Ok(other) => panic!("DRILL_PROFILE={other:?} is not a profile; use small, medium or large"),
-    }
 }

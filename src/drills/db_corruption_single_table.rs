@@ -7,17 +7,20 @@
 //! (`pg_restore -t` into a scratch database, then swapped in inside one
 //! transaction); the checks pass again and the other tables keep every row
 //! written since the backup.
+//!
+//! Runs on every backend: on staging the faulty job and the later writes
+//! hit the drill's own restored copy of the newest backup
+//! ([`super::workbench`]), never the staging database.
 
 use std::time::Duration;
 
-use crate::backup::backup_database;
 use crate::drill::{Drill, DrillSummary, Scenario};
-use crate::env;
-use crate::fixtures::{FixtureSpec, Profile};
 use crate::playbook::PlaybookAnswers;
 use crate::table_restore::restore_table;
 use crate::workload::write_activity;
 use sqlx::{Connection, PgConnection};
+
+use super::workbench::Workbench;
 
 const TABLE: &str = "public.invoice_lines";
 
@@ -25,22 +28,11 @@ pub async fn run() -> DrillSummary {
     let mut drill = Drill::new("db-corruption-single-table", Scenario::DbCorruptionSingleTable)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(24 * 3600));
-    let profile = drill_profile();
-    drill.property("dataset_profile", profile);
     drill.property("table", TABLE);
-    let env = drill.phase("bring up environment", env::from_env()).await.unwrap();
-    drill
-        .phase("seed fixture ledger", env.seed(FixtureSpec::ending_now(profile, 42)))
-        .await
-        .unwrap();
-    let (bins, source, admin) = (env.binaries().clone(), env.source(), env.primary().admin());
-    let backup = drill
-        .phase(
-            "daily backup to S3",
-            backup_database(&bins, &source, Some(&admin), env.store()),
-        )
-        .await
-        .unwrap();
+    let bench = Workbench::open(&mut drill, super::drill_profile(), 42).await;
+    // The damage goes only where the bench's token allows it.
+    let source = bench.disposable.target().clone();
+    let (bins, admin) = (&bench.bins, bench.admin.clone());
     let late = drill
         .phase("application keeps writing", write_activity(&source, 15))
         .await
@@ -68,15 +60,15 @@ pub async fn run() -> DrillSummary {
     let report = drill
         .phase(
             "restore invoice_lines from the newest backup (one transaction)",
-            restore_table(&bins, &admin, &source, env.store(), TABLE),
+            restore_table(bins, &admin, &source, bench.env.store(), TABLE),
         )
         .await
         .unwrap();
     drill.property("rows_restored", report.rows_restored);
-    let expected = backup
+    let expected = bench
         .manifest
         .rows_in(TABLE)
-        .or_else(|| backup.manifest.rows_in("invoice_lines"));
+        .or_else(|| bench.manifest.rows_in("invoice_lines"));
     drill.check(
         "restored row count matches the manifest",
         Some(report.rows_restored) == expected,
@@ -108,21 +100,11 @@ pub async fn run() -> DrillSummary {
     drill.check("scratch database removed", scratch_left == 0, scratch_left.to_string());
     drill.verified();
     // Playbook section 7: resume backups, then the post-recovery checklist.
-    super::post_recovery_checklist(&mut drill, &source, Some((&bins, &admin, env.store()))).await;
+    super::post_recovery_checklist(&mut drill, &source, bench.resume_backups(&admin)).await;
     // The table is back to the backup's snapshot: what it had later is the loss.
-    drill.newest_surviving_data(backup.manifest.snapshot_at);
+    drill.newest_surviving_data(bench.manifest.snapshot_at);
     conn.close().await.unwrap();
 
-    env.cleanup().await.unwrap();
+    bench.env.cleanup().await.unwrap();
     drill.finish().expect("drill report written")
-}
-
-/// `DRILL_PROFILE=small|medium|large`, small by default.
-fn drill_profile() -> Profile {
-    match std::env::var("DRILL_PROFILE").as_deref() {
-        Err(_) | Ok("") | Ok("small") => Profile::Small,
-        Ok("medium") => Profile::Medium,
-        Ok("large") => Profile::Large,
-        Ok(other) => panic!("DRILL_PROFILE={other:?} is not a profile; use small, medium or large"),
-    }
 }

@@ -22,6 +22,7 @@ pub mod pod_crash;
 pub mod rpo_streaming_replication;
 pub mod rpo_wal_archiving;
 pub mod traffic_switch;
+mod workbench;
 
 use std::path::PathBuf;
 
@@ -130,6 +131,20 @@ pub fn find(name: &str) -> Option<BuiltinDrill> {
     all().into_iter().find(|drill| drill.name == name)
 }
 
+/// The dataset size drills seed: `DRILL_PROFILE=small|medium|large`, small by default.
+///
+/// # Panics
+/// On any other value, naming the choices.
+fn drill_profile() -> crate::fixtures::Profile {
+    use crate::fixtures::Profile;
+    match std::env::var("DRILL_PROFILE").as_deref() {
+        Err(_) | Ok("") | Ok("small") => Profile::Small,
+        Ok("medium") => Profile::Medium,
+        Ok("large") => Profile::Large,
+        Ok(other) => panic!("DRILL_PROFILE={other:?} is not a profile; use small, medium or large"),
+    }
+}
+
 /// The `drillbook` binary the PITR drills give PostgreSQL as
 /// `archive_command`/`restore_command`: the running executable (under
 /// `drillbook run`, that is `drillbook` itself).
@@ -172,30 +187,6 @@ async fn post_recovery_checklist(drill: &mut Drill, recovered: &ConnInfo, resume
         checklist.passed(),
         "playbook section 7",
     );
-}
-
-/// The opening every corruption drill shares: an environment, the small
-/// fixture ledger (seeded with `seed`), and the daily backup the drill will
-/// restore from, each a timed phase.
-///
-/// # Panics
-/// When a step fails, as the drills' other setup steps do.
-async fn seeded_with_backup(drill: &mut Drill, seed: u64) -> (crate::env::Environment, crate::backup::BackupReport) {
-    let env = drill
-        .phase("bring up environment", crate::env::from_env())
-        .await
-        .unwrap();
-    let spec = crate::fixtures::FixtureSpec::ending_now(crate::fixtures::Profile::Small, seed);
-    drill.phase("seed fixture ledger", env.seed(spec)).await.unwrap();
-    let (bins, source, admin) = (env.binaries().clone(), env.source(), env.primary().admin());
-    let backup = drill
-        .phase(
-            "daily backup to S3",
-            crate::backup::backup_database(&bins, &source, Some(&admin), env.store()),
-        )
-        .await
-        .unwrap();
-    (env, backup)
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ pub async fn run() -> DrillSummary {
     drill
         .phase(
             "standby catches up",
-            wait_caught_up(env.primary(), &standby, Duration::from_secs(120)),
+            wait_caught_up(&env.admin(), &standby.admin(), Duration::from_secs(120)),
         )
         .await
         .unwrap();
@@ -58,14 +58,14 @@ pub async fn run() -> DrillSummary {
     let incident = drill.incident("primary region lost while the standby lagged: postgres SIGKILLed");
     drill.phase("destroy primary", env.destroy_primary()).await.unwrap();
     let canaries = canary.stop().await;
-    let lag = replay_state(&standby).await.unwrap();
+    let lag = replay_state(&standby.admin()).await.unwrap();
     let lag_seconds = lag
         .last_replayed_commit
         .map(|t| (incident - t).num_milliseconds() as f64 / 1000.0)
         .unwrap_or(f64::NAN);
     drill.property("standby_lag_at_failover_seconds", format!("{lag_seconds:.3}"));
 
-    drill.phase("promote standby", promote(&standby)).await.unwrap();
+    drill.phase("promote standby", promote(&standby.admin())).await.unwrap();
     let target = standby.admin().with_database(APP_DATABASE);
     let report = drill
         .phase(

@@ -50,6 +50,8 @@ pub struct ContainerSettings {
     pub docker_host: String,
     pub pg_image: (String, String),
     pub s3: S3Image,
+    /// Server settings every Postgres container starts with (`-c name=value`).
+    pub server_settings: Vec<(String, String)>,
 }
 
 /// The S3 container to run.
@@ -101,6 +103,7 @@ impl ContainerSettings {
                     docker_host,
                     pg_image,
                     s3: S3Image::LocalStack,
+                    server_settings: Vec::new(),
                 });
             }
             "localstack" => ("localstack/localstack:4.5", 4566, Ready::Stdout("Ready.".to_owned())),
@@ -141,6 +144,7 @@ impl ContainerSettings {
             docker_host,
             pg_image,
             s3: S3Image::Generic { image, port, ready },
+            server_settings: Vec::new(),
         })
     }
 }
@@ -218,12 +222,19 @@ impl S3Container {
 /// One Postgres container and how to reach it.
 struct PgContainer {
     container: Option<ContainerAsync<Postgres>>,
+    /// Its name on the environment's network.
+    name: String,
     admin: ConnInfo,
 }
 
 /// Disposable containers: everything in it is the drill's own.
 pub struct ContainersEnvironment {
     settings: ContainerSettings,
+    /// The Docker network every Postgres container of this environment
+    /// joins (created and removed by testcontainers); container names are
+    /// `<network>-<n>`.
+    network: String,
+    started: usize,
     bins: PgBinaries,
     primary: Option<PgContainer>,
     others: Vec<PgContainer>,
@@ -248,18 +259,50 @@ fn random_secret() -> Secret {
     Secret::new(hex::encode(bytes))
 }
 
-async fn start_postgres(settings: &ContainerSettings) -> Result<PgContainer> {
-    let password = random_secret();
-    let (name, tag) = &settings.pg_image;
-    let container = Postgres::default()
+/// What a Postgres container is to the environment.
+enum Role<'a> {
+    /// A new, empty server with this superuser password.
+    Fresh(Secret),
+    /// A hot standby of the container named `of` (same network): the
+    /// entrypoint takes a `pg_basebackup` of it and streams from it.
+    StandbyOf { of: &'a str, password: Secret },
+}
+
+async fn start_postgres(
+    settings: &ContainerSettings,
+    network: &str,
+    name: &str,
+    role: Role<'_>,
+) -> Result<PgContainer> {
+    let (name_image, tag) = &settings.pg_image;
+    // The module's own default (fsync off: these servers are thrown away),
+    // then the drill's settings.
+    let mut args = vec!["-c".to_owned(), "fsync=off".to_owned()];
+    for (setting, value) in &settings.server_settings {
+        args.extend(["-c".to_owned(), format!("{setting}={value}")]);
+    }
+    let (password, standby_of) = match role {
+        Role::Fresh(password) => (password, None),
+        Role::StandbyOf { of, password } => (password, Some(of)),
+    };
+    let mut request = Postgres::default()
         .with_password(password.expose())
-        .with_name(name.clone())
+        .with_name(name_image.clone())
         .with_tag(tag.clone())
+        .with_network(network)
+        .with_container_name(name)
+        .with_cmd(args)
         .with_startup_timeout(STARTUP_TIMEOUT)
-        .with_label("drillbook", "drill")
-        .start()
-        .await
-        .map_err(container_error("start the Postgres container"))?;
+        .with_label("drillbook", "drill");
+    if let Some(primary) = standby_of {
+        request = request.with_env_var("POSTGRES_STANDBY_OF", primary);
+    }
+    let what = if standby_of.is_some() {
+        "start the standby Postgres container (its log shows the pg_basebackup from the primary)"
+    } else {
+        "start the Postgres container"
+    };
+    let container = request.start().await.map_err(container_error(what))?;
     let port = container
         .get_host_port_ipv4(PG_PORT)
         .await
@@ -274,6 +317,7 @@ async fn start_postgres(settings: &ContainerSettings) -> Result<PgContainer> {
     wait_accepting(&admin).await?;
     Ok(PgContainer {
         container: Some(container),
+        name: name.to_owned(),
         admin,
     })
 }
@@ -365,7 +409,12 @@ impl ContainersEnvironment {
             .await
             .map_err(docker_unavailable(&settings.docker_host))?;
         let bins = PgBinaries::discover()?;
-        let (pg, s3) = tokio::join!(start_postgres(&settings), start_s3(&settings));
+        let network = format!("drillbook-{}", &random_secret().expose()[..12]);
+        let first = format!("{network}-1");
+        let (pg, s3) = tokio::join!(
+            start_postgres(&settings, &network, &first, Role::Fresh(random_secret())),
+            start_s3(&settings)
+        );
         let (primary, (s3, s3_config)) = (pg?, s3?);
         crate::pg::create_database(&primary.admin, APP_DATABASE).await?;
         let store = Store::connect(s3_config).await;
@@ -373,6 +422,8 @@ impl ContainersEnvironment {
         tracing::info!(pg = %primary.admin, s3 = %store.config().location(), "containers environment ready");
         Ok(Self {
             settings,
+            network,
+            started: 1,
             bins,
             primary: Some(primary),
             others: Vec::new(),
@@ -405,9 +456,35 @@ impl ContainersEnvironment {
         Ok(fixtures::seed(&self.source(), spec).await?)
     }
 
+    fn next_name(&mut self) -> String {
+        self.started += 1;
+        format!("{}-{}", self.network, self.started)
+    }
+
     /// A new, empty Postgres container; its admin facts.
     pub async fn provision_server(&mut self) -> Result<ConnInfo> {
-        let server = start_postgres(&self.settings).await?;
+        let name = self.next_name();
+        let server = start_postgres(&self.settings, &self.network, &name, Role::Fresh(random_secret())).await?;
+        let admin = server.admin.clone();
+        self.others.push(server);
+        Ok(admin)
+    }
+
+    /// A hot standby of the primary: a second container on the primary's
+    /// network that takes a `pg_basebackup` of it over that network and
+    /// streams from it; returns once it answers read-only queries. Its
+    /// superuser is the primary's (the base backup copied it).
+    pub async fn start_standby(&mut self) -> Result<ConnInfo> {
+        let name = self.next_name();
+        let (primary_name, password) = {
+            let primary = self.primary();
+            (primary.name.clone(), primary.admin.password.clone())
+        };
+        let role = Role::StandbyOf {
+            of: &primary_name,
+            password,
+        };
+        let server = start_postgres(&self.settings, &self.network, &name, role).await?;
         let admin = server.admin.clone();
         self.others.push(server);
         Ok(admin)

@@ -106,6 +106,16 @@ impl EmbeddedEnvironment {
         Ok(admin)
     }
 
+    /// A hot standby of the primary (`pg_basebackup`, then streaming over
+    /// loopback); returns its admin facts once it answers read-only queries.
+    pub async fn start_standby(&mut self) -> Result<ConnInfo> {
+        let primary = self.primary();
+        let standby = crate::failover::create_standby(&self.bins, primary, primary.port()).await?;
+        let admin = standby.admin();
+        self.others.push(standby);
+        Ok(admin)
+    }
+
     /// Whether `target` is a database on one of this environment's own
     /// clusters (the primary or one it provisioned): servers this process
     /// created and will delete, where `crate::fault` may inject incidents.

@@ -29,7 +29,7 @@ pub use staging::StagingEnvironment;
 use std::time::Duration;
 
 use crate::fixtures::{FixtureError, FixtureSpec, SeedSummary};
-use crate::pg::{ConnInfo, PgBinaries, PgError};
+use crate::pg::{ClusterOptions, ConnInfo, PgBinaries, PgError};
 use crate::store::{Store, StoreError};
 
 /// The application database name every backend uses for the fixture.
@@ -87,6 +87,8 @@ pub enum EnvError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Fixture(#[from] FixtureError),
+    #[error(transparent)]
+    Failover(#[from] crate::failover::FailoverError),
 }
 
 /// The backends drills can run on.
@@ -270,6 +272,32 @@ impl Environment {
         }
     }
 
+    /// A hot standby of the primary, streaming from it: a second local
+    /// cluster (embedded), a second container on the primary's network
+    /// (containers). Its admin facts; [`Self::cleanup`] removes it.
+    ///
+    /// # Errors
+    /// [`EnvError::Unsupported`] on staging, where drillbook creates no servers.
+    pub async fn start_standby(&mut self) -> Result<ConnInfo> {
+        match self {
+            Self::Embedded(env) => env.start_standby().await,
+            Self::Containers(env) => env.start_standby().await,
+            Self::Staging(_) => Err(self.unsupported(
+                "building a standby server",
+                "drillbook creates no servers on staging, and a failover drill must kill the primary it fails over from",
+            )),
+        }
+    }
+
+    /// What [`Self::destroy_primary`] does on this backend, for incident timelines.
+    pub fn primary_loss(&self) -> &'static str {
+        match self {
+            Self::Embedded(_) => "postgres SIGKILLed, data directory deleted",
+            Self::Containers(_) => "primary container removed (killed, cut off the network, data gone)",
+            Self::Staging(_) => "simulated (the staging server is not touched)",
+        }
+    }
+
     /// Whether `target` is a database the drill may damage: anything on a
     /// disposable backend's own servers, on staging only what it created.
     pub fn owns(&self, target: &ConnInfo) -> bool {
@@ -392,9 +420,40 @@ pub fn embedded_only(operation: &'static str, reason: &'static str) -> Result<()
 /// Whatever stops the backend from starting, saying how to fix it; never a
 /// fallback to another backend.
 pub async fn from_env() -> Result<Environment> {
+    from_env_with(&[]).await
+}
+
+/// [`from_env`], with server settings (`max_connections`, ...) that every
+/// PostgreSQL server the environment starts runs with.
+///
+/// # Errors
+/// As [`from_env`]; with settings, [`EnvError::Unsupported`] on staging,
+/// whose server is not the drill's to configure.
+pub async fn from_env_with(server_settings: &[(&str, &str)]) -> Result<Environment> {
     match Backend::from_env()? {
-        Backend::Embedded => Ok(Environment::Embedded(EmbeddedEnvironment::start().await?)),
-        Backend::Containers => Ok(Environment::Containers(ContainersEnvironment::start().await?)),
+        Backend::Embedded => {
+            let options = server_settings
+                .iter()
+                .fold(ClusterOptions::default(), |options, (name, value)| {
+                    options.setting(name, value)
+                });
+            Ok(Environment::Embedded(EmbeddedEnvironment::start_with(options).await?))
+        }
+        Backend::Containers => {
+            let mut settings = containers::ContainerSettings::from_env()?;
+            settings.server_settings = server_settings
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect();
+            Ok(Environment::Containers(
+                ContainersEnvironment::start_with(settings).await?,
+            ))
+        }
+        Backend::Staging if !server_settings.is_empty() => Err(EnvError::Unsupported {
+            operation: "starting a server with drill-specific settings",
+            backend: Backend::Staging.name(),
+            reason: "the staging server is shared and configured by its owners; a drill that needs its own server settings (and may exhaust or kill it) runs on a backend whose servers are its own",
+        }),
         Backend::Staging => {
             let config = StagingConfig::from_env()?;
             Ok(Environment::Staging(StagingEnvironment::connect(config).await?))

@@ -1,0 +1,127 @@
+//! The opening the detection drills share, on every backend: a database the
+//! drill may damage and the backup it recovers from.
+//!
+//! - Disposable backends (embedded, containers): the fixture ledger is
+//!   seeded into the application database and the daily backup taken; the
+//!   drill damages the application database itself.
+//! - Staging: nothing is seeded or written. The newest existing backup is
+//!   restored into a new `<db>_restore_<stamp>` database (recorded by the
+//!   staging guard) and the drill damages that copy; the staging database
+//!   and bucket are only read.
+
+use crate::backup::backup_database;
+use crate::drill::Drill;
+use crate::env::{Environment, RestoreTarget};
+use crate::fault::Disposable;
+use crate::fixtures::{FixtureSpec, Profile};
+use crate::pg::{ConnInfo, PgBinaries};
+use crate::restore::{BackupChoice, RestoreOptions, RestoreReport, find_backup, restore_database};
+use crate::store::manifest::BackupManifest;
+
+use super::Resume;
+
+pub(super) struct Workbench {
+    pub env: Environment,
+    pub bins: PgBinaries,
+    /// The database the drill damages and repairs.
+    pub database: ConnInfo,
+    /// A superuser (or `CREATEDB` role) on `database`'s server.
+    pub admin: ConnInfo,
+    /// The backup `database` holds (disposable: taken after seeding;
+    /// staging: the newest existing one, restored into the copy).
+    pub manifest: BackupManifest,
+    /// Proof that `database` may be damaged.
+    pub disposable: Disposable,
+}
+
+impl Workbench {
+    /// Opens the bench, each step a timed phase of `drill`.
+    ///
+    /// # Panics
+    /// When a step fails, as the drills' other setup steps do.
+    pub async fn open(drill: &mut Drill, profile: Profile, seed: u64) -> Self {
+        let mut env = drill
+            .phase("bring up environment", crate::env::from_env())
+            .await
+            .unwrap();
+        drill.property("backend", env.backend().name());
+        let bins = env.binaries().clone();
+        let (database, admin, manifest) = if env.is_disposable() {
+            drill.property("dataset_profile", profile);
+            let spec = FixtureSpec::ending_now(profile, seed);
+            drill.phase("seed fixture ledger", env.seed(spec)).await.unwrap();
+            let (source, admin) = (env.source(), env.admin());
+            let backup = drill
+                .phase(
+                    "daily backup to S3",
+                    backup_database(&bins, &source, Some(&admin), env.store()),
+                )
+                .await
+                .unwrap();
+            (source, admin, backup.manifest)
+        } else {
+            let manifest = drill
+                .phase(
+                    "find newest existing backup in S3",
+                    find_backup(env.store(), &BackupChoice::Newest),
+                )
+                .await
+                .unwrap();
+            let target = drill
+                .phase("provision a copy to damage", env.provision_restore_target())
+                .await
+                .unwrap();
+            let copy = drill
+                .phase(
+                    "restore the newest backup into the drill's own copy",
+                    restore_into(&bins, &env, &target, &manifest),
+                )
+                .await
+                .unwrap();
+            (copy.target, target.admin, manifest)
+        };
+        drill.property("backup_stamp", &manifest.stamp);
+        let disposable = Disposable::owned_by(&env, &database).unwrap();
+        Self {
+            env,
+            bins,
+            database,
+            admin,
+            manifest,
+            disposable,
+        }
+    }
+
+    /// The full restore after the damage: the bench's backup into a new
+    /// target the drill owns (a new server, or a new database on staging).
+    /// Returns the target server's admin and the restore's report.
+    pub async fn restore_anew(
+        &mut self,
+    ) -> Result<(ConnInfo, RestoreReport), Box<dyn std::error::Error + Send + Sync>> {
+        let target = self.env.provision_restore_target().await?;
+        let report = restore_into(&self.bins, &self.env, &target, &self.manifest).await?;
+        Ok((target.admin, report))
+    }
+
+    /// What resuming backups after recovery needs, on a disposable backend
+    /// only: on staging a drill never writes a backup into the real catalog
+    /// (it would become the newest backup).
+    pub fn resume_backups<'a>(&'a self, admin: &'a ConnInfo) -> Option<Resume<'a>> {
+        self.env.is_disposable().then(|| (&self.bins, admin, self.env.store()))
+    }
+}
+
+/// Restores exactly `manifest`'s backup into `target`.
+async fn restore_into(
+    bins: &PgBinaries,
+    env: &Environment,
+    target: &RestoreTarget,
+    manifest: &BackupManifest,
+) -> Result<RestoreReport, crate::restore::RestoreError> {
+    let options = RestoreOptions {
+        target_database: Some(target.database.clone()),
+        backup: BackupChoice::Stamp(manifest.stamp.clone()),
+        ..RestoreOptions::default()
+    };
+    restore_database(bins, &target.admin, env.store(), &options).await
+}
