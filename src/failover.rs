@@ -1,21 +1,17 @@
-//! Streaming-replication standby and failover: a second cluster built with
+//! Streaming-replication standby and failover: a second server built with
 //! `pg_basebackup` from the primary, following it over a replication
 //! connection, promoted when the primary is lost.
 //!
-//! The replication stream runs through a [`ReplicationLink`], a loopback TCP
-//! relay the drill controls: [`ReplicationLink::stall`] holds back the bytes
-//! from the primary, as a congested link between regions would, so a drill
-//! can make the standby lag by a known amount and measure what failover then
-//! loses.
+//! Everything but [`create_standby`] (a local cluster) talks SQL to a
+//! server's [`ConnInfo`], so the same calls drive a local standby and a
+//! standby container. [`cut_replication`] takes the link between the
+//! regions down from the standby's side, so a drill can make the standby lag
+//! by a known amount and measure what failover then loses.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::pg::tools::basebackup_plain;
 use crate::pg::{Cluster, ClusterOptions, ConnInfo, PgBinaries, PgError, quote_literal};
@@ -40,92 +36,19 @@ pub enum FailoverError {
         replayed: String,
         primary: String,
     },
+    #[error(
+        "the standby {standby} still ran its WAL receiver {seconds} s after its primary_conninfo was emptied; check its log"
+    )]
+    StillReceiving { standby: String, seconds: u64 },
     #[error("the standby {standby} did not finish promotion within 60 s; check its log")]
     NotPromoted { standby: String },
 }
 
 pub type Result<T, E = FailoverError> = std::result::Result<T, E>;
 
-/// A TCP relay between the standby and the primary that can be stalled.
-#[derive(Debug)]
-pub struct ReplicationLink {
-    port: u16,
-    stalled: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ReplicationLink {
-    /// Listens on a free loopback port and relays every connection to `upstream_port`.
-    pub async fn start(upstream_port: u16) -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|source| FailoverError::Io {
-                context: "listen for the replication link".into(),
-                source,
-            })?;
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-        let stalled = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stalled);
-        let task = tokio::spawn(async move {
-            while let Ok((down, _)) = listener.accept().await {
-                let flag = Arc::clone(&flag);
-                tokio::spawn(async move {
-                    let Ok(up) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
-                        return;
-                    };
-                    let (mut down_read, mut down_write) = down.into_split();
-                    let (mut up_read, mut up_write) = up.into_split();
-                    let to_primary = tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut down_read, &mut up_write).await;
-                    });
-                    let mut buffer = vec![0u8; 64 * 1024];
-                    loop {
-                        while flag.load(Ordering::Relaxed) {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        match up_read.read(&mut buffer).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                // Bytes read while a stall began wait for its end.
-                                while flag.load(Ordering::Relaxed) {
-                                    tokio::time::sleep(Duration::from_millis(5)).await;
-                                }
-                                if down_write.write_all(&buffer[..n]).await.is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    to_primary.abort();
-                });
-            }
-        });
-        Ok(Self { port, stalled, task })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Holds back everything the primary sends until [`Self::resume`].
-    pub fn stall(&self) {
-        self.stalled.store(true, Ordering::Relaxed);
-    }
-
-    pub fn resume(&self) {
-        self.stalled.store(false, Ordering::Relaxed);
-    }
-}
-
-impl Drop for ReplicationLink {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Builds a hot standby of `primary` (base backup over replication, then
-/// streaming) that connects through `via_port` (a [`ReplicationLink`], or the
-/// primary's own port). Returns once the standby accepts read-only queries.
+/// streaming) that connects to `via_port` on loopback (the primary's own
+/// port, or a relay in front of it). Returns once the standby accepts read-only queries.
 pub async fn create_standby(bins: &PgBinaries, primary: &Cluster, via_port: u16) -> Result<Cluster> {
     let work = tempfile::Builder::new()
         .prefix("drillbook-standby-")
@@ -214,6 +137,42 @@ pub async fn wait_caught_up(primary: &ConnInfo, standby: &ConnInfo, timeout: Dur
             });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Takes the replication link down from the standby's side: its
+/// `primary_conninfo` is emptied (`ALTER SYSTEM`, reload), and this returns
+/// once its WAL receiver is gone, so from then on it receives nothing.
+/// Works on any standby reachable over TCP.
+pub async fn cut_replication(standby: &ConnInfo, timeout: Duration) -> Result<()> {
+    let mut conn = connect(standby, "cut its replication link").await?;
+    // Two statements: ALTER SYSTEM refuses to run in the implicit
+    // transaction of a multi-statement query.
+    sqlx::raw_sql("ALTER SYSTEM SET primary_conninfo = ''")
+        .execute(&mut conn)
+        .await
+        .map_err(PgError::sql("empty the standby's primary_conninfo"))?;
+    sqlx::raw_sql("SELECT pg_reload_conf()")
+        .execute(&mut conn)
+        .await
+        .map_err(PgError::sql("reload the standby's configuration"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let receivers: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_wal_receiver")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(PgError::sql("read the standby's WAL receiver"))?;
+        if receivers == 0 {
+            let _ = conn.close().await;
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(FailoverError::StillReceiving {
+                standby: standby.to_string(),
+                seconds: timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -17,6 +17,7 @@ pub mod k8s;
 pub mod pg;
 pub mod pitr;
 pub mod playbook;
+pub mod progress;
 pub mod reindex;
 pub mod report;
 pub mod restore;

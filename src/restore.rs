@@ -253,12 +253,19 @@ pub async fn restore_database(
 
     let restore_started = Instant::now();
     let restored = async {
+        // pg_restore reports no byte progress: shown as a phase with its elapsed time.
+        let phase = crate::progress::task(
+            format!("pg_restore into {database}"),
+            crate::progress::Unit::Elapsed,
+            None,
+        );
         pg_restore(bins, &target, &archive, options.jobs)
             .await
             .map_err(|source| RestoreError::Restore {
                 database: database.clone(),
                 source,
             })?;
+        phase.finish();
         let restore = restore_started.elapsed();
         let verify_started = Instant::now();
         verify_row_counts(&target, &manifest).await?;

@@ -60,13 +60,18 @@ async fn history_in_s3_appends_one_object_per_record_and_reads_by_month() {
         .map(|o| o.key)
         .collect();
     keys.sort();
-    assert_eq!(
-        keys,
-        [
-            "drills/history/2026-05/20260503T100000.250Z_pod_crash.json",
-            "drills/history/2026-05/20260520T093000.000Z_pod_crash.json",
-        ]
-    );
+    // `<stamp>_<drill>_<12 hex digits>.json`: the suffix keeps same-millisecond records apart.
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for (key, start) in keys.iter().zip([
+        "drills/history/2026-05/20260503T100000.250Z_pod_crash_",
+        "drills/history/2026-05/20260520T093000.000Z_pod_crash_",
+    ]) {
+        let suffix = key.strip_prefix(start).and_then(|rest| rest.strip_suffix(".json"));
+        assert!(
+            suffix.is_some_and(|s| s.len() == 12 && s.chars().all(|c| c.is_ascii_hexdigit())),
+            "{key} is not {start}<12 hex digits>.json"
+        );
+    }
 
     let read = history.read(&[may]).await.unwrap();
     assert!(read.warnings.is_empty(), "{:?}", read.warnings);

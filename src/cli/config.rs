@@ -8,6 +8,7 @@ use super::exit;
 use crate::env::config::{Origin, Problems, check};
 
 #[derive(Debug, Subcommand)]
+#[command(after_help = "Example:\n  drillbook config check drill.toml   # details: drillbook config check --help")]
 pub enum ConfigCommand {
     /// Validate a drill.toml layered with the DRILL_* environment variables,
     /// report every problem with its line, and print the settings in effect

@@ -11,6 +11,7 @@ use crate::fixtures::{FixtureSpec, Profile};
 use crate::pg::ClusterOptions;
 
 #[derive(Debug, Subcommand)]
+#[command(after_help = "Example:\n  drillbook env up --profile small > env.json   # details: drillbook env up --help")]
 pub enum EnvCommand {
     /// Start an embedded Postgres + S3, seed it, take a first backup, print
     /// the connection facts as JSON, and keep running until interrupted.

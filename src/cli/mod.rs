@@ -29,7 +29,9 @@ Examples:
   drillbook restore --admin-url \"$ADMIN_DATABASE_URL\" --bucket s3://immoflowme-backups
 
 Exit codes: 0 success, 1 a check failed, 2 could not run (the message says why).
-Logs go to stderr; RUST_LOG=drillbook=debug shows more.";
+Logs go to stderr; RUST_LOG=drillbook=debug shows more.
+Progress of run, backup, restore and verify goes to stderr too: one line redrawn in place on a
+terminal, plain lines otherwise; DRILL_PROGRESS=plain|terminal|off overrides.";
 
 /// Disaster-recovery drills for PostgreSQL + S3, as tests you can run.
 #[derive(Debug, Parser)]
@@ -67,6 +69,13 @@ enum Command {
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<u8> {
+        // The long commands show progress on stderr (DRILL_PROGRESS=plain|terminal|off).
+        if matches!(
+            self.command,
+            Command::Run(_) | Command::Backup(_) | Command::Restore(_) | Command::Verify(_)
+        ) {
+            crate::progress::install_from_env();
+        }
         match self.command {
             Command::Env(command) => command.run().await,
             Command::Backup(args) => args.run().await,
@@ -89,7 +98,13 @@ pub fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("drillbook=info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // stderr, clearing a terminal progress line first.
+        .with_writer(crate::progress::log_writer)
+        // Colours only on a terminal (and never with NO_COLOR): CI logs stay plain text.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .with_target(false)
         .init();
 }

@@ -20,7 +20,7 @@ pub const WAL_MISSING: u8 = 1;
 pub const WAL_FATAL: u8 = 126;
 
 #[derive(Debug, Args)]
-#[command(after_help = "As archive_command:\n  archive_command = 'drillbook wal-push %p'\n\n\
+#[command(after_help = "Example:\n  archive_command = 'drillbook wal-push %p'\n\n\
     Exit codes: 0 archived (or already archived with identical bytes), 2 not archived (the message says why; \
     PostgreSQL retries).")]
 pub struct WalPushArgs {
@@ -37,11 +37,9 @@ impl WalPushArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(
-    after_help = "As restore_command:\n  restore_command = 'drillbook wal-fetch %f %p'\n\n\
+#[command(after_help = "Example:\n  restore_command = 'drillbook wal-fetch %f %p'\n\n\
     Exit codes: 0 restored, 1 not in the archive (quietly: the normal end of the archive), \
-    126 corrupt object or unreachable archive (PostgreSQL aborts recovery)."
-)]
+    126 corrupt object or unreachable archive (PostgreSQL aborts recovery).")]
 pub struct WalFetchArgs {
     /// The file name PostgreSQL asks for (%f).
     name: String,

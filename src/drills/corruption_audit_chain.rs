@@ -8,7 +8,7 @@
 //! verified with zero findings.
 //!
 //! Runs on every backend: on staging the damage goes into the drill's own
-//! restored copy of the newest backup ([`super::workbench`]).
+//! restored copy of the newest backup (see `workbench.rs`).
 
 use crate::drill::{Drill, DrillSummary, Scenario};
 use crate::fault;

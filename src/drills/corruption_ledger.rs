@@ -10,7 +10,7 @@
 //! nothing, chain and anchor included.
 //!
 //! Runs on every backend: on staging the damage goes into the drill's own
-//! restored copy of the newest backup ([`super::workbench`]), and the table
+//! restored copy of the newest backup (see `workbench.rs`), and the table
 //! is restored into that copy.
 
 use crate::drill::{Drill, DrillSummary, Scenario};

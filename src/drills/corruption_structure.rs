@@ -10,7 +10,7 @@
 //! verified with zero findings against the manifest's anchor.
 //!
 //! Runs on every backend: on staging the damage goes into the drill's own
-//! restored copy of the newest backup ([`super::workbench`]).
+//! restored copy of the newest backup (see `workbench.rs`).
 
 use crate::drill::{Drill, DrillSummary, Scenario};
 use crate::fault;

@@ -66,7 +66,7 @@ pub async fn run() -> DrillSummary {
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let incident = drill.incident(&format!("primary region lost under write load: {}", env.primary_loss()));
+    let incident = drill.incident(format!("primary region lost under write load: {}", env.primary_loss()));
     drill.phase("destroy primary", env.destroy_primary()).await.unwrap();
     // A container is removed through the Docker API, so the primary may
     // commit until the removal lands, a little after the incident mark.

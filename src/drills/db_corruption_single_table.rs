@@ -10,7 +10,7 @@
 //!
 //! Runs on every backend: on staging the faulty job and the later writes
 //! hit the drill's own restored copy of the newest backup
-//! ([`super::workbench`]), never the staging database.
+//! (see `workbench.rs`), never the staging database.
 
 use std::time::Duration;
 

@@ -1,17 +1,19 @@
 //! The playbook's RPO promise for streaming replication: 5 minutes.
 //!
-//! Like the data-center failover, but the link between the regions is
-//! congested: for a few seconds before the primary dies the standby receives
-//! nothing (a stalled [`ReplicationLink`]). The measured RPO must reflect that
-//! lag (it is at least the stall, the canaries written during it are lost)
-//! and stay within the 5-minute target; the survivors are a gap-free prefix.
+//! Like the data-center failover, but the link between the regions goes
+//! down first: for a few seconds before the primary dies the standby
+//! receives nothing ([`crate::failover::cut_replication`]). The measured RPO
+//! must reflect that lag (it is at least the stall, the canaries written
+//! during it are lost) and stay within the 5-minute target; the survivors
+//! are a gap-free prefix. Runs on embedded and containers (a standby
+//! container on the primary's network).
 
 use std::time::Duration;
 
 use crate::canary::{CanaryWriter, check_canaries};
 use crate::drill::{Drill, DrillSummary, Scenario, format_duration};
 use crate::env::{self, APP_DATABASE};
-use crate::failover::{ReplicationLink, create_standby, promote, replay_state, wait_caught_up};
+use crate::failover::{cut_replication, promote, replay_state, wait_caught_up};
 use crate::fixtures::{FixtureSpec, Profile};
 
 const STALL: Duration = Duration::from_secs(3);
@@ -29,19 +31,16 @@ pub async fn run() -> DrillSummary {
         )
         .await
         .unwrap();
+    drill.property("backend", env.backend().name());
     let bins = env.binaries().clone();
-    let link = ReplicationLink::start(env.primary().port()).await.unwrap();
     let standby = drill
-        .phase(
-            "build hot standby behind a replication link",
-            create_standby(&bins, env.primary(), link.port()),
-        )
+        .phase("build hot standby (pg_basebackup + streaming)", env.start_standby())
         .await
         .unwrap();
     drill
         .phase(
             "standby catches up",
-            wait_caught_up(&env.admin(), &standby.admin(), Duration::from_secs(120)),
+            wait_caught_up(&env.admin(), &standby, Duration::from_secs(120)),
         )
         .await
         .unwrap();
@@ -50,23 +49,26 @@ pub async fn run() -> DrillSummary {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    link.stall();
+    cut_replication(&standby, Duration::from_secs(30)).await.unwrap();
     let stalled_at = chrono::Utc::now();
-    drill.event("replication link stalled: the standby receives nothing from here on");
+    drill.event("replication link down: the standby receives nothing from here on");
     tokio::time::sleep(STALL).await;
 
-    let incident = drill.incident("primary region lost while the standby lagged: postgres SIGKILLed");
+    let incident = drill.incident(format!(
+        "primary region lost while the standby lagged: {}",
+        env.primary_loss()
+    ));
     drill.phase("destroy primary", env.destroy_primary()).await.unwrap();
     let canaries = canary.stop().await;
-    let lag = replay_state(&standby.admin()).await.unwrap();
+    let lag = replay_state(&standby).await.unwrap();
     let lag_seconds = lag
         .last_replayed_commit
         .map(|t| (incident - t).num_milliseconds() as f64 / 1000.0)
         .unwrap_or(f64::NAN);
     drill.property("standby_lag_at_failover_seconds", format!("{lag_seconds:.3}"));
 
-    drill.phase("promote standby", promote(&standby.admin())).await.unwrap();
-    let target = standby.admin().with_database(APP_DATABASE);
+    drill.phase("promote standby", promote(&standby)).await.unwrap();
+    let target = standby.with_database(APP_DATABASE);
     let report = drill
         .phase(
             "canaries on the promoted standby",
@@ -81,7 +83,7 @@ pub async fn run() -> DrillSummary {
     );
     drill.verified();
     // Playbook section 7: resume backups, then the post-recovery checklist.
-    super::post_recovery_checklist(&mut drill, &target, Some((&bins, &standby.admin(), env.store()))).await;
+    super::post_recovery_checklist(&mut drill, &target, Some((&bins, &standby, env.store()))).await;
 
     let newest = report.newest_surviving.expect("canaries survived");
     drill.newest_surviving_data(newest);
@@ -106,8 +108,6 @@ pub async fn run() -> DrillSummary {
         ),
     );
 
-    link.resume();
-    standby.cleanup().await.unwrap();
     env.cleanup().await.unwrap();
     drill.finish().expect("drill report written")
 }

@@ -63,10 +63,15 @@ pub async fn verify_chain(conn: &mut PgConnection, anchor: Option<&Anchor>) -> R
     let started = Instant::now();
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(4);
     let verifier = ChainVerifier::new(anchor);
+    // The row count is not known before the pass: progress without a total.
+    let progress = crate::progress::task("verify audit chain", crate::progress::Unit::Rows, None);
+    let counter = progress.counter();
     let worker = tokio::task::spawn_blocking(move || {
         let mut parser = LineParser::new(verifier);
         while let Some(chunk) = receiver.blocking_recv() {
+            let before = parser.line;
             parser.feed(&chunk)?;
+            counter.advance(parser.line - before);
         }
         parser.finish()
     });
@@ -98,6 +103,7 @@ pub async fn verify_chain(conn: &mut PgConnection, anchor: Option<&Anchor>) -> R
     read.map_err(ChainStreamError::Read)?;
     let (verifier, rows) = parsed?;
     let findings = verifier.finish()?;
+    progress.finish();
     Ok(ChainPass {
         findings,
         rows,

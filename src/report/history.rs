@@ -8,8 +8,9 @@
 //!   (`2026-05.jsonl`), only ever appended to. Each record is one line written
 //!   with a single `O_APPEND` write, so drills finishing at the same time do
 //!   not interleave.
-//! - **S3**: `drills/history/<YYYY-MM>/<stamp>_<drill>.json` under a
-//!   [`Store`]'s prefix. S3 has no append, so each record is its own object.
+//! - **S3**: `drills/history/<YYYY-MM>/<stamp>_<drill>_<random>.json` under a
+//!   [`Store`]'s prefix. S3 has no append, so each record is its own object;
+//!   the random suffix keeps records started in the same millisecond apart.
 //!
 //! # Versions
 //!
@@ -666,7 +667,18 @@ fn read_lines(history: &mut History, source: &str, bytes: &[u8]) {
     }
 }
 
+/// `drills/history/<YYYY-MM>/<stamp>_<drill>_<12 random hex digits>.json`.
+///
+/// The random suffix keeps two records of the same drill started in the same
+/// millisecond (two CI jobs, two hosts) from overwriting each other. Keys
+/// written before it (`<stamp>_<drill>.json`) still read: readers list the
+/// month's prefix and parse every object, whatever its name.
 fn s3_key(record: &HistoryRecord) -> String {
+    let suffix = rand::random::<u64>() & 0xffff_ffff_ffff;
+    s3_key_with_suffix(record, suffix)
+}
+
+fn s3_key_with_suffix(record: &HistoryRecord, suffix: u64) -> String {
     let stamp = record.started_at.format("%Y%m%dT%H%M%S%.3fZ");
     let drill: String = record
         .drill
@@ -679,7 +691,10 @@ fn s3_key(record: &HistoryRecord) -> String {
             }
         })
         .collect();
-    format!("{S3_PREFIX}{}/{stamp}_{drill}.json", Month::of(record.started_at))
+    format!(
+        "{S3_PREFIX}{}/{stamp}_{drill}_{suffix:012x}.json",
+        Month::of(record.started_at)
+    )
 }
 
 async fn read_s3(store: &Store, months: &[Month]) -> Result<History> {
@@ -822,6 +837,25 @@ mod tests {
         assert_eq!(history.records.len(), 1, "{history:?}");
         assert_eq!(history.records[0].verdict_label(), "aborted");
         drop(reports);
+    }
+
+    #[test]
+    fn s3_keys_of_the_same_drill_in_the_same_millisecond_differ() {
+        let record = HistoryRecord::from_summary(&summary());
+        let first = s3_key(&record);
+        let second = s3_key(&record);
+        assert_ne!(first, second, "same drill, same start: distinct objects");
+        let stamp = record.started_at.format("%Y%m%dT%H%M%S%.3fZ").to_string();
+        let expected_start = format!("{S3_PREFIX}{}/{stamp}_full_restore_", Month::of(record.started_at));
+        for key in [&first, &second] {
+            assert!(key.starts_with(&expected_start), "{key}");
+            assert!(key.ends_with(".json"), "{key}");
+        }
+        assert_eq!(
+            s3_key_with_suffix(&record, 0xabc),
+            format!("{expected_start}000000000abc.json"),
+            "sortable by start, then drill, then suffix"
+        );
     }
 
     #[test]

@@ -359,11 +359,14 @@ impl Store {
     ) -> Result<Transfer> {
         let mut hasher = Sha256::new();
         let mut total = 0u64;
-        let first = read_part(reader, key).await?;
+        // Counted as read from `reader` (total unknown: the data is still being produced).
+        let progress = crate::progress::task(format!("upload {key}"), crate::progress::Unit::Bytes, None);
+        let first = read_part(reader, key, &progress).await?;
         hasher.update(&first);
         total += first.len() as u64;
         if first.len() < PART_SIZE {
             self.put_bytes(key, first, content_type).await?;
+            progress.finish();
             return Ok(Transfer {
                 bytes: total,
                 sha256: hex::encode(hasher.finalize()),
@@ -391,7 +394,7 @@ impl Store {
                     .to_owned();
                 parts.push(CompletedPart::builder().part_number(number).e_tag(etag).build());
                 tracing::debug!(key, part = number, bytes = total, "uploaded part");
-                part = read_part(reader, key).await?;
+                part = read_part(reader, key, &progress).await?;
                 if part.is_empty() {
                     break;
                 }
@@ -405,6 +408,7 @@ impl Store {
             self.abort_multipart(key, &upload).await;
             return Err(e);
         }
+        progress.finish();
         Ok(Transfer {
             bytes: total,
             sha256: hex::encode(hasher.finalize()),
@@ -419,6 +423,8 @@ impl Store {
             move |source| StoreError::Io { context, source }
         };
         let mut file = tokio::fs::File::create(path).await.map_err(io_error("create"))?;
+        let size = object.content_length().and_then(|n| u64::try_from(n).ok());
+        let progress = crate::progress::task(format!("download {key}"), crate::progress::Unit::Bytes, size);
         let mut body = object.body;
         let mut hasher = Sha256::new();
         let mut total = 0u64;
@@ -429,8 +435,10 @@ impl Store {
             hasher.update(&chunk);
             total += chunk.len() as u64;
             file.write_all(&chunk).await.map_err(io_error("write"))?;
+            progress.advance(chunk.len() as u64);
         }
         file.flush().await.map_err(io_error("flush"))?;
+        progress.finish();
         Ok(Transfer {
             bytes: total,
             sha256: hex::encode(hasher.finalize()),
@@ -477,18 +485,25 @@ impl Store {
     }
 }
 
-/// Reads up to one part; shorter only at the end of the stream.
-async fn read_part(reader: &mut (impl AsyncRead + Unpin), key: &str) -> Result<Vec<u8>> {
+/// Reads up to one part; shorter only at the end of the stream. Every read
+/// advances `progress`.
+async fn read_part(
+    reader: &mut (impl AsyncRead + Unpin),
+    key: &str,
+    progress: &crate::progress::Task,
+) -> Result<Vec<u8>> {
     let mut part = Vec::with_capacity(PART_SIZE);
-    (&mut *reader)
-        .take(PART_SIZE as u64)
-        .read_to_end(&mut part)
-        .await
-        .map_err(|source| StoreError::Io {
+    let mut limited = (&mut *reader).take(PART_SIZE as u64);
+    loop {
+        let read = limited.read_buf(&mut part).await.map_err(|source| StoreError::Io {
             context: format!("read the data for {key}"),
             source,
         })?;
-    Ok(part)
+        if read == 0 {
+            return Ok(part);
+        }
+        progress.advance(read as u64);
+    }
 }
 
 #[cfg(test)]
