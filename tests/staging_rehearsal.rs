@@ -1,8 +1,9 @@
 //! The staging rehearsal: the staging code path, for real, against real
 //! servers. `drillbook env up` plays staging (a seeded Postgres with a
 //! password, an S3 with a secret key, a first backup); a `drill.toml` points
-//! at it; the staging-capable drills run with `DRILL_ENV=staging` in a child
-//! process whose stdout and stderr are captured. Then:
+//! at it; the drill suite runs with `DRILL_ENV=staging` as an operator would
+//! run it, `drillbook run` (which selects the drills that run on staging),
+//! with its stdout and stderr captured. Then:
 //!
 //! - every drill passed, on the staging backend (its JUnit says so);
 //! - no output (stdout, stderr with debug logs, JUnit, drill history) holds
@@ -10,9 +11,8 @@
 //! - staging is exactly as before: same databases, same source rows, same
 //!   objects in the bucket (the restored copy was dropped).
 //!
-//! The child is this test binary itself, re-run with `DRILL_REHEARSAL_CHILD`
-//! naming the drill: the drill body is the very library function the drill
-//! target and `drillbook run` run (`drillbook::drills`).
+//! `drillbook run` runs the very library functions the drill targets run
+//! (`drillbook::drills`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -25,9 +25,14 @@ use drillbook::workload::write_activity;
 use sqlx::{Connection, PgConnection};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
-const CHILD: &str = "DRILL_REHEARSAL_CHILD";
+
 /// The drills that run on staging (the others refuse it, loudly).
-const STAGING_DRILLS: &[&str] = &["complete_infrastructure_loss"];
+fn staging_drills() -> Vec<&'static str> {
+    drillbook::drills::runnable_on(drillbook::env::Backend::Staging)
+        .filter(|drill| !drill.needs_cluster)
+        .map(|drill| drill.name)
+        .collect()
+}
 
 /// `drillbook env up`, stopped with SIGINT on drop.
 struct EnvUp {
@@ -123,21 +128,6 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn staging_rehearsal() {
-    if let Ok(drill) = std::env::var(CHILD) {
-        // Logs as an operator would switch them on (RUST_LOG), to stderr: scanned too.
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .init();
-        match drill.as_str() {
-            "complete_infrastructure_loss" => drillbook::drills::complete_infrastructure_loss::run()
-                .await
-                .assert_passed(),
-            other => panic!("{CHILD}={other:?} is not a staging drill; use one of {STAGING_DRILLS:?}"),
-        }
-        return;
-    }
-
     let work = tempfile::tempdir().unwrap();
     let staging = EnvUp::start(work.path());
     let admin: ConnInfo = staging.fact("admin_url").parse().unwrap();
@@ -187,44 +177,50 @@ async fn staging_rehearsal() {
     let reports = work.path().join("reports");
     let history = work.path().join("history");
     let mut outputs = vec![staging.stderr.clone()];
-    for drill in STAGING_DRILLS {
-        let output = tokio::task::spawn_blocking({
-            let (config, reports, history) = (config.clone(), reports.clone(), history.clone());
-            move || {
-                Command::new(std::env::current_exe().unwrap())
-                    .args(["--exact", "staging_rehearsal", "--nocapture", "--test-threads=1"])
-                    .env(CHILD, drill)
-                    .env("DRILL_ENV", "staging")
-                    .env("DRILL_CONFIG", &config)
-                    .env("DRILL_REPORT_DIR", &reports)
-                    .env("DRILL_HISTORY_DIR", &history)
-                    .env("RUST_LOG", "debug")
-                    .env("NO_PROXY", "127.0.0.1,localhost")
-                    .env_remove("DRILL_KEEP")
-                    .output()
-                    .unwrap()
-            }
-        })
-        .await
-        .unwrap();
-        let stdout = work.path().join(format!("{drill}.stdout"));
-        let stderr = work.path().join(format!("{drill}.stderr"));
-        std::fs::write(&stdout, &output.stdout).unwrap();
-        std::fs::write(&stderr, &output.stderr).unwrap();
-        assert!(
-            output.status.success(),
-            "staging drill {drill} failed:\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        outputs.extend([stdout, stderr]);
-    }
+    let output = tokio::task::spawn_blocking({
+        let (config, reports, history) = (config.clone(), reports.clone(), history.clone());
+        move || {
+            Command::new(BIN)
+                .args(["run", "--json"])
+                .env("DRILL_ENV", "staging")
+                .env("DRILL_CONFIG", &config)
+                .env("DRILL_REPORT_DIR", &reports)
+                .env("DRILL_HISTORY_DIR", &history)
+                // Logs as an operator would switch them on, to stderr: scanned too.
+                .env("RUST_LOG", "debug")
+                .env("DRILL_PROGRESS", "plain")
+                .env("NO_PROXY", "127.0.0.1,localhost")
+                .env_remove("DRILL_KEEP")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = work.path().join("run.stdout");
+    let stderr = work.path().join("run.stderr");
+    std::fs::write(&stdout, &output.stdout).unwrap();
+    std::fs::write(&stderr, &output.stderr).unwrap();
+    assert!(
+        output.status.success(),
+        "the drill suite failed on staging:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    outputs.extend([stdout, stderr]);
+    let summaries: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let ran: Vec<&str> = summaries.iter().filter_map(|s| s["drill"].as_str()).collect();
+    assert_eq!(
+        ran.len(),
+        staging_drills().len(),
+        "one summary per staging drill: {ran:?}"
+    );
 
     // The drills ran on staging and reported it.
     let junit = files(&reports);
     assert_eq!(
         junit.len(),
-        STAGING_DRILLS.len(),
+        staging_drills().len(),
         "one JUnit report per drill: {junit:?}"
     );
     for report in &junit {
@@ -234,11 +230,13 @@ async fn staging_rehearsal() {
             "{}: {xml}",
             report.display()
         );
-        assert!(
-            xml.contains(&format!("name=\"lost_audit_rows\" value=\"{}\"", late.audit_ids.len())),
-            "{xml}"
-        );
+        assert!(!xml.contains("<failure"), "{}: {xml}", report.display());
     }
+    let full_restore = std::fs::read_to_string(reports.join("complete-infrastructure-loss.xml")).unwrap();
+    assert!(
+        full_restore.contains(&format!("name=\"lost_audit_rows\" value=\"{}\"", late.audit_ids.len())),
+        "{full_restore}"
+    );
     let recorded = files(&history);
     assert!(!recorded.is_empty(), "the drill history was written");
 
@@ -263,8 +261,7 @@ async fn staging_rehearsal() {
         );
     }
     // The logs did mention the server (redacted), so the scan looked at real logs.
-    let logs = std::fs::read_to_string(work.path().join("complete_infrastructure_loss.stderr")).unwrap()
-        + &std::fs::read_to_string(work.path().join("complete_infrastructure_loss.stdout")).unwrap();
+    let logs = std::fs::read_to_string(work.path().join("run.stderr")).unwrap();
     assert!(logs.contains(":***@127.0.0.1"), "the logs name the server, redacted");
 
     // Staging is exactly as it was.

@@ -8,12 +8,14 @@ use clap::Args;
 use super::exit;
 use crate::drill::{DrillSummary, format_duration};
 use crate::drills::{self, BuiltinDrill};
+use crate::env::Backend;
 use crate::report::schedule::Cadence;
 
 const EXAMPLES: &str = "\
 Examples:
   drillbook run --list                               # the built-in drills and their cadence
-  drillbook run                                      # every drill that needs no Kubernetes cluster
+  drillbook run                                      # every drill of this backend that needs no cluster
+  DRILL_ENV=staging DRILL_CONFIG=drill.toml drillbook run  # the staging-safe drills against staging
   drillbook run complete_infrastructure_loss --json  # one drill, its summary as JSON on stdout
   drillbook run --cadence weekly                     # the playbook's weekly backup verification
   DRILL_KUBE_CONTEXT=staging drillbook run pod_crash # a cluster drill, against your own deployment
@@ -25,7 +27,8 @@ Exit codes: 0 every drill passed, 1 a drill failed, 2 could not run (e.g. an unk
 #[command(after_help = EXAMPLES)]
 pub struct RunArgs {
     /// Drills to run, by name (`complete_infrastructure_loss` or `drill_complete_infrastructure_loss`).
-    /// Default: every drill that needs no Kubernetes cluster.
+    /// Default: every drill that needs no Kubernetes cluster and runs on
+    /// the backend `DRILL_ENV` names (`--list` shows which run where).
     #[arg(value_name = "DRILL")]
     drills: Vec<String>,
     /// Run every drill of this cadence (playbook section 8).
@@ -60,10 +63,12 @@ impl RunArgs {
                 } else {
                     ""
                 };
+                let backends: Vec<_> = drill.backends.iter().map(|b| b.name()).collect();
                 println!(
-                    "{:<30} {:<10} {}{cluster}",
+                    "{:<30} {:<10} {:<32} {}{cluster}",
                     drill.name,
                     drill.cadence.as_str(),
+                    backends.join(","),
                     drill.scenario
                 );
             }
@@ -99,7 +104,21 @@ impl RunArgs {
             return Ok(all.into_iter().filter(|d| d.cadence == cadence).collect());
         }
         if self.drills.is_empty() {
-            return Ok(all.into_iter().filter(|d| !d.needs_cluster).collect());
+            let backend = Backend::from_env()?;
+            let (runnable, elsewhere): (Vec<_>, Vec<_>) = all
+                .into_iter()
+                .filter(|d| !d.needs_cluster)
+                .partition(|d| d.runs_on(backend));
+            for drill in elsewhere {
+                let backends: Vec<_> = drill.backends.iter().map(|b| b.name()).collect();
+                eprintln!(
+                    "==> not run on the {} backend: {} (runs on {}; name it to see why)",
+                    backend.name(),
+                    drill.name,
+                    backends.join(", ")
+                );
+            }
+            return Ok(runnable);
         }
         let mut selected = Vec::new();
         for name in &self.drills {

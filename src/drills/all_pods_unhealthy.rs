@@ -12,27 +12,16 @@ use std::time::Duration;
 
 use crate::drill::{Drill, DrillSummary, Scenario};
 use crate::k8s::rollout::Rollout;
-use crate::k8s::{K8sError, KUBE_CONTEXT_VAR, Wait, connect};
+use crate::k8s::{K8sError, Wait};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
-fn setting(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-async fn cluster() -> kube::Client {
-    let context = std::env::var(KUBE_CONTEXT_VAR).unwrap_or_else(|_| {
-        panic!("{KUBE_CONTEXT_VAR} is not set: this drill needs a Kubernetes cluster (a staging kube context or K3s); it never passes without one")
-    });
-    connect(Some(&context)).await.unwrap_or_else(|e| panic!("{e}"))
-}
-
 pub async fn run() -> DrillSummary {
-    let client = cluster().await;
-    let namespace = setting("DRILL_KUBE_NAMESPACE", "default");
-    let name = setting("DRILL_KUBE_DEPLOYMENT", "immoflowme");
+    let client = super::kube_cluster().await;
+    let namespace = super::cluster_setting("DRILL_KUBE_NAMESPACE", "default");
+    let name = super::cluster_setting("DRILL_KUBE_DEPLOYMENT", "immoflowme");
     let rollout = Rollout::new(client.clone(), &namespace, &name);
     let mut drill = Drill::new("all_pods_unhealthy", Scenario::AllPodsUnhealthy).unwrap();
 

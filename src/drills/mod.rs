@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use futures::future::BoxFuture;
 
 use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::env::Backend;
 use crate::pg::{ConnInfo, PgBinaries};
 use crate::report::schedule::{Cadence, cadence_of};
 
@@ -44,65 +45,131 @@ pub struct BuiltinDrill {
     pub scenario: Scenario,
     /// Whether it needs a Kubernetes cluster (`DRILL_KUBE_CONTEXT`).
     pub needs_cluster: bool,
+    /// The backends (`DRILL_ENV`) it runs on; on any other it fails with
+    /// `EnvError::Unsupported` saying why.
+    pub backends: &'static [Backend],
     /// Runs the drill and returns its judged summary.
-    pub run: fn() -> BoxFuture<'static, DrillSummary>,
+    pub run: Run,
 }
 
-/// `(name, scenario, needs_cluster, run)`, in the schedule's order.
-type Entry = (&'static str, Scenario, bool, fn() -> BoxFuture<'static, DrillSummary>);
+impl BuiltinDrill {
+    pub fn runs_on(&self, backend: Backend) -> bool {
+        self.backends.contains(&backend)
+    }
+}
+
+/// Every backend: the drill uses only what [`crate::env::Environment`]
+/// offers everywhere (on staging: restored copies, never the source).
+const EVERYWHERE: &[Backend] = &[Backend::Embedded, Backend::Containers, Backend::Staging];
+/// Backends whose servers are the drill's own: the drill kills, floods or
+/// reconfigures a server, which staging never allows.
+const OWN_SERVERS: &[Backend] = &[Backend::Embedded, Backend::Containers];
+/// The embedded backend only: point-in-time recovery drives local server
+/// processes (archive_command and restore_command calling this binary,
+/// data directories on this machine).
+const EMBEDDED_ONLY: &[Backend] = &[Backend::Embedded];
+
+type Run = fn() -> BoxFuture<'static, DrillSummary>;
+
+/// `(name, scenario, needs_cluster, backends, run)`, in the schedule's order.
+type Entry = (&'static str, Scenario, bool, &'static [Backend], Run);
 
 const DRILLS: &[Entry] = &[
     (
         "complete_infrastructure_loss",
         Scenario::CompleteInfrastructureLoss,
         false,
+        EVERYWHERE,
         || Box::pin(complete_infrastructure_loss::run()),
     ),
-    ("db_corruption_full", Scenario::DbCorruptionFull, false, || {
-        Box::pin(db_corruption_full::run())
-    }),
+    (
+        "db_corruption_full",
+        Scenario::DbCorruptionFull,
+        false,
+        EMBEDDED_ONLY,
+        || Box::pin(db_corruption_full::run()),
+    ),
     (
         "db_corruption_single_table",
         Scenario::DbCorruptionSingleTable,
         false,
+        EVERYWHERE,
         || Box::pin(db_corruption_single_table::run()),
     ),
     (
         "db_connection_exhaustion",
         Scenario::DbConnectionExhaustion,
         false,
+        OWN_SERVERS,
         || Box::pin(db_connection_exhaustion::run()),
     ),
-    ("data_center_failure", Scenario::DataCenterFailure, false, || {
-        Box::pin(data_center_failure::run())
-    }),
-    ("rpo_streaming_replication", Scenario::DataCenterFailure, false, || {
-        Box::pin(rpo_streaming_replication::run())
-    }),
-    ("traffic_switch", Scenario::CompleteInfrastructureLoss, true, || {
-        Box::pin(traffic_switch::run())
-    }),
-    ("pod_crash", Scenario::SinglePodCrash, true, || {
+    (
+        "data_center_failure",
+        Scenario::DataCenterFailure,
+        false,
+        OWN_SERVERS,
+        || Box::pin(data_center_failure::run()),
+    ),
+    (
+        "rpo_streaming_replication",
+        Scenario::DataCenterFailure,
+        false,
+        OWN_SERVERS,
+        || Box::pin(rpo_streaming_replication::run()),
+    ),
+    // The cluster drills act on a Kubernetes deployment, whatever serves its database.
+    (
+        "traffic_switch",
+        Scenario::CompleteInfrastructureLoss,
+        true,
+        EVERYWHERE,
+        || Box::pin(traffic_switch::run()),
+    ),
+    ("pod_crash", Scenario::SinglePodCrash, true, EVERYWHERE, || {
         Box::pin(pod_crash::run())
     }),
-    ("all_pods_unhealthy", Scenario::AllPodsUnhealthy, true, || {
-        Box::pin(all_pods_unhealthy::run())
-    }),
-    ("rpo_wal_archiving", Scenario::CompleteInfrastructureLoss, false, || {
-        Box::pin(rpo_wal_archiving::run())
-    }),
-    ("db_corruption_physical", Scenario::DbCorruptionFull, false, || {
-        Box::pin(db_corruption_physical::run())
-    }),
-    ("corruption_ledger", Scenario::DbCorruptionSingleTable, false, || {
-        Box::pin(corruption_ledger::run())
-    }),
-    ("corruption_structure", Scenario::DbCorruptionFull, false, || {
-        Box::pin(corruption_structure::run())
-    }),
-    ("corruption_audit_chain", Scenario::DbCorruptionFull, false, || {
-        Box::pin(corruption_audit_chain::run())
-    }),
+    (
+        "all_pods_unhealthy",
+        Scenario::AllPodsUnhealthy,
+        true,
+        EVERYWHERE,
+        || Box::pin(all_pods_unhealthy::run()),
+    ),
+    (
+        "rpo_wal_archiving",
+        Scenario::CompleteInfrastructureLoss,
+        false,
+        EMBEDDED_ONLY,
+        || Box::pin(rpo_wal_archiving::run()),
+    ),
+    (
+        "db_corruption_physical",
+        Scenario::DbCorruptionFull,
+        false,
+        EMBEDDED_ONLY,
+        || Box::pin(db_corruption_physical::run()),
+    ),
+    (
+        "corruption_ledger",
+        Scenario::DbCorruptionSingleTable,
+        false,
+        EVERYWHERE,
+        || Box::pin(corruption_ledger::run()),
+    ),
+    (
+        "corruption_structure",
+        Scenario::DbCorruptionFull,
+        false,
+        EVERYWHERE,
+        || Box::pin(corruption_structure::run()),
+    ),
+    (
+        "corruption_audit_chain",
+        Scenario::DbCorruptionFull,
+        false,
+        EVERYWHERE,
+        || Box::pin(corruption_audit_chain::run()),
+    ),
 ];
 
 /// Every built-in drill, in the schedule's order.
@@ -112,15 +179,32 @@ const DRILLS: &[Entry] = &[
 pub fn all() -> Vec<BuiltinDrill> {
     DRILLS
         .iter()
-        .map(|&(name, scenario, needs_cluster, run)| BuiltinDrill {
+        .map(|&(name, scenario, needs_cluster, backends, run)| BuiltinDrill {
             name,
             cadence: cadence_of(name)
                 .unwrap_or_else(|| panic!("drill `{name}` has no row in report::schedule::SCHEDULE")),
             scenario,
             needs_cluster,
+            backends,
             run,
         })
         .collect()
+}
+
+/// The drills that run on `backend`, in the schedule's order.
+pub fn runnable_on(backend: Backend) -> impl Iterator<Item = BuiltinDrill> {
+    all().into_iter().filter(move |drill| drill.runs_on(backend))
+}
+
+/// The nextest filterset selecting the drill binaries that run on `backend`
+/// and need no cluster: the `default-filter` of the `drill-<backend>`
+/// profile in `.config/nextest.toml` (a unit test keeps them equal).
+pub fn nextest_filter(backend: Backend) -> String {
+    runnable_on(backend)
+        .filter(|drill| !drill.needs_cluster)
+        .map(|drill| format!("binary(=drill_{})", drill.name))
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// The built-in drill named `name` (`complete_infrastructure_loss`, or the
@@ -143,6 +227,31 @@ fn drill_profile() -> crate::fixtures::Profile {
         Ok("large") => Profile::Large,
         Ok(other) => panic!("DRILL_PROFILE={other:?} is not a profile; use small, medium or large"),
     }
+}
+
+/// A setting of the cluster drills (`DRILL_KUBE_NAMESPACE`, ...), or its default.
+fn cluster_setting(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The Kubernetes cluster a cluster drill acts on ([`crate::env::cluster_target`]:
+/// `drill.toml` on staging, `DRILL_KUBE_CONTEXT` elsewhere).
+///
+/// # Panics
+/// Without a kube context, or when the cluster cannot be reached: a cluster
+/// drill never passes without a cluster.
+async fn kube_cluster() -> kube::Client {
+    let target = crate::env::cluster_target().unwrap_or_else(|e| panic!("{e}"));
+    let context = target.kube_context.unwrap_or_else(|| {
+        panic!(
+            "no kube context: set {} (or [kube] context in drill.toml on staging); this drill needs a Kubernetes \
+             cluster (a staging kube context or K3s) and never passes without one",
+            crate::k8s::KUBE_CONTEXT_VAR
+        )
+    });
+    crate::k8s::connect(Some(&context))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The `drillbook` binary the PITR drills give PostgreSQL as
@@ -206,6 +315,55 @@ mod tests {
         assert_eq!(find("pod_crash").map(|d| d.name), Some("pod_crash"));
         assert_eq!(find("drill_pod_crash").map(|d| d.cadence), Some(Cadence::Quarterly));
         assert!(find("no_such_drill").is_none());
+    }
+
+    #[test]
+    fn backend_profiles_select_exactly_the_registry() {
+        const NEXTEST_TOML: &str = include_str!("../../.config/nextest.toml");
+        for backend in [Backend::Containers, Backend::Staging] {
+            let header = format!("[profile.drill-{}]", backend.name());
+            let filter = NEXTEST_TOML
+                .lines()
+                .map(str::trim)
+                .skip_while(|line| *line != header)
+                .skip(1)
+                .take_while(|line| !line.starts_with('['))
+                .find_map(|line| line.strip_prefix("default-filter"))
+                .map(|rest| {
+                    rest.trim_start()
+                        .trim_start_matches('=')
+                        .trim()
+                        .trim_matches('"')
+                        .to_owned()
+                })
+                .unwrap_or_else(|| panic!("{header} with a default-filter missing from .config/nextest.toml"));
+            assert_eq!(
+                filter,
+                nextest_filter(backend),
+                "{header} default-filter differs from the registry; copy drills::nextest_filter"
+            );
+        }
+    }
+
+    #[test]
+    fn every_drill_runs_embedded_and_staging_never_hosts_destruction() {
+        for drill in all() {
+            assert!(drill.runs_on(Backend::Embedded), "{}", drill.name);
+        }
+        let staging: Vec<_> = runnable_on(Backend::Staging)
+            .filter(|d| !d.needs_cluster)
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(
+            staging,
+            [
+                "complete_infrastructure_loss",
+                "db_corruption_single_table",
+                "corruption_ledger",
+                "corruption_structure",
+                "corruption_audit_chain"
+            ]
+        );
     }
 
     #[test]

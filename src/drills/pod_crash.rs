@@ -2,7 +2,8 @@
 //! pod of the deployment is deleted and the drill measures how long until
 //! as many pods are ready again, then that the rollout is complete.
 //!
-//! Needs a Kubernetes cluster: `DRILL_KUBE_CONTEXT` names the kube context
+//! Needs a Kubernetes cluster: `DRILL_KUBE_CONTEXT` (or `[kube] context` in
+//! `drill.toml` on staging) names the kube context
 //! (staging, or a K3s in containers), `DRILL_KUBE_NAMESPACE` (default
 //! `default`), `DRILL_KUBE_DEPLOYMENT` (default `immoflowme`) and
 //! `DRILL_KUBE_SELECTOR` (default `app=immoflowme`). Without one it FAILS
@@ -13,24 +14,13 @@ use std::time::Duration;
 
 use crate::drill::{Drill, DrillSummary, Scenario};
 use crate::k8s::rollout::Rollout;
-use crate::k8s::{KUBE_CONTEXT_VAR, Wait, connect, pods};
-
-fn setting(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-async fn cluster() -> kube::Client {
-    let context = std::env::var(KUBE_CONTEXT_VAR).unwrap_or_else(|_| {
-        panic!("{KUBE_CONTEXT_VAR} is not set: this drill needs a Kubernetes cluster (a staging kube context or K3s); it never passes without one")
-    });
-    connect(Some(&context)).await.unwrap_or_else(|e| panic!("{e}"))
-}
+use crate::k8s::{Wait, pods};
 
 pub async fn run() -> DrillSummary {
-    let client = cluster().await;
-    let namespace = setting("DRILL_KUBE_NAMESPACE", "default");
-    let deployment = setting("DRILL_KUBE_DEPLOYMENT", "immoflowme");
-    let selector = setting("DRILL_KUBE_SELECTOR", "app=immoflowme");
+    let client = super::kube_cluster().await;
+    let namespace = super::cluster_setting("DRILL_KUBE_NAMESPACE", "default");
+    let deployment = super::cluster_setting("DRILL_KUBE_DEPLOYMENT", "immoflowme");
+    let selector = super::cluster_setting("DRILL_KUBE_SELECTOR", "app=immoflowme");
     let mut drill = Drill::new("pod_crash", Scenario::SinglePodCrash).unwrap();
     let target = drill.targets().rto;
 

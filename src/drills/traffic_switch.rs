@@ -3,35 +3,44 @@
 //! the 5xx error rate; the switch is reverted if anything fails.
 //!
 //! Needs a Kubernetes cluster with Istio and the application: settings
-//! `DRILL_KUBE_CONTEXT`, `DRILL_KUBE_NAMESPACE` (default `default`),
+//! `DRILL_KUBE_CONTEXT` (on staging also `[kube] context` in `drill.toml`),
+//! `DRILL_KUBE_NAMESPACE` (default `default`),
 //! `DRILL_VIRTUAL_SERVICE` (default `immoflowme`), `DRILL_SWITCH_SUBSET`
-//! (default `green`), `DRILL_APP_URL` (smoke tests), `DRILL_PROMETHEUS_URL`
+//! (default `green`), `DRILL_APP_URL` (smoke tests; on staging also `[app] base_url`), `DRILL_PROMETHEUS_URL`
 //! and `DRILL_WATCH_WINDOW` (default `15m`). `#[ignore]`d here, FAILS when
 //! run without them.
 
 use crate::drill::{Drill, DrillSummary, Scenario, parse_duration};
 use crate::http::{HttpChecker, RetryPolicy, WatchOptions};
 use crate::k8s::istio::switch_traffic;
-use crate::k8s::{KUBE_CONTEXT_VAR, connect};
 
-fn setting(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+fn missing(name: &str) -> String {
+    format!(
+        "{name} is not set: the traffic-switch drill needs a cluster with the application (see \
+         src/drills/traffic_switch.rs); it never passes without one"
+    )
 }
 
 fn required(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: the traffic-switch drill needs a cluster with the application (see drills/traffic_switch.rs); it never passes without one"))
+    std::env::var(name).unwrap_or_else(|_| panic!("{}", missing(name)))
 }
 
 pub async fn run() -> DrillSummary {
-    let context = required(KUBE_CONTEXT_VAR);
-    let app_url = required("DRILL_APP_URL");
+    let app_url = crate::env::cluster_target()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .app_base_url
+        .unwrap_or_else(|| {
+            panic!(
+                "{}",
+                missing("DRILL_APP_URL (or [app] base_url in drill.toml on staging)")
+            )
+        });
     let prometheus = required("DRILL_PROMETHEUS_URL");
-    let client = connect(Some(&context)).await.unwrap_or_else(|e| panic!("{e}"));
-    let namespace = setting("DRILL_KUBE_NAMESPACE", "default");
-    let name = setting("DRILL_VIRTUAL_SERVICE", "immoflowme");
-    let subset = setting("DRILL_SWITCH_SUBSET", "green");
-    let window = parse_duration(&setting("DRILL_WATCH_WINDOW", "15m")).unwrap();
+    let client = super::kube_cluster().await;
+    let namespace = super::cluster_setting("DRILL_KUBE_NAMESPACE", "default");
+    let name = super::cluster_setting("DRILL_VIRTUAL_SERVICE", "immoflowme");
+    let subset = super::cluster_setting("DRILL_SWITCH_SUBSET", "green");
+    let window = parse_duration(&super::cluster_setting("DRILL_WATCH_WINDOW", "15m")).unwrap();
     let checker = HttpChecker::new(RetryPolicy::default());
     let mut drill = Drill::new("traffic_switch", Scenario::CompleteInfrastructureLoss).unwrap();
 

@@ -408,7 +408,7 @@ impl ContainersEnvironment {
         docker_reachable(&settings.docker_host)
             .await
             .map_err(docker_unavailable(&settings.docker_host))?;
-        let bins = PgBinaries::discover()?;
+        let bins = PgBinaries::discover_client()?;
         let network = format!("drillbook-{}", &random_secret().expose()[..12]);
         let first = format!("{network}-1");
         let (pg, s3) = tokio::join!(

@@ -395,6 +395,39 @@ impl std::ops::Deref for Environment {
     }
 }
 
+/// Where the cluster drills act (playbook sections 5 and 6).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterTarget {
+    /// The kube context of the deployment to drill on.
+    pub kube_context: Option<String>,
+    /// The application's base URL, for smoke tests.
+    pub app_base_url: Option<String>,
+}
+
+/// The cluster drills' target: on staging, `drill.toml`'s `[kube] context`
+/// and `[app] base_url` (with `DRILL_KUBE_CONTEXT` / `DRILL_APP_URL`
+/// overriding them, the file's usual precedence); on every other backend
+/// those two variables alone.
+///
+/// # Errors
+/// On staging, whatever makes `drill.toml` invalid.
+pub fn cluster_target() -> Result<ClusterTarget> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match Backend::from_env()? {
+        Backend::Staging => {
+            let config = StagingConfig::from_env()?;
+            Ok(ClusterTarget {
+                kube_context: config.kube_context,
+                app_base_url: config.app_base_url,
+            })
+        }
+        _ => Ok(ClusterTarget {
+            kube_context: var(crate::k8s::KUBE_CONTEXT_VAR),
+            app_base_url: var("DRILL_APP_URL"),
+        }),
+    }
+}
+
 /// For drills that build their own embedded servers (`pitr::ArchivingEnvironment`,
 /// `EmbeddedEnvironment::start_with`): fails unless `DRILL_ENV` is embedded, so
 /// such a drill asked to run on another backend fails loudly instead of

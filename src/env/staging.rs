@@ -55,7 +55,7 @@ impl StagingEnvironment {
     /// # Errors
     /// [`EnvError::Staging`] naming what was unreachable and how to fix it.
     pub async fn connect(config: StagingConfig) -> Result<Self> {
-        let bins = PgBinaries::discover()?;
+        let bins = PgBinaries::discover_client()?;
         let admin = config.admin.clone();
         let mut conn = timed(
             &format!("connect to the staging server {admin}"),

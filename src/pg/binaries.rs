@@ -1,8 +1,11 @@
-//! Finding the PostgreSQL server binaries installed on this machine.
+//! Finding the PostgreSQL binaries installed on this machine.
 //!
 //! Search order, first hit wins: `PG_BIN`, `pg_config --bindir`, `PATH`, then
 //! `/usr/lib/postgresql/<version>/bin` (newest version first, Debian's layout).
-//! A directory counts only if it holds both `initdb` and `postgres`.
+//! A directory counts only if it holds what the caller [`Needs`]: the server
+//! (`initdb`, `postgres`) for backends that run servers here, or only the
+//! client tools (`pg_dump`, `pg_restore`) for backends whose servers run
+//! elsewhere (containers, staging).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -40,23 +43,75 @@ impl SearchPath {
     }
 }
 
-const SERVER_PROGRAMS: [&str; 2] = ["initdb", "postgres"];
+/// What a caller needs from an installation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// `initdb` and `postgres`: servers run on this machine.
+    Server,
+    /// `pg_dump` and `pg_restore` only: the servers run elsewhere.
+    ClientTools,
+}
+
+impl Needs {
+    pub fn programs(self) -> &'static [&'static str] {
+        match self {
+            Self::Server => &["initdb", "postgres"],
+            Self::ClientTools => &["pg_dump", "pg_restore"],
+        }
+    }
+
+    pub fn what(self) -> &'static str {
+        match self {
+            Self::Server => "server binaries",
+            Self::ClientTools => "client tools",
+        }
+    }
+
+    /// The Debian/Ubuntu package that provides them.
+    pub fn package(self) -> &'static str {
+        match self {
+            Self::Server => "postgresql",
+            Self::ClientTools => "postgresql-client",
+        }
+    }
+
+    fn found_in(self, dir: &Path) -> bool {
+        self.programs().iter().all(|p| dir.join(p).is_file())
+    }
+}
 
 impl PgBinaries {
-    /// Finds the binaries the way the module docs describe.
+    /// Finds the server binaries the way the module docs describe.
     pub fn discover() -> Result<Self> {
         Self::discover_in(&SearchPath::from_process())
     }
 
+    /// Finds the client tools (`pg_dump`, `pg_restore`): enough for a backend
+    /// whose servers run elsewhere.
+    pub fn discover_client() -> Result<Self> {
+        Self::discover_for(&SearchPath::from_process(), Needs::ClientTools)
+    }
+
+    /// The server binaries in `search`.
+    ///
+    /// # Errors
+    /// As [`Self::discover_for`].
+    pub fn discover_in(search: &SearchPath) -> Result<Self> {
+        Self::discover_for(search, Needs::Server)
+    }
+
     /// # Errors
     /// [`PgError::BinariesNotFound`] listing every place searched, or
-    /// [`PgError::BadPgBin`] when `PG_BIN` names a directory without the server.
-    pub fn discover_in(search: &SearchPath) -> Result<Self> {
+    /// [`PgError::BadPgBin`] when `PG_BIN` names a directory without them.
+    pub fn discover_for(search: &SearchPath, needs: Needs) -> Result<Self> {
         if let Some(dir) = &search.pg_bin {
-            if !has_server(dir) {
-                return Err(PgError::BadPgBin { dir: dir.clone() });
+            if !needs.found_in(dir) {
+                return Err(PgError::BadPgBin {
+                    needs,
+                    dir: dir.clone(),
+                });
             }
-            return Self::at(dir);
+            return Self::at_for(dir, needs);
         }
 
         let mut searched = Vec::new();
@@ -68,35 +123,40 @@ impl PgBinaries {
 
         if let Some(pg_config) = path_dirs.iter().map(|d| d.join("pg_config")).find(|p| p.is_file()) {
             searched.push(format!("`{} --bindir`", pg_config.display()));
-            if let Some(dir) = pg_config_bindir(&pg_config).filter(|d| has_server(d)) {
-                return Self::at(&dir);
+            if let Some(dir) = pg_config_bindir(&pg_config).filter(|d| needs.found_in(d)) {
+                return Self::at_for(&dir, needs);
             }
         } else {
             searched.push("pg_config on PATH (not found)".to_owned());
         }
 
         searched.push("PATH".to_owned());
-        if let Some(dir) = path_dirs.iter().find(|d| has_server(d)) {
-            return Self::at(dir);
+        if let Some(dir) = path_dirs.iter().find(|d| needs.found_in(d)) {
+            return Self::at_for(dir, needs);
         }
 
         for root in &search.install_roots {
             searched.push(format!("{}/*/bin", root.display()));
-            if let Some(dir) = newest_versioned_bin(root) {
-                return Self::at(&dir);
+            if let Some(dir) = newest_versioned_bin(root, needs) {
+                return Self::at_for(&dir, needs);
             }
         }
-        Err(PgError::BinariesNotFound { searched })
+        Err(PgError::BinariesNotFound { needs, searched })
     }
 
-    /// Uses the binaries in `dir` as they are.
+    /// Uses the server binaries in `dir` as they are.
     pub fn at(dir: &Path) -> Result<Self> {
-        let postgres = dir.join("postgres");
-        let output = Command::new(&postgres)
+        Self::at_for(dir, Needs::Server)
+    }
+
+    fn at_for(dir: &Path, needs: Needs) -> Result<Self> {
+        // The version of what will run: the server, or pg_dump.
+        let program = dir.join(if needs == Needs::Server { "postgres" } else { "pg_dump" });
+        let output = Command::new(&program)
             .arg("--version")
             .output()
             .map_err(|source| PgError::Spawn {
-                program: postgres.clone(),
+                program: program.clone(),
                 source,
             })?;
         // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
@@ -137,10 +197,6 @@ impl PgBinaries {
     }
 }
 
-fn has_server(dir: &Path) -> bool {
-    SERVER_PROGRAMS.iter().all(|p| dir.join(p).is_file())
-}
-
 fn pg_config_bindir(pg_config: &Path) -> Option<PathBuf> {
     let out = Command::new(pg_config).arg("--bindir").output().ok()?;
     out.status
@@ -148,7 +204,7 @@ fn pg_config_bindir(pg_config: &Path) -> Option<PathBuf> {
         .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
-fn newest_versioned_bin(root: &Path) -> Option<PathBuf> {
+fn newest_versioned_bin(root: &Path, needs: Needs) -> Option<PathBuf> {
     let mut versions: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(root)
         .ok()?
         .filter_map(|entry| {
@@ -156,7 +212,7 @@ fn newest_versioned_bin(root: &Path) -> Option<PathBuf> {
             let name = entry.file_name().into_string().ok()?;
             let key = name.split('.').map(|p| p.parse().ok()).collect::<Option<Vec<u32>>>()?;
             let bin = entry.path().join("bin");
-            has_server(&bin).then_some((key, bin))
+            needs.found_in(&bin).then_some((key, bin))
         })
         .collect();
     versions.sort();
@@ -200,7 +256,7 @@ mod tests {
         for version in ["9.6", "13", "15"] {
             let bin = root.path().join(version).join("bin");
             std::fs::create_dir_all(&bin).unwrap();
-            for program in SERVER_PROGRAMS {
+            for &program in Needs::Server.programs() {
                 // 15 is incomplete: no postgres binary.
                 if version == "15" && program == "postgres" {
                     continue;
@@ -208,7 +264,31 @@ mod tests {
                 std::fs::write(bin.join(program), "").unwrap();
             }
         }
-        assert_eq!(newest_versioned_bin(root.path()), Some(root.path().join("13/bin")));
+        assert_eq!(
+            newest_versioned_bin(root.path(), Needs::Server),
+            Some(root.path().join("13/bin"))
+        );
+    }
+
+    #[test]
+    fn client_tools_alone_satisfy_remote_backends_but_not_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        for program in ["pg_dump", "pg_restore"] {
+            std::fs::write(dir.path().join(program), "").unwrap();
+        }
+        let search = SearchPath {
+            pg_bin: Some(dir.path().to_owned()),
+            ..SearchPath::default()
+        };
+        let err = PgBinaries::discover_in(&search).unwrap_err();
+        assert!(err.to_string().contains("initdb and postgres"), "{err}");
+        // Found (the empty files then fail to report a version, which proves
+        // the client search accepted the directory and ran pg_dump).
+        let err = PgBinaries::discover_for(&search, Needs::ClientTools).unwrap_err();
+        assert!(matches!(err, PgError::Spawn { .. }), "{err}");
+        assert!(err.to_string().contains("pg_dump"), "{err}");
+        let client = PgBinaries::discover_client().expect("the machine has pg_dump");
+        assert!(client.program("pg_restore").is_file());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Everything here talks to a real server through its real programs
 //! (`initdb`, `postgres`, `pg_dump`, `pg_restore`); nothing is simulated.
 
-mod binaries;
+pub mod binaries;
 mod cluster;
 mod conn;
 pub mod tools;
@@ -20,15 +20,20 @@ pub type Result<T, E = PgError> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum PgError {
     #[error(
-        "PostgreSQL server binaries (initdb, postgres) not found; searched {}. \
-         Install the server (Debian/Ubuntu: `apt-get install postgresql`) or set PG_BIN \
-         to the directory that holds initdb",
-        searched.join(", ")
+        "PostgreSQL {} ({}) not found; searched {}. Install them (Debian/Ubuntu: `apt-get install {}`) or set \
+         PG_BIN to the directory that holds them",
+        needs.what(), needs.programs().join(", "), searched.join(", "), needs.package()
     )]
-    BinariesNotFound { searched: Vec<String> },
+    BinariesNotFound {
+        needs: binaries::Needs,
+        searched: Vec<String>,
+    },
 
-    #[error("PG_BIN={} holds no initdb and postgres; point PG_BIN at the server's bin directory (e.g. /usr/lib/postgresql/15/bin) or unset it", dir.display())]
-    BadPgBin { dir: PathBuf },
+    #[error(
+        "PG_BIN={} holds no {}; point PG_BIN at PostgreSQL's bin directory (e.g. /usr/lib/postgresql/15/bin) or unset it",
+        dir.display(), needs.programs().join(" and ")
+    )]
+    BadPgBin { needs: binaries::Needs, dir: PathBuf },
 
     #[error("failed to run {}", program.display())]
     Spawn {
