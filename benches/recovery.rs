@@ -167,7 +167,7 @@ async fn main() {
             secs(recovered.replay),
             rate(recovered.wal_bytes_replayed, recovered.replay)
         );
-        recovered.cluster.cleanup().await.expect("cleanup");
+        recovered.server.cleanup().await.expect("cleanup");
     }
     env.cleanup().await.expect("cleanup");
 }

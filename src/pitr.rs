@@ -19,7 +19,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::basebackup::{BaseBackupError, BaseBackupManifest, download_base_backup, list_base_backups};
-use crate::pg::{Cluster, ClusterOptions, PgBinaries, PgError, Secret};
+use crate::env::ContainersEnvironment;
+use crate::env::containers::DRILLBOOK_IN_CONTAINER;
+use crate::pg::{Cluster, ClusterOptions, ConnInfo, PgBinaries, PgError, Secret};
 use crate::store::Store;
 use crate::wal::{format_lsn, parse_lsn, restore_command, server_env};
 
@@ -86,6 +88,8 @@ pub enum PitrError {
     RecoveryFailed { target: RecoveryTarget, log: String },
     #[error("recovery to {target} did not finish within {} s; see the server log:\n{log}", RECOVERY_TIMEOUT.as_secs())]
     Timeout { target: RecoveryTarget, log: String },
+    #[error("failed to start the recovery's server container")]
+    Container(#[source] Box<crate::env::EnvError>),
     #[error(transparent)]
     BaseBackup(#[from] BaseBackupError),
     #[error(transparent)]
@@ -114,10 +118,48 @@ pub struct PitrOptions {
     pub restore_command: Option<String>,
 }
 
-/// A finished recovery: a promoted cluster at the target.
+/// The server a recovery ran in.
+#[derive(Debug)]
+pub enum RecoveredServer {
+    /// A local cluster (the embedded backend).
+    Local(Cluster),
+    /// A server container of a [`ContainersEnvironment`], removed with it.
+    Container { name: String, admin: ConnInfo },
+}
+
+impl RecoveredServer {
+    /// A superuser on the recovered server.
+    pub fn admin(&self) -> ConnInfo {
+        match self {
+            Self::Local(cluster) => cluster.admin(),
+            Self::Container { admin, .. } => admin.clone(),
+        }
+    }
+
+    /// Stops a local cluster and removes its files; a container goes with
+    /// its environment's cleanup.
+    pub async fn cleanup(self) -> Result<(), PgError> {
+        match self {
+            Self::Local(cluster) => cluster.cleanup().await,
+            Self::Container { .. } => Ok(()),
+        }
+    }
+}
+
+/// Where a recovery runs.
+#[derive(Debug)]
+pub enum RecoveryHost<'a> {
+    /// A local cluster from this machine's server binaries.
+    Local,
+    /// A server container of this environment, on its network: its
+    /// `restore_command` is the `drillbook` binary mounted into it.
+    Containers(&'a mut ContainersEnvironment),
+}
+
+/// A finished recovery: a promoted server at the target.
 #[derive(Debug)]
 pub struct Recovered {
-    pub cluster: Cluster,
+    pub server: RecoveredServer,
     pub base_backup: BaseBackupManifest,
     /// The last replayed LSN.
     pub replayed_lsn: Option<String>,
@@ -146,11 +188,26 @@ pub fn choose_base_backup<'a>(
         .ok_or(backups.first())
 }
 
-/// Recovers to `target` into a new cluster from the base backups and WAL in `store`.
+/// Recovers to `target` into a new local cluster from the base backups and
+/// WAL in `store`.
 ///
 /// # Errors
 /// See the module's guarantees; each refusal says what to do instead.
 pub async fn recover_to(
+    bins: &PgBinaries,
+    store: &Store,
+    target: &RecoveryTarget,
+    options: &PitrOptions,
+) -> Result<Recovered> {
+    recover_on(RecoveryHost::Local, bins, store, target, options).await
+}
+
+/// [`recover_to`] into a new server on `host`.
+///
+/// # Errors
+/// As [`recover_to`].
+pub async fn recover_on(
+    mut host: RecoveryHost<'_>,
     bins: &PgBinaries,
     store: &Store,
     target: &RecoveryTarget,
@@ -164,7 +221,9 @@ pub async fn recover_to(
             now: options.now.to_rfc3339_opts(SecondsFormat::Millis, true),
         });
     }
-    Cluster::check_executable_by_server(&options.drillbook)?;
+    if matches!(host, RecoveryHost::Local) {
+        Cluster::check_executable_by_server(&options.drillbook)?;
+    }
     let backups = list_base_backups(store).await?;
     let base = match choose_base_backup(&backups, target) {
         Ok(base) => base.clone(),
@@ -200,13 +259,18 @@ pub async fn recover_to(
     })?;
     let download_and_verify = started.elapsed();
 
+    // Where the server finds drillbook for `wal-fetch`: here, or mounted in its container.
+    let program = match host {
+        RecoveryHost::Local => options.drillbook.clone(),
+        RecoveryHost::Containers(_) => PathBuf::from(DRILLBOOK_IN_CONTAINER),
+    };
     let mut cluster_options = ClusterOptions::default()
         .setting(
             "restore_command",
             options
                 .restore_command
                 .clone()
-                .unwrap_or_else(|| restore_command(&options.drillbook)),
+                .unwrap_or_else(|| restore_command(&program)),
         )
         .setting("recovery_target_action", "promote")
         .setting("recovery_target_timeline", "current")
@@ -219,24 +283,39 @@ pub async fn recover_to(
         RecoveryTarget::Name(n) => cluster_options.setting("recovery_target_name", n),
         RecoveryTarget::EndOfArchive => cluster_options,
     };
-    for (name, value) in server_env(store.config()) {
-        cluster_options = cluster_options.env(&name, value);
-    }
 
     let replay_started = Instant::now();
-    let mut cluster = match Cluster::start_from_data_dir(bins, &data, options.password.clone(), cluster_options).await {
-        Ok(cluster) => cluster,
-        Err(PgError::StartFailed { log_tail, .. }) => return Err(failure(target, &log_tail)),
-        Err(e) => return Err(e.into()),
+    let mut server = match &mut host {
+        RecoveryHost::Local => {
+            for (name, value) in server_env(store.config()) {
+                cluster_options = cluster_options.env(&name, value);
+            }
+            match Cluster::start_from_data_dir(bins, &data, options.password.clone(), cluster_options).await {
+                Ok(cluster) => RecoveredServer::Local(cluster),
+                Err(PgError::StartFailed { log_tail, .. }) => return Err(failure(target, &log_tail)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        RecoveryHost::Containers(env) => {
+            let (name, admin) = env
+                .start_recovery(
+                    (data.clone(), work),
+                    cluster_options.settings,
+                    &options.drillbook,
+                    options.password.clone(),
+                )
+                .await
+                .map_err(|e| PitrError::Container(Box::new(e)))?;
+            RecoveredServer::Container { name, admin }
+        }
     };
-    drop(work);
     let deadline = Instant::now() + RECOVERY_TIMEOUT;
     loop {
-        if !cluster.is_running() {
-            let log = cluster.log_since(0);
+        if !host.is_running(&mut server).await {
+            let log = host.log(&server).await;
             return Err(failure(target, &log));
         }
-        if let Ok(mut conn) = cluster.connect_local().await {
+        if let Ok(mut conn) = host.connect(&server).await {
             let in_recovery: Option<bool> = sqlx::query_scalar("SELECT pg_is_in_recovery()")
                 .fetch_one(&mut conn)
                 .await
@@ -247,14 +326,15 @@ pub async fn recover_to(
                     .await
                     .ok()
                     .flatten();
-                let log = cluster.log_since(0);
+                let _ = sqlx::Connection::close(conn).await;
+                let log = host.log(&server).await;
                 let stop_line = log.lines().find(|l| l.contains("recovery stopping")).map(str::to_owned);
                 let wal_bytes_replayed = replayed
                     .as_deref()
                     .and_then(parse_lsn)
                     .map_or(0, |r| r.saturating_sub(base.end_lsn_value()));
                 return Ok(Recovered {
-                    cluster,
+                    server,
                     base_backup: base,
                     replayed_lsn: replayed,
                     stop_line,
@@ -267,10 +347,39 @@ pub async fn recover_to(
         if Instant::now() > deadline {
             return Err(PitrError::Timeout {
                 target: target.clone(),
-                log: cluster.log_since(0),
+                log: host.log(&server).await,
             });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl RecoveryHost<'_> {
+    async fn is_running(&self, server: &mut RecoveredServer) -> bool {
+        match (self, server) {
+            (_, RecoveredServer::Local(cluster)) => cluster.is_running(),
+            (Self::Containers(env), RecoveredServer::Container { name, .. }) => env.is_running(name).await,
+            (Self::Local, RecoveredServer::Container { .. }) => false,
+        }
+    }
+
+    async fn log(&self, server: &RecoveredServer) -> String {
+        match (self, server) {
+            (_, RecoveredServer::Local(cluster)) => cluster.log_since(0),
+            (Self::Containers(env), RecoveredServer::Container { name, .. }) => env.server_log(name).await,
+            (Self::Local, RecoveredServer::Container { .. }) => String::new(),
+        }
+    }
+
+    async fn connect(&self, server: &RecoveredServer) -> Result<sqlx::PgConnection, PgError> {
+        match server {
+            RecoveredServer::Local(cluster) => cluster.connect_local().await,
+            RecoveredServer::Container { admin, .. } => {
+                <sqlx::PgConnection as sqlx::Connection>::connect_with(&admin.connect_options())
+                    .await
+                    .map_err(PgError::sql(format!("connect to {admin}")))
+            }
+        }
     }
 }
 
@@ -408,21 +517,35 @@ mod tests {
     }
 }
 
-/// A disposable environment for WAL-archiving drills: the embedded S3 and a
+/// A disposable environment for WAL-archiving drills: an S3 server and a
 /// primary whose `archive_command` is `drillbook wal-push` into it, with the
-/// application database. Everything is removed by [`Self::cleanup`].
+/// application database. Embedded: a local cluster and the in-process S3;
+/// containers: a server container (the `drillbook` binary mounted into it)
+/// and the S3 container on one network, recoveries in containers too.
+/// Everything is removed by [`Self::cleanup`].
 #[derive(Debug)]
 pub struct ArchivingEnvironment {
     pub bins: PgBinaries,
-    s3: crate::env::EmbeddedS3,
-    store: Store,
-    primary: Option<Cluster>,
+    backend: Archiving,
     password: Secret,
     program: PathBuf,
 }
 
+// One per drill: boxing the larger variant would only add noise to matches.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Archiving {
+    Embedded {
+        s3: crate::env::EmbeddedS3,
+        store: Store,
+        primary: Option<Cluster>,
+    },
+    Containers(ContainersEnvironment),
+}
+
 impl ArchivingEnvironment {
-    /// `program` is the `drillbook` binary the server runs (in tests,
+    /// The embedded flavour, whatever `DRILL_ENV` says. `program` is the
+    /// `drillbook` binary the server runs (in tests,
     /// `env!("CARGO_BIN_EXE_drillbook")`); it must be executable by the server user.
     pub async fn start(program: &std::path::Path, archive_timeout: Duration) -> Result<Self, crate::env::EnvError> {
         let bins = PgBinaries::discover()?;
@@ -435,30 +558,125 @@ impl ArchivingEnvironment {
         let password = primary.password().clone();
         Ok(Self {
             bins,
-            s3,
-            store,
-            primary: Some(primary),
+            backend: Archiving::Embedded {
+                s3,
+                store,
+                primary: Some(primary),
+            },
             password,
             program: program.to_path_buf(),
         })
     }
 
-    pub fn primary(&self) -> &Cluster {
-        self.primary.as_ref().expect("the primary was destroyed")
+    /// The flavour `DRILL_ENV` names: embedded or containers.
+    ///
+    /// # Errors
+    /// [`crate::env::EnvError::Unsupported`] on staging: archiving is set up
+    /// on a server the drill starts, and staging's server is not its own.
+    pub async fn from_env(program: &std::path::Path, archive_timeout: Duration) -> Result<Self, crate::env::EnvError> {
+        use crate::env::{Backend, ContainerSettings, EnvError};
+        match Backend::from_env()? {
+            Backend::Embedded => Self::start(program, archive_timeout).await,
+            Backend::Containers => {
+                let settings = ContainerSettings::from_env()?;
+                let env = ContainersEnvironment::start_archiving(settings, program, archive_timeout).await?;
+                Ok(Self {
+                    bins: env.binaries().clone(),
+                    password: env.admin().password,
+                    backend: Archiving::Containers(env),
+                    program: program.to_path_buf(),
+                })
+            }
+            Backend::Staging => Err(EnvError::Unsupported {
+                operation: "WAL archiving from a drill's own primary",
+                backend: Backend::Staging.name(),
+                reason: "the drill sets archive_command on a server it starts and then destroys it; staging's server is not the drill's",
+            }),
+        }
     }
 
-    /// The primary, to stop, restart or crash it.
+    /// Which backend it runs on.
+    pub fn backend(&self) -> crate::env::Backend {
+        match self.backend {
+            Archiving::Embedded { .. } => crate::env::Backend::Embedded,
+            Archiving::Containers(_) => crate::env::Backend::Containers,
+        }
+    }
+
+    /// The local primary cluster (embedded only: file-level damage, restarts).
+    ///
+    /// # Panics
+    /// On containers, with the reason; and after [`Self::destroy_primary`].
+    pub fn primary(&self) -> &Cluster {
+        match &self.backend {
+            Archiving::Embedded { primary, .. } => primary.as_ref().expect("the primary was destroyed"),
+            Archiving::Containers(_) => panic!("{LOCAL_PRIMARY_ONLY}"),
+        }
+    }
+
+    /// The primary, to stop, restart or crash it (embedded only, as [`Self::primary`]).
     pub fn primary_mut(&mut self) -> &mut Cluster {
-        self.primary.as_mut().expect("the primary was destroyed")
+        match &mut self.backend {
+            Archiving::Embedded { primary, .. } => primary.as_mut().expect("the primary was destroyed"),
+            Archiving::Containers(_) => panic!("{LOCAL_PRIMARY_ONLY}"),
+        }
+    }
+
+    /// A maintenance stop of the primary: a fast shutdown.
+    pub async fn stop_primary(&mut self) -> Result<(), crate::env::EnvError> {
+        match &mut self.backend {
+            Archiving::Embedded { .. } => Ok(self.primary_mut().stop().await?),
+            Archiving::Containers(env) => env.stop_primary().await,
+        }
+    }
+
+    /// Starts the stopped primary again on the same data directory; its
+    /// port may change on containers, so read [`Self::source`] afterwards.
+    pub async fn restart_primary(&mut self) -> Result<(), crate::env::EnvError> {
+        match &mut self.backend {
+            Archiving::Embedded { .. } => Ok(self.primary_mut().restart().await?),
+            Archiving::Containers(env) => env.restart_primary().await,
+        }
+    }
+
+    /// The primary's data directory on this machine (on containers, the
+    /// directory mounted as its `PGDATA`).
+    pub fn primary_data_dir(&self) -> PathBuf {
+        match &self.backend {
+            Archiving::Embedded { .. } => self.primary().data_dir().to_path_buf(),
+            Archiving::Containers(env) => env
+                .primary_data_dir()
+                .expect("an archiving primary's PGDATA is mounted from this machine")
+                .to_path_buf(),
+        }
+    }
+
+    /// Everything the primary logged so far.
+    pub async fn primary_log(&self) -> String {
+        match &self.backend {
+            Archiving::Embedded { .. } => self.primary().log_since(0),
+            Archiving::Containers(env) => env.primary_log().await,
+        }
+    }
+
+    /// A superuser on the primary.
+    pub fn admin(&self) -> crate::pg::ConnInfo {
+        match &self.backend {
+            Archiving::Embedded { .. } => self.primary().admin(),
+            Archiving::Containers(env) => env.admin(),
+        }
     }
 
     /// The application database on the primary.
     pub fn source(&self) -> crate::pg::ConnInfo {
-        self.primary().admin().with_database(crate::env::APP_DATABASE)
+        self.admin().with_database(crate::env::APP_DATABASE)
     }
 
     pub fn store(&self) -> &Store {
-        &self.store
+        match &self.backend {
+            Archiving::Embedded { store, .. } => store,
+            Archiving::Containers(env) => env.store(),
+        }
     }
 
     /// What [`recover_to`] needs, with "now" as the future-target limit.
@@ -471,22 +689,51 @@ impl ArchivingEnvironment {
         }
     }
 
-    /// Kills the primary (SIGKILL) and deletes its data directory; the
-    /// archive in S3 survives.
-    pub async fn destroy_primary(&mut self) -> Result<(), PgError> {
-        if let Some(mut primary) = self.primary.take() {
-            primary.kill();
-            std::fs::remove_dir_all(primary.data_dir()).map_err(PgError::io("delete the primary's data directory"))?;
-            primary.cleanup().await?;
+    /// Recovers to `target` from this environment's archive into a new
+    /// server of its backend (a local cluster, or a container on its network).
+    ///
+    /// # Errors
+    /// As [`recover_to`].
+    pub async fn recover(&mut self, target: &RecoveryTarget) -> Result<Recovered> {
+        let options = self.pitr_options();
+        match &mut self.backend {
+            Archiving::Embedded { store, .. } => recover_to(&self.bins, store, target, &options).await,
+            Archiving::Containers(env) => {
+                let store = env.store().clone();
+                recover_on(RecoveryHost::Containers(env), &self.bins, &store, target, &options).await
+            }
         }
-        Ok(())
     }
 
-    pub async fn cleanup(mut self) -> Result<(), PgError> {
-        if let Some(primary) = self.primary.take() {
-            primary.cleanup().await?;
+    /// The primary is lost with its disks: killed (SIGKILL) and its data
+    /// directory deleted, or its container removed. The archive in S3 survives.
+    pub async fn destroy_primary(&mut self) -> Result<(), crate::env::EnvError> {
+        match &mut self.backend {
+            Archiving::Embedded { primary, .. } => {
+                if let Some(mut primary) = primary.take() {
+                    primary.kill();
+                    std::fs::remove_dir_all(primary.data_dir())
+                        .map_err(PgError::io("delete the primary's data directory"))?;
+                    primary.cleanup().await?;
+                }
+                Ok(())
+            }
+            Archiving::Containers(env) => env.destroy_primary().await,
         }
-        self.s3.cleanup();
-        Ok(())
+    }
+
+    pub async fn cleanup(self) -> Result<(), crate::env::EnvError> {
+        match self.backend {
+            Archiving::Embedded { s3, primary, .. } => {
+                if let Some(primary) = primary {
+                    primary.cleanup().await?;
+                }
+                s3.cleanup();
+                Ok(())
+            }
+            Archiving::Containers(env) => env.cleanup().await,
+        }
     }
 }
+
+const LOCAL_PRIMARY_ONLY: &str = "local cluster access (stop, restart, data files) is not supported on the containers backend because the primary is a container; run this drill with DRILL_ENV=embedded";

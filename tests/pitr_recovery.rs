@@ -97,7 +97,7 @@ async fn recovery_to_a_time_keeps_every_canary_before_it_and_none_after() {
     .await
     .unwrap();
     let report = check_canaries(
-        &recovered.cluster.admin().with_database("app"),
+        &recovered.server.admin().with_database("app"),
         &log.committed,
         Some(target),
     )
@@ -115,7 +115,7 @@ async fn recovery_to_a_time_keeps_every_canary_before_it_and_none_after() {
         recovered.stop_line.is_some(),
         "recovery stopped at the target, not at the end of WAL"
     );
-    recovered.cluster.cleanup().await.unwrap();
+    recovered.server.cleanup().await.unwrap();
     setup.cleanup().await;
 }
 
@@ -158,7 +158,7 @@ async fn recovery_to_a_restore_point_and_to_an_lsn() {
         let recovered = recover_to(&setup.bins, &setup.store, &target, &setup.options())
             .await
             .unwrap();
-        let mut conn = PgConnection::connect_with(&recovered.cluster.admin().with_database("app").connect_options())
+        let mut conn = PgConnection::connect_with(&recovered.server.admin().with_database("app").connect_options())
             .await
             .unwrap();
         let marks: Vec<i32> = sqlx::query_scalar("SELECT n FROM marks ORDER BY n")
@@ -167,7 +167,7 @@ async fn recovery_to_a_restore_point_and_to_an_lsn() {
             .unwrap();
         assert_eq!(marks, expected, "recovered to {target}");
         conn.close().await.unwrap();
-        recovered.cluster.cleanup().await.unwrap();
+        recovered.server.cleanup().await.unwrap();
     }
     setup.cleanup().await;
 }

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Entrypoint of drillbook/postgres: the official image's contract, from
-# Debian's packages. Honours POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB
-# (and POSTGRES_HOST_AUTH_METHOD=trust), runs the server as the unprivileged
+# Debian's packages. Honours POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB,
+# POSTGRES_INITDB_ARGS (and POSTGRES_HOST_AUTH_METHOD=trust), runs the server as the unprivileged
 # `postgres` user, passes its arguments to postgres (e.g. -c fsync=off), and
 # "database system is ready to accept connections" appears on stderr and on
 # stdout once the server really answers (there is no temporary server).
@@ -37,8 +37,9 @@ elif [ ! -s "$PGDATA/PG_VERSION" ]; then
     fi
     pwfile=$(mktemp)
     printf '%s\n' "${POSTGRES_PASSWORD:-unused}" > "$pwfile"
+    # shellcheck disable=SC2086 # POSTGRES_INITDB_ARGS holds several words.
     "$PGBIN/initdb" -D "$PGDATA" --username="$POSTGRES_USER" --pwfile="$pwfile" \
-        --auth-local=trust --auth-host="$AUTH" --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+        --auth-local=trust --auth-host="$AUTH" --encoding=UTF8 --locale=C.UTF-8 ${POSTGRES_INITDB_ARGS:-} >/dev/null
     rm -f "$pwfile"
     # "all" does not cover replication connections: standbys need their own line.
     printf 'host all all all %s\nhost replication all all %s\n' "$AUTH" "$AUTH" >> "$PGDATA/pg_hba.conf"

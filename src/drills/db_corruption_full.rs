@@ -7,6 +7,11 @@
 //! migration from the base backup plus archived WAL (`drillbook wal-fetch`),
 //! and the drill proves every canary committed before that moment is there
 //! and none after it.
+//!
+//! Runs on embedded and on containers (the primary and the recovered server
+//! are containers there, with the `drillbook` binary mounted as their
+//! `archive_command`/`restore_command`); not on staging, whose server the
+//! drill cannot reconfigure or corrupt.
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,7 +21,7 @@ use crate::canary::{CanaryWriter, check_canaries};
 use crate::drill::{Drill, DrillSummary, Scenario};
 use crate::env::APP_DATABASE;
 use crate::fixtures::{FixtureSpec, seed};
-use crate::pitr::{ArchivingEnvironment, RecoveryTarget, recover_to};
+use crate::pitr::{ArchivingEnvironment, RecoveryTarget};
 use crate::playbook::PlaybookAnswers;
 use crate::wal::switch_and_wait_archived;
 use crate::workload::write_activity;
@@ -29,11 +34,6 @@ pub async fn run() -> DrillSummary {
 /// [`run`] with the `drillbook` binary the server's `archive_command` and
 /// `restore_command` call (in tests, `env!("CARGO_BIN_EXE_drillbook")`).
 pub async fn run_with(program: &Path) -> DrillSummary {
-    crate::env::embedded_only(
-        "this drill",
-        "it recovers by PITR through an archive_command drillbook sets on a server it starts itself",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
     let mut drill = Drill::new("db-corruption-full", Scenario::DbCorruptionFull)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(3600));
@@ -42,10 +42,11 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     let mut env = drill
         .phase(
             "bring up environment (WAL archiving to S3)",
-            ArchivingEnvironment::start(program, Duration::from_secs(60)),
+            ArchivingEnvironment::from_env(program, Duration::from_secs(60)),
         )
         .await
         .unwrap();
+    drill.property("backend", env.backend().name());
     let seeded = drill
         .phase(
             "seed fixture ledger",
@@ -57,7 +58,7 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     let base = drill
         .phase(
             "base backup to S3",
-            take_base_backup(&env.bins, &env.primary().admin(), env.store()),
+            take_base_backup(&env.bins, &env.admin(), env.store()),
         )
         .await
         .unwrap();
@@ -98,7 +99,7 @@ pub async fn run_with(program: &Path) -> DrillSummary {
         detected.problems().join("; "),
     );
     let canaries = canary.stop().await;
-    let mut admin = PgConnection::connect_with(&env.primary().admin().connect_options())
+    let mut admin = PgConnection::connect_with(&env.admin().connect_options())
         .await
         .unwrap();
     drill
@@ -113,19 +114,14 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     let recovered = drill
         .phase(
             "point-in-time recovery to just before the migration",
-            recover_to(
-                &env.bins,
-                env.store(),
-                &RecoveryTarget::Time(incident),
-                &env.pitr_options(),
-            ),
+            env.recover(&RecoveryTarget::Time(incident)),
         )
         .await
         .unwrap();
     drill.property("wal_bytes_replayed", recovered.wal_bytes_replayed);
     drill.property("replay_seconds", format!("{:.3}", recovered.replay.as_secs_f64()));
     drill.property("recovery_stop", recovered.stop_line.clone().unwrap_or_default());
-    let target = recovered.cluster.admin().with_database(APP_DATABASE);
+    let target = recovered.server.admin().with_database(APP_DATABASE);
     let answers = drill
         .phase(
             "playbook checks (3.2 step 4, 4.1-4.5)",
@@ -152,14 +148,14 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     super::post_recovery_checklist(
         &mut drill,
         &target,
-        Some((&env.bins, &recovered.cluster.admin(), env.store())),
+        Some((&env.bins, &recovered.server.admin(), env.store())),
     )
     .await;
     drill.newest_surviving_data(report.newest_surviving.expect("canaries survived"));
     drill.property("canaries_acknowledged", report.acknowledged);
     drill.property("canaries_surviving", report.surviving);
 
-    recovered.cluster.cleanup().await.unwrap();
+    recovered.server.cleanup().await.unwrap();
     env.destroy_primary().await.unwrap();
     env.cleanup().await.unwrap();
     drill.finish().expect("drill report written")

@@ -3,6 +3,10 @@
 //! would. Detected by the page checksum failure on read and by `pg_amcheck`;
 //! recovered from the base backup plus every archived WAL segment in S3,
 //! which lose nothing that was archived before the damage.
+//!
+//! Runs on embedded and on containers, where the primary's `PGDATA` is a
+//! directory of this machine mounted into its container, so the damage is
+//! done the same way while the container is stopped.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -14,7 +18,7 @@ use crate::drill::{Drill, DrillSummary, Scenario};
 use crate::env::APP_DATABASE;
 use crate::fixtures::{FixtureSpec, Profile, seed};
 use crate::pg::tools::pg_amcheck;
-use crate::pitr::{ArchivingEnvironment, RecoveryTarget, recover_to};
+use crate::pitr::{ArchivingEnvironment, RecoveryTarget};
 use crate::playbook::PlaybookAnswers;
 use crate::wal::switch_and_wait_archived;
 use sqlx::{Connection, PgConnection};
@@ -26,21 +30,17 @@ pub async fn run() -> DrillSummary {
 /// [`run`] with the `drillbook` binary the server's `archive_command` and
 /// `restore_command` call (in tests, `env!("CARGO_BIN_EXE_drillbook")`).
 pub async fn run_with(program: &Path) -> DrillSummary {
-    crate::env::embedded_only(
-        "this drill",
-        "it damages data files and replays WAL through an archive_command drillbook sets on a server it starts itself",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
     let mut drill = Drill::new("db-corruption-physical", Scenario::DbCorruptionFull)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(3600));
     let mut env = drill
         .phase(
             "bring up environment (WAL archiving to S3, data checksums on)",
-            ArchivingEnvironment::start(program, Duration::from_secs(60)),
+            ArchivingEnvironment::from_env(program, Duration::from_secs(60)),
         )
         .await
         .unwrap();
+    drill.property("backend", env.backend().name());
     drill
         .phase(
             "seed fixture ledger",
@@ -51,7 +51,7 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     drill
         .phase(
             "base backup to S3",
-            take_base_backup(&env.bins, &env.primary().admin(), env.store()),
+            take_base_backup(&env.bins, &env.admin(), env.store()),
         )
         .await
         .unwrap();
@@ -66,17 +66,17 @@ pub async fn run_with(program: &Path) -> DrillSummary {
             .await
             .unwrap();
     conn.close().await.unwrap();
-    let mut admin = PgConnection::connect_with(&env.primary().admin().connect_options())
+    let mut admin = PgConnection::connect_with(&env.admin().connect_options())
         .await
         .unwrap();
     switch_and_wait_archived(&mut admin, Duration::from_secs(120))
         .await
         .unwrap();
     admin.close().await.unwrap();
-    drill.phase("maintenance stop", env.primary_mut().stop()).await.unwrap();
+    drill.phase("maintenance stop", env.stop_primary()).await.unwrap();
 
     drill.incident("storage corrupts invoice_lines on disk: bytes flipped in its first page");
-    let path = env.primary().data_dir().join(&file);
+    let path = env.primary_data_dir().join(&file);
     let mut relation = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
     let mut bytes = [0u8; 16];
     relation.seek(SeekFrom::Start(6000)).unwrap();
@@ -89,16 +89,18 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     relation.sync_all().unwrap();
     drop(relation);
     drill
-        .phase("start the damaged primary", env.primary_mut().restart())
+        .phase("start the damaged primary", env.restart_primary())
         .await
         .unwrap();
+    // A restarted container may listen on another port.
+    let source = env.source();
 
     let mut conn = PgConnection::connect_with(&source.connect_options()).await.unwrap();
     let read = sqlx::query_scalar::<_, i64>("SELECT sum(amount::numeric)::bigint FROM invoice_lines")
         .fetch_one(&mut conn)
         .await;
     let read_error = read.err().map(|e| e.to_string()).unwrap_or_default();
-    let log = env.primary().log_since(0);
+    let log = env.primary_log().await;
     let checksum_line = log
         .lines()
         .find(|l| l.contains("page verification failed"))
@@ -119,16 +121,11 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     let recovered = drill
         .phase(
             "recover from S3: base backup + every archived segment",
-            recover_to(
-                &env.bins,
-                env.store(),
-                &RecoveryTarget::EndOfArchive,
-                &env.pitr_options(),
-            ),
+            env.recover(&RecoveryTarget::EndOfArchive),
         )
         .await
         .unwrap();
-    let target = recovered.cluster.admin().with_database(APP_DATABASE);
+    let target = recovered.server.admin().with_database(APP_DATABASE);
     let clean = drill
         .phase("pg_amcheck on the recovered copy", pg_amcheck(&env.bins, &target))
         .await
@@ -165,12 +162,12 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     super::post_recovery_checklist(
         &mut drill,
         &target,
-        Some((&env.bins, &recovered.cluster.admin(), env.store())),
+        Some((&env.bins, &recovered.server.admin(), env.store())),
     )
     .await;
     drill.newest_surviving_data(report.newest_surviving.expect("canaries survived"));
 
-    recovered.cluster.cleanup().await.unwrap();
+    recovered.server.cleanup().await.unwrap();
     env.cleanup().await.unwrap();
     drill.finish().expect("drill report written")
 }

@@ -64,11 +64,6 @@ const EVERYWHERE: &[Backend] = &[Backend::Embedded, Backend::Containers, Backend
 /// Backends whose servers are the drill's own: the drill kills, floods or
 /// reconfigures a server, which staging never allows.
 const OWN_SERVERS: &[Backend] = &[Backend::Embedded, Backend::Containers];
-/// The embedded backend only: point-in-time recovery drives local server
-/// processes (archive_command and restore_command calling this binary,
-/// data directories on this machine).
-const EMBEDDED_ONLY: &[Backend] = &[Backend::Embedded];
-
 type Run = fn() -> BoxFuture<'static, DrillSummary>;
 
 /// `(name, scenario, needs_cluster, backends, run)`, in the schedule's order.
@@ -86,7 +81,7 @@ const DRILLS: &[Entry] = &[
         "db_corruption_full",
         Scenario::DbCorruptionFull,
         false,
-        EMBEDDED_ONLY,
+        OWN_SERVERS,
         || Box::pin(db_corruption_full::run()),
     ),
     (
@@ -139,14 +134,14 @@ const DRILLS: &[Entry] = &[
         "rpo_wal_archiving",
         Scenario::CompleteInfrastructureLoss,
         false,
-        EMBEDDED_ONLY,
+        OWN_SERVERS,
         || Box::pin(rpo_wal_archiving::run()),
     ),
     (
         "db_corruption_physical",
         Scenario::DbCorruptionFull,
         false,
-        EMBEDDED_ONLY,
+        OWN_SERVERS,
         || Box::pin(db_corruption_physical::run()),
     ),
     (
@@ -244,8 +239,8 @@ async fn kube_cluster() -> kube::Client {
     let target = crate::env::cluster_target().unwrap_or_else(|e| panic!("{e}"));
     let context = target.kube_context.unwrap_or_else(|| {
         panic!(
-            "no kube context: set {} (or [kube] context in drill.toml on staging); this drill needs a Kubernetes \
-             cluster (a staging kube context or K3s) and never passes without one",
+            "{} is not set (nor [kube] context in drill.toml on staging): this drill needs a Kubernetes cluster (a \
+             staging kube context or K3s) and never passes without one",
             crate::k8s::KUBE_CONTEXT_VAR
         )
     });

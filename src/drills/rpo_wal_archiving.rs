@@ -2,7 +2,7 @@
 //!
 //! A primary archives WAL to S3 with `archive_timeout` set; a canary commits
 //! every 5 ms. The primary is lost outright (SIGKILL, data directory
-//! deleted), so only S3 remains: the newest base backup plus every archived
+//! deleted; on containers, its container removed), so only S3 remains: the newest base backup plus every archived
 //! segment is replayed to the end of the archive. The canaries written in the
 //! segment that was still open are the loss, so the measured RPO must be
 //! within `archive_timeout` plus the time to archive that one segment.
@@ -15,7 +15,7 @@ use crate::canary::{CanaryWriter, check_canaries};
 use crate::drill::{Drill, DrillSummary, Scenario, format_duration};
 use crate::env::APP_DATABASE;
 use crate::fixtures::{FixtureSpec, Profile, seed};
-use crate::pitr::{ArchivingEnvironment, RecoveryTarget, recover_to};
+use crate::pitr::{ArchivingEnvironment, RecoveryTarget};
 use crate::wal::WalArchive;
 
 const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,11 +29,6 @@ pub async fn run() -> DrillSummary {
 /// [`run`] with the `drillbook` binary the server's `archive_command` and
 /// `restore_command` call (in tests, `env!("CARGO_BIN_EXE_drillbook")`).
 pub async fn run_with(program: &Path) -> DrillSummary {
-    crate::env::embedded_only(
-        "this drill",
-        "it measures WAL archiving through an archive_command drillbook sets on a server it starts itself",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
     let mut drill = Drill::new("rpo-wal-archiving", Scenario::CompleteInfrastructureLoss)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(3600));
@@ -41,10 +36,11 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     let mut env = drill
         .phase(
             "bring up environment (WAL archiving to S3)",
-            ArchivingEnvironment::start(program, ARCHIVE_TIMEOUT),
+            ArchivingEnvironment::from_env(program, ARCHIVE_TIMEOUT),
         )
         .await
         .unwrap();
+    drill.property("backend", env.backend().name());
     drill
         .phase(
             "seed fixture ledger",
@@ -55,7 +51,7 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     drill
         .phase(
             "base backup to S3",
-            take_base_backup(&env.bins, &env.primary().admin(), env.store()),
+            take_base_backup(&env.bins, &env.admin(), env.store()),
         )
         .await
         .unwrap();
@@ -65,7 +61,10 @@ pub async fn run_with(program: &Path) -> DrillSummary {
         .unwrap();
     // Long enough for archive_timeout to close and archive a few segments.
     tokio::time::sleep(ARCHIVE_TIMEOUT * 3 + Duration::from_millis(1500)).await;
-    let incident = drill.incident("primary lost with its disks: postgres SIGKILLed, data directory deleted");
+    let incident = drill.incident(match env.backend() {
+        crate::env::Backend::Containers => "primary lost with its disks: its container removed",
+        _ => "primary lost with its disks: postgres SIGKILLed, data directory deleted",
+    });
     drill.phase("destroy primary", env.destroy_primary()).await.unwrap();
     let canaries = canary.stop().await;
     let archived = WalArchive::new(env.store().clone()).list(None).await.unwrap();
@@ -74,16 +73,11 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     let recovered = drill
         .phase(
             "recover from S3: base backup + every archived segment",
-            recover_to(
-                &env.bins,
-                env.store(),
-                &RecoveryTarget::EndOfArchive,
-                &env.pitr_options(),
-            ),
+            env.recover(&RecoveryTarget::EndOfArchive),
         )
         .await
         .unwrap();
-    let target = recovered.cluster.admin().with_database(APP_DATABASE);
+    let target = recovered.server.admin().with_database(APP_DATABASE);
     let report = drill
         .phase(
             "canaries after recovery",
@@ -101,7 +95,7 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     super::post_recovery_checklist(
         &mut drill,
         &target,
-        Some((&env.bins, &recovered.cluster.admin(), env.store())),
+        Some((&env.bins, &recovered.server.admin(), env.store())),
     )
     .await;
     let newest = report.newest_surviving.expect("canaries survived");
@@ -119,7 +113,7 @@ pub async fn run_with(program: &Path) -> DrillSummary {
         ),
     );
 
-    recovered.cluster.cleanup().await.unwrap();
+    recovered.server.cleanup().await.unwrap();
     env.cleanup().await.unwrap();
     drill.finish().expect("drill report written")
 }

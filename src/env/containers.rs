@@ -24,11 +24,12 @@
 //! can be built or pulled here). The drills that need a Kubernetes cluster
 //! stay in their `#[ignore]`d cluster lane on every backend.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use testcontainers_modules::localstack::LocalStack;
 use testcontainers_modules::postgres::Postgres;
-use testcontainers_modules::testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers_modules::testcontainers::core::{AccessMode, IntoContainerPort, Mount, WaitFor};
 use testcontainers_modules::testcontainers::runners::AsyncRunner;
 use testcontainers_modules::testcontainers::{ContainerAsync, GenericImage, ImageExt, TestcontainersError};
 
@@ -225,6 +226,9 @@ struct PgContainer {
     /// Its name on the environment's network.
     name: String,
     admin: ConnInfo,
+    /// A directory of this machine mounted as its `PGDATA`, removed after
+    /// it (fields drop in order).
+    data_dir: Option<(PathBuf, tempfile::TempDir)>,
 }
 
 /// Disposable containers: everything in it is the drill's own.
@@ -235,6 +239,8 @@ pub struct ContainersEnvironment {
     /// `<network>-<n>`.
     network: String,
     started: usize,
+    /// The S3 server as the server containers reach it (by name on the network).
+    s3_for_servers: S3Config,
     bins: PgBinaries,
     primary: Option<PgContainer>,
     others: Vec<PgContainer>,
@@ -268,17 +274,85 @@ enum Role<'a> {
     StandbyOf { of: &'a str, password: Secret },
 }
 
+/// Where the `drillbook` binary is mounted (read-only) in a server
+/// container that runs it as `archive_command` or `restore_command`.
+pub const DRILLBOOK_IN_CONTAINER: &str = "/usr/local/bin/drillbook";
+/// The image's `PGDATA`.
+const PGDATA_IN_CONTAINER: &str = "/var/lib/postgresql/data";
+
+/// What a server container gets beyond its role: settings, environment,
+/// the `drillbook` binary, a data directory from this machine.
+#[derive(Debug, Default)]
+struct Extras {
+    settings: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+    /// Mounted read-only at [`DRILLBOOK_IN_CONTAINER`].
+    drillbook: Option<PathBuf>,
+    /// A directory of this machine mounted as `PGDATA`, with the temp dir
+    /// that holds it (so a drill can damage data files of a stopped server).
+    data_dir: Option<(PathBuf, tempfile::TempDir)>,
+    /// `data_dir` holds a base backup prepared for recovery: the server
+    /// starts on it as it is and nobody waits for readiness (the caller
+    /// watches the recovery).
+    recovering: bool,
+    /// `POSTGRES_INITDB_ARGS`.
+    initdb_args: Option<&'static str>,
+}
+
+impl Extras {
+    /// A primary whose `archive_command` is `drillbook wal-push` into `s3`
+    /// (as the server containers reach it), with data checksums on and its
+    /// data directory on this machine.
+    fn archiving(program: &Path, s3: &S3Config, archive_timeout: Duration) -> Result<Self> {
+        let settings = crate::pg::ClusterOptions::default()
+            .archiving(
+                &crate::wal::archive_command(Path::new(DRILLBOOK_IN_CONTAINER)),
+                archive_timeout,
+            )
+            .settings;
+        let dir = host_data_dir()?;
+        // Docker mounts only a path that exists.
+        std::fs::create_dir(dir.path().join("data")).map_err(|e| EnvError::Containers {
+            problem: "failed to create a server container's data directory".to_owned(),
+            fix: "check that $TMPDIR is writable and has space".to_owned(),
+            source: Some(Box::new(e)),
+        })?;
+        Ok(Self {
+            settings,
+            env: crate::wal::server_env(s3),
+            drillbook: Some(program.to_owned()),
+            data_dir: Some((dir.path().join("data"), dir)),
+            recovering: false,
+            initdb_args: Some("--data-checksums"),
+        })
+    }
+}
+
+/// A temp dir for a server container's `PGDATA` (its `data` child, which
+/// the container creates).
+fn host_data_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("drillbook-pgdata-")
+        .tempdir()
+        .map_err(|e| EnvError::Containers {
+            problem: "failed to create a temp dir for a server container's data directory".to_owned(),
+            fix: "check that $TMPDIR is writable and has space".to_owned(),
+            source: Some(Box::new(e)),
+        })
+}
+
 async fn start_postgres(
     settings: &ContainerSettings,
     network: &str,
     name: &str,
     role: Role<'_>,
+    extras: Extras,
 ) -> Result<PgContainer> {
     let (name_image, tag) = &settings.pg_image;
     // The module's own default (fsync off: these servers are thrown away),
     // then the drill's settings.
     let mut args = vec!["-c".to_owned(), "fsync=off".to_owned()];
-    for (setting, value) in &settings.server_settings {
+    for (setting, value) in settings.server_settings.iter().chain(&extras.settings) {
         args.extend(["-c".to_owned(), format!("{setting}={value}")]);
     }
     let (password, standby_of) = match role {
@@ -297,6 +371,25 @@ async fn start_postgres(
     if let Some(primary) = standby_of {
         request = request.with_env_var("POSTGRES_STANDBY_OF", primary);
     }
+    for (var, value) in &extras.env {
+        request = request.with_env_var(var, value);
+    }
+    if let Some(program) = &extras.drillbook {
+        request = request.with_mount(
+            Mount::bind_mount(program.display().to_string(), DRILLBOOK_IN_CONTAINER)
+                .with_access_mode(AccessMode::ReadOnly),
+        );
+    }
+    if let Some(args) = extras.initdb_args {
+        request = request.with_env_var("POSTGRES_INITDB_ARGS", args);
+    }
+    if let Some((data, _)) = &extras.data_dir {
+        request = request.with_mount(Mount::bind_mount(data.display().to_string(), PGDATA_IN_CONTAINER));
+    }
+    let recovering = extras.recovering;
+    if recovering {
+        request = request.with_ready_conditions(vec![WaitFor::Nothing]);
+    }
     let what = if standby_of.is_some() {
         "start the standby Postgres container (its log shows the pg_basebackup from the primary)"
     } else {
@@ -314,11 +407,14 @@ async fn start_postgres(
         password,
         database: "postgres".to_owned(),
     };
-    wait_accepting(&admin).await?;
+    if !recovering {
+        wait_accepting(&admin).await?;
+    }
     Ok(PgContainer {
         container: Some(container),
         name: name.to_owned(),
         admin,
+        data_dir: extras.data_dir,
     })
 }
 
@@ -345,11 +441,20 @@ async fn wait_accepting(admin: &ConnInfo) -> Result<()> {
     }
 }
 
-async fn start_s3(settings: &ContainerSettings) -> Result<(S3Container, S3Config)> {
+/// The S3 container's name on `network`.
+fn s3_name(network: &str) -> String {
+    format!("{network}-s3")
+}
+
+/// Starts the S3 container on `network`; the S3 config for this machine
+/// (mapped port on loopback) and for the server containers (by name).
+async fn start_s3(settings: &ContainerSettings, network: &str) -> Result<(S3Container, S3Config, S3Config)> {
     let secret = random_secret();
-    let (container, port) = match &settings.s3 {
+    let (container, port, internal_port) = match &settings.s3 {
         S3Image::LocalStack => {
             let c = LocalStack::default()
+                .with_network(network)
+                .with_container_name(s3_name(network))
                 .with_startup_timeout(STARTUP_TIMEOUT)
                 .with_label("drillbook", "drill")
                 .start()
@@ -359,7 +464,7 @@ async fn start_s3(settings: &ContainerSettings) -> Result<(S3Container, S3Config
                 .get_host_port_ipv4(4566)
                 .await
                 .map_err(container_error("read LocalStack's port"))?;
-            (S3Container::LocalStack(c), port)
+            (S3Container::LocalStack(c), port, 4566)
         }
         S3Image::Generic { image, port, ready } => {
             let wait = match ready {
@@ -370,6 +475,8 @@ async fn start_s3(settings: &ContainerSettings) -> Result<(S3Container, S3Config
             let c = GenericImage::new(image.0.clone(), image.1.clone())
                 .with_exposed_port(port.tcp())
                 .with_wait_for(wait)
+                .with_network(network)
+                .with_container_name(s3_name(network))
                 .with_startup_timeout(STARTUP_TIMEOUT)
                 .with_label("drillbook", "drill")
                 .start()
@@ -379,7 +486,7 @@ async fn start_s3(settings: &ContainerSettings) -> Result<(S3Container, S3Config
                 .get_host_port_ipv4(*port)
                 .await
                 .map_err(container_error("read the S3 container's port"))?;
-            (S3Container::Generic(c), mapped)
+            (S3Container::Generic(c), mapped, *port)
         }
     };
     let config = S3Config {
@@ -389,7 +496,11 @@ async fn start_s3(settings: &ContainerSettings) -> Result<(S3Container, S3Config
         prefix: String::new(),
         credentials: Some((S3_ACCESS_KEY.to_owned(), secret)),
     };
-    Ok((container, config))
+    let for_servers = S3Config {
+        endpoint: Some(format!("http://{}:{internal_port}", s3_name(network))),
+        ..config.clone()
+    };
+    Ok((container, config, for_servers))
 }
 
 impl ContainersEnvironment {
@@ -405,17 +516,33 @@ impl ContainersEnvironment {
     }
 
     pub async fn start_with(settings: ContainerSettings) -> Result<Self> {
+        Self::start_inner(settings, None).await
+    }
+
+    /// [`Self::start_with`], with a primary that archives its WAL into the
+    /// S3 container through `program wal-push` (the `drillbook` binary,
+    /// mounted into the container; it must run on the image's Debian).
+    pub async fn start_archiving(
+        settings: ContainerSettings,
+        program: &Path,
+        archive_timeout: Duration,
+    ) -> Result<Self> {
+        Self::start_inner(settings, Some((program, archive_timeout))).await
+    }
+
+    async fn start_inner(settings: ContainerSettings, archiving: Option<(&Path, Duration)>) -> Result<Self> {
         docker_reachable(&settings.docker_host)
             .await
             .map_err(docker_unavailable(&settings.docker_host))?;
         let bins = PgBinaries::discover_client()?;
         let network = format!("drillbook-{}", &random_secret().expose()[..12]);
         let first = format!("{network}-1");
-        let (pg, s3) = tokio::join!(
-            start_postgres(&settings, &network, &first, Role::Fresh(random_secret())),
-            start_s3(&settings)
-        );
-        let (primary, (s3, s3_config)) = (pg?, s3?);
+        let (s3, s3_config, s3_for_servers) = start_s3(&settings, &network).await?;
+        let extras = match archiving {
+            Some((program, timeout)) => Extras::archiving(program, &s3_for_servers, timeout)?,
+            None => Extras::default(),
+        };
+        let primary = start_postgres(&settings, &network, &first, Role::Fresh(random_secret()), extras).await?;
         crate::pg::create_database(&primary.admin, APP_DATABASE).await?;
         let store = Store::connect(s3_config).await;
         store.ensure_bucket().await?;
@@ -424,6 +551,7 @@ impl ContainersEnvironment {
             settings,
             network,
             started: 1,
+            s3_for_servers,
             bins,
             primary: Some(primary),
             others: Vec::new(),
@@ -464,7 +592,14 @@ impl ContainersEnvironment {
     /// A new, empty Postgres container; its admin facts.
     pub async fn provision_server(&mut self) -> Result<ConnInfo> {
         let name = self.next_name();
-        let server = start_postgres(&self.settings, &self.network, &name, Role::Fresh(random_secret())).await?;
+        let server = start_postgres(
+            &self.settings,
+            &self.network,
+            &name,
+            Role::Fresh(random_secret()),
+            Extras::default(),
+        )
+        .await?;
         let admin = server.admin.clone();
         self.others.push(server);
         Ok(admin)
@@ -484,10 +619,108 @@ impl ContainersEnvironment {
             of: &primary_name,
             password,
         };
-        let server = start_postgres(&self.settings, &self.network, &name, role).await?;
+        let server = start_postgres(&self.settings, &self.network, &name, role, Extras::default()).await?;
         let admin = server.admin.clone();
         self.others.push(server);
         Ok(admin)
+    }
+
+    /// Starts a server container on `data_dir` (a base backup prepared for
+    /// recovery: `recovery.signal` written) with `settings` and the
+    /// `drillbook` binary for `restore_command` (`wal-fetch` from the S3
+    /// container, whose environment it gets). Returns its name and admin
+    /// facts without waiting: the caller watches the recovery
+    /// ([`Self::is_running`], [`Self::server_log`]).
+    pub async fn start_recovery(
+        &mut self,
+        data_dir: (PathBuf, tempfile::TempDir),
+        settings: Vec<(String, String)>,
+        program: &Path,
+        password: Secret,
+    ) -> Result<(String, ConnInfo)> {
+        let name = self.next_name();
+        let extras = Extras {
+            settings,
+            env: crate::wal::server_env(&self.s3_for_servers),
+            drillbook: Some(program.to_owned()),
+            data_dir: Some(data_dir),
+            recovering: true,
+            initdb_args: None,
+        };
+        let server = start_postgres(&self.settings, &self.network, &name, Role::Fresh(password), extras).await?;
+        let admin = server.admin.clone();
+        self.others.push(server);
+        Ok((name, admin))
+    }
+
+    fn server(&self, name: &str) -> Option<&ContainerAsync<Postgres>> {
+        self.primary
+            .iter()
+            .chain(&self.others)
+            .find(|server| server.name == name)
+            .and_then(|server| server.container.as_ref())
+    }
+
+    /// Whether the server container `name` still runs.
+    pub async fn is_running(&self, name: &str) -> bool {
+        match self.server(name) {
+            Some(container) => container.is_running().await.unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Everything the server container `name` logged (the server logs to stderr).
+    pub async fn server_log(&self, name: &str) -> String {
+        match self.server(name) {
+            Some(container) => {
+                let (out, err) = tokio::join!(container.stdout_to_vec(), container.stderr_to_vec());
+                let mut log = String::from_utf8_lossy(&err.unwrap_or_default()).into_owned();
+                log.push_str(&String::from_utf8_lossy(&out.unwrap_or_default()));
+                log
+            }
+            None => String::new(),
+        }
+    }
+
+    /// Stops the primary's container (`docker stop`: a fast shutdown).
+    pub async fn stop_primary(&self) -> Result<()> {
+        let container = self
+            .primary()
+            .container
+            .as_ref()
+            .expect("the primary container was removed");
+        container
+            .stop_with_timeout(Some(30))
+            .await
+            .map_err(container_error("stop the primary container"))
+    }
+
+    /// Starts the stopped primary container again and waits until it
+    /// answers; Docker may map it to a new port, which [`Self::admin`] then reports.
+    pub async fn restart_primary(&mut self) -> Result<()> {
+        let primary = self.primary.as_mut().expect("the primary container was destroyed");
+        let container = primary.container.as_ref().expect("the primary container was removed");
+        container
+            .start()
+            .await
+            .map_err(container_error("start the primary container again"))?;
+        primary.admin.port = container
+            .get_host_port_ipv4(PG_PORT)
+            .await
+            .map_err(container_error("read the restarted primary's port"))?;
+        wait_accepting(&primary.admin).await
+    }
+
+    /// The primary's data directory on this machine, when it has one
+    /// (an archiving primary's `PGDATA` is mounted from here).
+    pub fn primary_data_dir(&self) -> Option<&Path> {
+        self.primary().data_dir.as_ref().map(|(path, _)| path.as_path())
+    }
+
+    /// Everything the primary logged.
+    pub async fn primary_log(&self) -> String {
+        let name = self.primary().name.clone();
+        self.server_log(&name).await
     }
 
     /// The incident: the primary's container is removed, data and all.

@@ -20,7 +20,7 @@ mod s3_server;
 pub mod staging;
 
 pub use config::{ConfigError, StagingConfig};
-pub use containers::ContainersEnvironment;
+pub use containers::{ContainerSettings, ContainersEnvironment};
 pub use embedded::{ConnectionFacts, EmbeddedEnvironment};
 pub use guard::{Guard, GuardError};
 pub use s3_server::{EmbeddedS3, S3ServerError};
