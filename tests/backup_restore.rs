@@ -535,11 +535,25 @@ async fn the_newest_backup_is_restored_unless_a_stamp_is_named() {
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// Takes this binary's turn and makes sure its temp dir is in place.
-async fn isolated() -> MutexGuard<'static, ()> {
+/// Takes this binary's turn and makes sure its temp dir is in place; the
+/// turn ends by removing that dir if the test left it empty (as it must).
+async fn isolated() -> Turn {
     static SERIAL: Mutex<()> = Mutex::const_new(());
-    scratch_dir();
-    SERIAL.lock().await
+    let serial = SERIAL.lock().await;
+    std::fs::create_dir_all(scratch_dir()).unwrap();
+    Turn { _serial: serial }
+}
+
+/// One test's turn ([`isolated`]).
+struct Turn {
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        // Fails, and keeps it, when not empty (DRILL_KEEP=1 left something to inspect).
+        let _ = std::fs::remove_dir(scratch_dir());
+    }
 }
 
 /// `$TMPDIR/drillbook-test-<pid>`: where every temp dir of this process goes.

@@ -14,9 +14,8 @@ use std::time::Duration;
 
 use crate::canary::{CanaryWriter, check_canaries};
 use crate::drill::{Drill, DrillSummary, Scenario};
-use crate::env::{self, APP_DATABASE};
-use crate::failover::{promote, replay_state, wait_caught_up};
-use crate::fixtures::FixtureSpec;
+use crate::env::APP_DATABASE;
+use crate::failover::{promote, replay_state};
 use crate::playbook::PlaybookAnswers;
 use crate::workload::write_activity;
 
@@ -24,28 +23,8 @@ pub async fn run() -> DrillSummary {
     let mut drill = Drill::new("data-center-failure", Scenario::DataCenterFailure)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(5 * 60));
-    let profile = super::drill_profile();
-    drill.property("dataset_profile", profile);
-
-    let mut env = drill.phase("bring up environment", env::from_env()).await.unwrap();
-    let seeded = drill
-        .phase("seed fixture ledger", env.seed(FixtureSpec::ending_now(profile, 42)))
-        .await
-        .unwrap();
-    drill.property("audit_logs_rows", seeded.rows_in("audit_logs").unwrap_or(0));
-    drill.property("backend", env.backend().name());
+    let (mut env, standby) = super::openings::primary_with_standby(&mut drill, super::drill_profile()).await;
     let bins = env.binaries().clone();
-    let standby = drill
-        .phase("build hot standby (pg_basebackup + streaming)", env.start_standby())
-        .await
-        .unwrap();
-    drill
-        .phase(
-            "standby catches up",
-            wait_caught_up(&env.admin(), &standby, Duration::from_secs(120)),
-        )
-        .await
-        .unwrap();
 
     // Write load: the application's writes and the canary, until the kill.
     let source = env.source();

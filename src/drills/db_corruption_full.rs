@@ -16,12 +16,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::basebackup::take_base_backup;
 use crate::canary::{CanaryWriter, check_canaries};
 use crate::drill::{Drill, DrillSummary, Scenario};
 use crate::env::APP_DATABASE;
-use crate::fixtures::{FixtureSpec, seed};
-use crate::pitr::{ArchivingEnvironment, RecoveryTarget};
+use crate::pitr::RecoveryTarget;
 use crate::playbook::PlaybookAnswers;
 use crate::wal::switch_and_wait_archived;
 use crate::workload::write_activity;
@@ -37,32 +35,8 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     let mut drill = Drill::new("db-corruption-full", Scenario::DbCorruptionFull)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(3600));
-    let profile = super::drill_profile();
-    drill.property("dataset_profile", profile);
-    let mut env = drill
-        .phase(
-            "bring up environment (WAL archiving to S3)",
-            ArchivingEnvironment::from_env(program, Duration::from_secs(60)),
-        )
-        .await
-        .unwrap();
-    drill.property("backend", env.backend().name());
-    let seeded = drill
-        .phase(
-            "seed fixture ledger",
-            seed(&env.source(), FixtureSpec::ending_now(profile, 42)),
-        )
-        .await
-        .unwrap();
-    drill.property("audit_logs_rows", seeded.rows_in("audit_logs").unwrap_or(0));
-    let base = drill
-        .phase(
-            "base backup to S3",
-            take_base_backup(&env.bins, &env.admin(), env.store()),
-        )
-        .await
-        .unwrap();
-    drill.property("base_backup_bytes", base.tar_bytes);
+    let (mut env, _) =
+        super::openings::archiving_primary(&mut drill, program, Duration::from_secs(60), super::drill_profile()).await;
 
     let source = env.source();
     let canary = CanaryWriter::start(&source, Duration::from_millis(5)).await.unwrap();

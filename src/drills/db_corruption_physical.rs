@@ -12,13 +12,12 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::basebackup::take_base_backup;
 use crate::canary::{CanaryWriter, check_canaries};
 use crate::drill::{Drill, DrillSummary, Scenario};
 use crate::env::APP_DATABASE;
-use crate::fixtures::{FixtureSpec, Profile, seed};
+use crate::fixtures::Profile;
 use crate::pg::tools::pg_amcheck;
-use crate::pitr::{ArchivingEnvironment, RecoveryTarget};
+use crate::pitr::RecoveryTarget;
 use crate::playbook::PlaybookAnswers;
 use crate::wal::switch_and_wait_archived;
 use sqlx::{Connection, PgConnection};
@@ -33,28 +32,8 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     let mut drill = Drill::new("db-corruption-physical", Scenario::DbCorruptionFull)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(3600));
-    let mut env = drill
-        .phase(
-            "bring up environment (WAL archiving to S3, data checksums on)",
-            ArchivingEnvironment::from_env(program, Duration::from_secs(60)),
-        )
-        .await
-        .unwrap();
-    drill.property("backend", env.backend().name());
-    drill
-        .phase(
-            "seed fixture ledger",
-            seed(&env.source(), FixtureSpec::ending_now(Profile::Small, 42)),
-        )
-        .await
-        .unwrap();
-    drill
-        .phase(
-            "base backup to S3",
-            take_base_backup(&env.bins, &env.admin(), env.store()),
-        )
-        .await
-        .unwrap();
+    let (mut env, _) =
+        super::openings::archiving_primary(&mut drill, program, Duration::from_secs(60), Profile::Small).await;
     let source = env.source();
     let canary = CanaryWriter::start(&source, Duration::from_millis(5)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;

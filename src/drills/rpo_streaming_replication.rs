@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use crate::canary::{CanaryWriter, check_canaries};
 use crate::drill::{Drill, DrillSummary, Scenario, format_duration};
-use crate::env::{self, APP_DATABASE};
-use crate::failover::{cut_replication, promote, replay_state, wait_caught_up};
-use crate::fixtures::{FixtureSpec, Profile};
+use crate::env::APP_DATABASE;
+use crate::failover::{cut_replication, promote, replay_state};
+use crate::fixtures::Profile;
 
 const STALL: Duration = Duration::from_secs(3);
 
@@ -23,27 +23,8 @@ pub async fn run() -> DrillSummary {
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(5 * 60));
     drill.property("replication_stall_seconds", STALL.as_secs());
-    let mut env = drill.phase("bring up environment", env::from_env()).await.unwrap();
-    drill
-        .phase(
-            "seed fixture ledger",
-            env.seed(FixtureSpec::ending_now(Profile::Small, 42)),
-        )
-        .await
-        .unwrap();
-    drill.property("backend", env.backend().name());
+    let (mut env, standby) = super::openings::primary_with_standby(&mut drill, Profile::Small).await;
     let bins = env.binaries().clone();
-    let standby = drill
-        .phase("build hot standby (pg_basebackup + streaming)", env.start_standby())
-        .await
-        .unwrap();
-    drill
-        .phase(
-            "standby catches up",
-            wait_caught_up(&env.admin(), &standby, Duration::from_secs(120)),
-        )
-        .await
-        .unwrap();
 
     let canary = CanaryWriter::start(&env.source(), Duration::from_millis(5))
         .await

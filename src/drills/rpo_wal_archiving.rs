@@ -10,12 +10,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::basebackup::take_base_backup;
 use crate::canary::{CanaryWriter, check_canaries};
 use crate::drill::{Drill, DrillSummary, Scenario, format_duration};
 use crate::env::APP_DATABASE;
-use crate::fixtures::{FixtureSpec, Profile, seed};
-use crate::pitr::{ArchivingEnvironment, RecoveryTarget};
+use crate::fixtures::Profile;
+use crate::pitr::RecoveryTarget;
 use crate::wal::WalArchive;
 
 const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,28 +32,7 @@ pub async fn run_with(program: &Path) -> DrillSummary {
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(3600));
     drill.property("archive_timeout_seconds", ARCHIVE_TIMEOUT.as_secs());
-    let mut env = drill
-        .phase(
-            "bring up environment (WAL archiving to S3)",
-            ArchivingEnvironment::from_env(program, ARCHIVE_TIMEOUT),
-        )
-        .await
-        .unwrap();
-    drill.property("backend", env.backend().name());
-    drill
-        .phase(
-            "seed fixture ledger",
-            seed(&env.source(), FixtureSpec::ending_now(Profile::Small, 42)),
-        )
-        .await
-        .unwrap();
-    drill
-        .phase(
-            "base backup to S3",
-            take_base_backup(&env.bins, &env.admin(), env.store()),
-        )
-        .await
-        .unwrap();
+    let (mut env, _) = super::openings::archiving_primary(&mut drill, program, ARCHIVE_TIMEOUT, Profile::Small).await;
 
     let canary = CanaryWriter::start(&env.source(), Duration::from_millis(5))
         .await

@@ -1,0 +1,83 @@
+//! Openings several drills share, each step a timed phase of the drill:
+//! a primary with a hot standby (the failover drills) and a primary that
+//! archives its WAL with a base backup in S3 (the PITR drills). The
+//! detection drills have theirs in `workbench.rs`.
+//!
+//! Every step panics when it fails, as the drills' other setup steps do.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::basebackup::{BaseBackupManifest, take_base_backup};
+use crate::drill::Drill;
+use crate::env::Environment;
+use crate::failover::wait_caught_up;
+use crate::fixtures::{FixtureSpec, Profile, seed};
+use crate::pg::ConnInfo;
+use crate::pitr::ArchivingEnvironment;
+
+/// The fixture ledger (`profile`) on the primary of `DRILL_ENV`'s
+/// environment, and a hot standby that has caught up with it. Returns the
+/// environment and the standby's admin facts.
+pub(super) async fn primary_with_standby(drill: &mut Drill, profile: Profile) -> (Environment, ConnInfo) {
+    drill.property("dataset_profile", profile);
+    let mut env = drill
+        .phase("bring up environment", crate::env::from_env())
+        .await
+        .unwrap();
+    drill.property("backend", env.backend().name());
+    let seeded = drill
+        .phase("seed fixture ledger", env.seed(FixtureSpec::ending_now(profile, 42)))
+        .await
+        .unwrap();
+    drill.property("audit_logs_rows", seeded.rows_in("audit_logs").unwrap_or(0));
+    let standby = drill
+        .phase("build hot standby (pg_basebackup + streaming)", env.start_standby())
+        .await
+        .unwrap();
+    drill
+        .phase(
+            "standby catches up",
+            wait_caught_up(&env.admin(), &standby, Duration::from_secs(120)),
+        )
+        .await
+        .unwrap();
+    (env, standby)
+}
+
+/// A primary archiving its WAL to S3 through `program wal-push` (segments
+/// switched at least every `archive_timeout`), the fixture ledger
+/// (`profile`) on it, and a base backup in S3.
+pub(super) async fn archiving_primary(
+    drill: &mut Drill,
+    program: &Path,
+    archive_timeout: Duration,
+    profile: Profile,
+) -> (ArchivingEnvironment, BaseBackupManifest) {
+    drill.property("dataset_profile", profile);
+    let env = drill
+        .phase(
+            "bring up environment (WAL archiving to S3, data checksums on)",
+            ArchivingEnvironment::from_env(program, archive_timeout),
+        )
+        .await
+        .unwrap();
+    drill.property("backend", env.backend().name());
+    let seeded = drill
+        .phase(
+            "seed fixture ledger",
+            seed(&env.source(), FixtureSpec::ending_now(profile, 42)),
+        )
+        .await
+        .unwrap();
+    drill.property("audit_logs_rows", seeded.rows_in("audit_logs").unwrap_or(0));
+    let base = drill
+        .phase(
+            "base backup to S3",
+            take_base_backup(&env.bins, &env.admin(), env.store()),
+        )
+        .await
+        .unwrap();
+    drill.property("base_backup_bytes", base.tar_bytes);
+    (env, base)
+}
