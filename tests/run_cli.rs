@@ -77,3 +77,41 @@ fn runs_complete_infrastructure_loss_with_json_summary() {
     assert!(!summary["rto"].is_null(), "RTO measured: {summary}");
     assert!(!summary["targets"]["rto"].is_null(), "{summary}");
 }
+
+#[test]
+fn a_cadence_on_staging_runs_only_the_drills_safe_there_and_names_the_others() {
+    // A drill.toml that does not exist: each selected drill fails at once
+    // (the point here is which drills were selected, not running them).
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--cadence", "monthly", "--json"])
+        .env("DRILL_ENV", "staging")
+        .env("DRILL_CONFIG", dir.path().join("missing-drill.toml"))
+        .env("DRILL_REPORT_DIR", dir.path().join("reports"))
+        .env("DRILL_HISTORY_DIR", dir.path().join("history"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let summaries: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let ran: Vec<&str> = summaries.iter().filter_map(|s| s["drill"].as_str()).collect();
+    let staging = drillbook::env::Backend::Staging;
+    let monthly: Vec<_> = drillbook::drills::all()
+        .into_iter()
+        .filter(|d| d.cadence == drillbook::report::schedule::Cadence::Monthly)
+        .collect();
+    let expected: Vec<&str> = monthly.iter().filter(|d| d.runs_on(staging)).map(|d| d.name).collect();
+    assert_eq!(ran, expected);
+    assert!(!expected.is_empty() && expected.len() < monthly.len());
+    for drill in monthly.iter().filter(|d| !d.runs_on(staging)) {
+        assert!(
+            stderr.contains(&format!("not run on the staging backend: {}", drill.name)),
+            "{} not named:\n{stderr}",
+            drill.name
+        );
+    }
+    assert!(
+        stderr.contains("missing-drill.toml"),
+        "the config problem is named:\n{stderr}"
+    );
+}

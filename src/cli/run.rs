@@ -14,8 +14,8 @@ use crate::report::schedule::Cadence;
 const EXAMPLES: &str = "\
 Examples:
   drillbook run --list                               # the built-in drills and their cadence
-  drillbook run                                      # every drill of this backend that needs no cluster
-  DRILL_ENV=staging DRILL_CONFIG=drill.toml drillbook run  # the staging-safe drills against staging
+  drillbook run                                      # this backend's drills (no cluster needed)
+  DRILL_ENV=staging DRILL_CONFIG=drill.toml drillbook run   # the drills safe on staging
   drillbook run complete_infrastructure_loss --json  # one drill, its summary as JSON on stdout
   drillbook run --cadence weekly                     # the playbook's weekly backup verification
   DRILL_KUBE_CONTEXT=staging drillbook run pod_crash # a cluster drill, against your own deployment
@@ -31,7 +31,7 @@ pub struct RunArgs {
     /// the backend `DRILL_ENV` names (`--list` shows which run where).
     #[arg(value_name = "DRILL")]
     drills: Vec<String>,
-    /// Run every drill of this cadence (playbook section 8).
+    /// Run every drill of this cadence (playbook section 8) that runs on this backend.
     #[arg(long, value_name = "daily|weekly|monthly|quarterly", conflicts_with = "drills")]
     cadence: Option<Cadence>,
     /// Print the summaries as a JSON array on stdout instead of the table.
@@ -101,24 +101,12 @@ impl RunArgs {
     fn select(&self) -> anyhow::Result<Vec<BuiltinDrill>> {
         let all = drills::all();
         if let Some(cadence) = self.cadence {
-            return Ok(all.into_iter().filter(|d| d.cadence == cadence).collect());
+            // The cadence's drills, cluster drills included (the schedule
+            // runs them), that run on this backend.
+            return Ok(on_this_backend(all.into_iter().filter(|d| d.cadence == cadence))?);
         }
         if self.drills.is_empty() {
-            let backend = Backend::from_env()?;
-            let (runnable, elsewhere): (Vec<_>, Vec<_>) = all
-                .into_iter()
-                .filter(|d| !d.needs_cluster)
-                .partition(|d| d.runs_on(backend));
-            for drill in elsewhere {
-                let backends: Vec<_> = drill.backends.iter().map(|b| b.name()).collect();
-                eprintln!(
-                    "==> not run on the {} backend: {} (runs on {}; name it to see why)",
-                    backend.name(),
-                    drill.name,
-                    backends.join(", ")
-                );
-            }
-            return Ok(runnable);
+            return Ok(on_this_backend(all.into_iter().filter(|d| !d.needs_cluster))?);
         }
         let mut selected = Vec::new();
         for name in &self.drills {
@@ -135,6 +123,24 @@ impl RunArgs {
         }
         Ok(selected)
     }
+}
+
+/// The drills of `candidates` that run on `DRILL_ENV`'s backend; each one
+/// left out is named on stderr (a drill named explicitly runs anyway, and
+/// fails saying why).
+fn on_this_backend(candidates: impl Iterator<Item = BuiltinDrill>) -> Result<Vec<BuiltinDrill>, crate::env::EnvError> {
+    let backend = Backend::from_env()?;
+    let (runnable, elsewhere): (Vec<_>, Vec<_>) = candidates.partition(|d| d.runs_on(backend));
+    for drill in elsewhere {
+        let backends: Vec<_> = drill.backends.iter().map(|b| b.name()).collect();
+        eprintln!(
+            "==> not run on the {} backend: {} (runs on {}; name it to see why)",
+            backend.name(),
+            drill.name,
+            backends.join(", ")
+        );
+    }
+    Ok(runnable)
 }
 
 /// Runs one drill in its own task, so a panicking drill is a failed drill.
