@@ -264,3 +264,80 @@ async fn containers_backend_end_to_end() {
     env.cleanup().await.unwrap();
     assert_eq!(labelled(), before, "every container removed");
 }
+
+/// The owner labels of every container drillbook labelled with one.
+fn owner_labels() -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=drillbook.owner",
+            "--format",
+            "{{.Label \"drillbook.owner\"}}",
+        ])
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs Docker and the images built by ci/images/build.sh"]
+async fn containers_of_a_killed_process_are_reaped() {
+    const CHILD: &str = "DRILLBOOK_CONTAINERS_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let env = ContainersEnvironment::start().await.unwrap();
+        println!("ready {}", env.admin().port);
+        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+        return;
+    }
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "containers_of_a_killed_process_are_reaped",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .env_remove("DRILL_KEEP")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.starts_with("ready "));
+    assert!(ready, "the child started its environment");
+    let pid = child.id();
+    // nextest's timeout does this: no Drop, no cleanup.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let of_child = || {
+        owner_labels()
+            .into_iter()
+            .filter(|label| label.split(' ').nth(1) == Some(&pid.to_string()))
+            .count()
+    };
+    assert_eq!(of_child(), 2, "the killed process left its Postgres and S3 containers");
+
+    let networks = || {
+        let out = std::process::Command::new("docker")
+            .args(["network", "ls", "-q", "--filter", "name=drillbook-"])
+            .output()
+            .expect("docker CLI");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let networks_before = networks();
+    let reaped = drillbook::env::containers::reap_orphans().await;
+    assert_eq!(reaped.len(), 2, "{reaped:?}");
+    assert_eq!(of_child(), 0, "both removed");
+    assert_eq!(networks(), networks_before - 1, "and their network");
+    // This process is alive: an environment of its own survives a reaping.
+    let mine = ContainersEnvironment::start().await.unwrap();
+    assert!(drillbook::env::containers::reap_orphans().await.is_empty());
+    mine.cleanup().await.unwrap();
+}

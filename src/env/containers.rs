@@ -368,6 +368,9 @@ async fn start_postgres(
         .with_cmd(args)
         .with_startup_timeout(STARTUP_TIMEOUT)
         .with_label("drillbook", "drill");
+    if let Some(owner) = owner_label() {
+        request = request.with_label(OWNER_LABEL, owner);
+    }
     if let Some(primary) = standby_of {
         request = request.with_env_var("POSTGRES_STANDBY_OF", primary);
     }
@@ -441,6 +444,117 @@ async fn wait_accepting(admin: &ConnInfo) -> Result<()> {
     }
 }
 
+/// Names the process that owns a container: this machine's boot, the pid
+/// and its start time. A process killed outright (nextest's timeout) runs
+/// no `Drop`; the next environment of any process on this machine removes
+/// its containers ([`reap_orphans`]). Kept containers (`DRILL_KEEP=1`) get none.
+pub const OWNER_LABEL: &str = "drillbook.owner";
+
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|id| id.trim().to_owned())
+}
+
+fn owner_label() -> Option<String> {
+    if crate::pg::keep_requested() {
+        return None;
+    }
+    let owner = crate::pg::reaper::Owner::current()?;
+    Some(format!("{} {}", boot_id()?, owner.render().trim()))
+}
+
+/// Whether the owner named by `label` is known to be gone: same boot of
+/// this machine, and the process is not running. Anything else (another
+/// machine sharing the daemon, an unreadable label) is left alone.
+fn owner_is_gone(label: &str) -> bool {
+    let Some((boot, owner)) = label.split_once(' ') else {
+        return false;
+    };
+    boot_id().is_some_and(|id| id == boot)
+        && crate::pg::reaper::Owner::parse(owner).is_some_and(|owner| !owner.is_alive())
+}
+
+/// Removes (force, with their anonymous volumes) the containers of dead
+/// processes of this machine, then their environments' networks; returns
+/// the containers' ids. Failures are logged, never fatal: reaping is
+/// housekeeping.
+pub async fn reap_orphans() -> Vec<String> {
+    use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+    let docker = match bollard::Docker::connect_with_defaults() {
+        Ok(docker) => docker,
+        Err(e) => {
+            tracing::warn!("failed to connect to Docker to reap orphaned containers: {e}");
+            return Vec::new();
+        }
+    };
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(std::collections::HashMap::from([(
+            "label".to_owned(),
+            vec![OWNER_LABEL.to_owned()],
+        )])),
+        ..ListContainersOptions::default()
+    };
+    let containers = match docker.list_containers(Some(options)).await {
+        Ok(containers) => containers,
+        Err(e) => {
+            tracing::warn!("failed to list containers to reap orphans: {e}");
+            return Vec::new();
+        }
+    };
+    let mut reaped = Vec::new();
+    let mut networks = std::collections::BTreeSet::new();
+    for container in containers {
+        let gone = container
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(OWNER_LABEL))
+            .is_some_and(|label| owner_is_gone(label));
+        let Some(id) = container.id.filter(|_| gone) else {
+            continue;
+        };
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..RemoveContainerOptions::default()
+        };
+        match docker.remove_container(&id, Some(options)).await {
+            Ok(()) => {
+                tracing::warn!(container = %id, "reaped a container whose drill process died");
+                reaped.push(id);
+                // Its environment's network (random name, used by that
+                // environment alone) goes once its last container is gone.
+                networks.extend(
+                    container
+                        .network_settings
+                        .and_then(|settings| settings.networks)
+                        .into_iter()
+                        .flat_map(|networks| networks.into_keys())
+                        .filter(|name| name.starts_with("drillbook-")),
+                );
+            }
+            Err(e) => tracing::warn!(container = %id, "failed to remove an orphaned container: {e}"),
+        }
+    }
+    for network in networks {
+        if let Err(e) = docker.remove_network(&network).await {
+            tracing::warn!(network = %network, "failed to remove an orphaned network: {e}");
+        }
+    }
+    reaped
+}
+
+/// [`reap_orphans`], once per process, before its first environment.
+async fn reap_orphans_once() {
+    static REAPED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    REAPED
+        .get_or_init(|| async {
+            reap_orphans().await;
+        })
+        .await;
+}
+
 /// The S3 container's name on `network`.
 fn s3_name(network: &str) -> String {
     format!("{network}-s3")
@@ -457,6 +571,7 @@ async fn start_s3(settings: &ContainerSettings, network: &str) -> Result<(S3Cont
                 .with_container_name(s3_name(network))
                 .with_startup_timeout(STARTUP_TIMEOUT)
                 .with_label("drillbook", "drill")
+                .with_labels(owner_label().map(|owner| (OWNER_LABEL, owner)))
                 .start()
                 .await
                 .map_err(container_error("start the LocalStack container"))?;
@@ -479,6 +594,7 @@ async fn start_s3(settings: &ContainerSettings, network: &str) -> Result<(S3Cont
                 .with_container_name(s3_name(network))
                 .with_startup_timeout(STARTUP_TIMEOUT)
                 .with_label("drillbook", "drill")
+                .with_labels(owner_label().map(|owner| (OWNER_LABEL, owner)))
                 .start()
                 .await
                 .map_err(container_error("start the S3 container"))?;
@@ -534,6 +650,7 @@ impl ContainersEnvironment {
         docker_reachable(&settings.docker_host)
             .await
             .map_err(docker_unavailable(&settings.docker_host))?;
+        reap_orphans_once().await;
         let bins = PgBinaries::discover_client()?;
         let network = format!("drillbook-{}", &random_secret().expose()[..12]);
         let first = format!("{network}-1");

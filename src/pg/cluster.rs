@@ -135,6 +135,7 @@ impl Cluster {
     /// as root without an unprivileged user; [`PgError::StartFailed`] with the
     /// server's log when it does not come up. Nothing is left behind on error.
     pub async fn start(bins: &PgBinaries, options: ClusterOptions) -> Result<Self> {
+        reap_orphans_once();
         let server_user = ServerUser::resolve()?;
         if let Some(port) = options.port {
             ensure_port_free(port)?;
@@ -159,6 +160,7 @@ impl Cluster {
             cleaned_up: false,
         };
         // From here on `cluster`'s Drop removes what was made if we bail out.
+        cluster.record_owner()?;
         if let Some(user) = server_user {
             user.own(&cluster.root)?;
         }
@@ -185,6 +187,7 @@ impl Cluster {
         password: Secret,
         options: ClusterOptions,
     ) -> Result<Self> {
+        reap_orphans_once();
         let server_user = ServerUser::resolve()?;
         if let Some(port) = options.port {
             ensure_port_free(port)?;
@@ -211,6 +214,7 @@ impl Cluster {
             keep: keep_requested(),
             cleaned_up: false,
         };
+        cluster.record_owner()?;
         if let Some(user) = server_user {
             user.own(&cluster.root)?;
         }
@@ -481,6 +485,18 @@ impl Cluster {
         Ok(())
     }
 
+    /// Names this process as the cluster dir's owner, so that a later
+    /// process reaps the cluster if this one dies without cleaning up
+    /// ([`super::reaper`]). A kept cluster (`DRILL_KEEP=1`) has no owner.
+    fn record_owner(&self) -> Result<()> {
+        match super::reaper::Owner::current() {
+            Some(owner) if !self.keep => {
+                super::reaper::record_owner(&self.root, owner).map_err(PgError::io("record the cluster's owner"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Kills the server outright (SIGKILL), as a crash or a lost host would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.server.take() {
@@ -532,6 +548,15 @@ impl Drop for Cluster {
             eprintln!("drillbook: {e}");
         }
     }
+}
+
+/// Reaps the clusters of dead test processes, once per process, before its
+/// first cluster starts.
+fn reap_orphans_once() {
+    static REAPED: std::sync::Once = std::sync::Once::new();
+    REAPED.call_once(|| {
+        super::reaper::reap_orphans(&tempfile::env::temp_dir());
+    });
 }
 
 /// `CREATE DATABASE`, refusing to touch one that exists.

@@ -6,6 +6,7 @@
 pub mod binaries;
 mod cluster;
 mod conn;
+pub(crate) mod reaper;
 pub mod tools;
 
 use std::path::PathBuf;
@@ -127,6 +128,13 @@ pub fn quote_literal(value: &str) -> String {
 }
 
 /// Whether `DRILL_KEEP=1` asks to keep drill resources for inspection.
+/// Stops and removes the clusters left by test processes that died without
+/// cleaning up (see the reaper's notes in `src/pg/reaper.rs`); returns the
+/// dirs removed. Every process does this once before its first cluster.
+pub fn reap_orphaned_clusters() -> Vec<PathBuf> {
+    reaper::reap_orphans(&tempfile::env::temp_dir())
+}
+
 pub fn keep_requested() -> bool {
     std::env::var("DRILL_KEEP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }

@@ -1,0 +1,173 @@
+//! Clusters whose test process died without cleaning up.
+//!
+//! A drill killed by nextest's timeout (SIGTERM, then SIGKILL) runs no
+//! `Drop`, so its `postgres` keeps running and its temp dir stays. Each
+//! cluster dir therefore records its owner (pid and process start time, so
+//! a reused pid is not mistaken for the owner) in an `owner` file, and the
+//! first cluster a process starts reaps every `drillbook-pg-*` dir in the
+//! temp dir whose owner is gone: its server is stopped (SIGQUIT, SIGKILL
+//! after a grace period) and the dir removed.
+//!
+//! Only dirs with an `owner` file are touched: clusters kept with
+//! `DRILL_KEEP=1` get none, and neither does anything drillbook did not make.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const OWNER_FILE: &str = "owner";
+const PREFIX: &str = "drillbook-pg-";
+
+/// A process, told apart from a later one that reuses its pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pid: u32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat`, field 22).
+    started: u64,
+}
+
+impl Owner {
+    /// This process.
+    pub(crate) fn current() -> Option<Self> {
+        let pid = std::process::id();
+        Some(Self {
+            pid,
+            started: start_time(pid)?,
+        })
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let (pid, started) = text.trim().split_once(' ')?;
+        Some(Self {
+            pid: pid.parse().ok()?,
+            started: started.parse().ok()?,
+        })
+    }
+
+    pub(crate) fn render(self) -> String {
+        format!("{} {}\n", self.pid, self.started)
+    }
+
+    pub(crate) fn is_alive(self) -> bool {
+        start_time(self.pid) == Some(self.started)
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`: after the command name in parentheses,
+/// which may itself hold spaces and parentheses.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    // after_name starts at field 3 (state); field 22 is the 20th from there.
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Records `owner` in a cluster dir.
+pub(super) fn record_owner(root: &Path, owner: Owner) -> std::io::Result<()> {
+    fs::write(root.join(OWNER_FILE), owner.render())
+}
+
+/// Reaps orphaned clusters in `temp_dir`; returns the dirs removed.
+pub(super) fn reap_orphans(temp_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(temp_dir) else {
+        return Vec::new();
+    };
+    let mut reaped = Vec::new();
+    for entry in entries.flatten() {
+        let root = entry.path();
+        let is_cluster = entry.file_name().to_str().is_some_and(|name| name.starts_with(PREFIX));
+        let owner = fs::read_to_string(root.join(OWNER_FILE))
+            .ok()
+            .and_then(|text| Owner::parse(&text));
+        let Some(owner) = owner.filter(|_| is_cluster) else {
+            continue;
+        };
+        if owner.is_alive() {
+            continue;
+        }
+        stop_orphan_server(&root.join("data"));
+        match fs::remove_dir_all(&root) {
+            Ok(()) => {
+                tracing::warn!(dir = %root.display(), owner = owner.pid, "reaped a cluster whose test process died");
+                reaped.push(root);
+            }
+            Err(e) => tracing::warn!(dir = %root.display(), "failed to remove an orphaned cluster dir: {e}"),
+        }
+    }
+    reaped
+}
+
+/// Stops the postmaster of `data_dir` if it still runs: SIGQUIT (immediate
+/// shutdown), SIGKILL after 5 s. Only a process that is a `postgres` on
+/// exactly this data dir is signalled.
+fn stop_orphan_server(data_dir: &Path) {
+    let Some(pid) = fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let runs_here = || {
+        fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.first().is_some_and(|program| program.ends_with(b"postgres"))
+                && args.contains(&data_dir.as_os_str().as_encoded_bytes())
+        })
+    };
+    if !runs_here() {
+        return;
+    }
+    // SAFETY: kill(2) on a pid we just checked is this data dir's postmaster.
+    unsafe { libc::kill(pid, libc::SIGQUIT) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while runs_here() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if runs_here() {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_round_trip_and_only_the_living_count() {
+        let me = Owner::current().expect("this process has a /proc entry");
+        assert!(me.is_alive());
+        assert_eq!(Owner::parse(&me.render()), Some(me));
+        let reused = Owner {
+            started: me.started + 1,
+            ..me
+        };
+        assert!(!reused.is_alive(), "a pid with another start time is another process");
+        assert_eq!(Owner::parse("garbage"), None);
+    }
+
+    #[test]
+    fn only_dead_owners_cluster_dirs_are_reaped() {
+        let temp = tempfile::tempdir().unwrap();
+        let make = |name: &str, owner: Option<Owner>| {
+            let root = temp.path().join(name);
+            fs::create_dir_all(root.join("data")).unwrap();
+            if let Some(owner) = owner {
+                record_owner(&root, owner).unwrap();
+            }
+            root
+        };
+        let me = Owner::current().unwrap();
+        let dead = Owner {
+            pid: me.pid,
+            started: me.started + 1,
+        };
+        let orphan = make("drillbook-pg-orphan", Some(dead));
+        let alive = make("drillbook-pg-alive", Some(me));
+        let kept = make("drillbook-pg-kept", None);
+        let other = make("someone-else", Some(dead));
+        assert_eq!(reap_orphans(temp.path()), vec![orphan.clone()]);
+        assert!(!orphan.exists());
+        assert!(alive.exists() && kept.exists() && other.exists());
+    }
+}
