@@ -1,9 +1,10 @@
 //! A test process killed outright (nextest's timeout: SIGTERM, then
 //! SIGKILL) runs no `Drop`: its postgres keeps running and its temp dir
 //! stays. The next process reaps them before its first cluster. Here a
-//! child process (this test binary, re-run) starts a cluster and is
-//! SIGKILLed; the orphaned server must then be stopped and its dir removed,
-//! while a cluster of a living process is left alone.
+//! child process (this test binary, re-run) starts a cluster and an
+//! embedded S3 server and is SIGKILLed; the orphaned server must then be
+//! stopped and both dirs removed, while a cluster of a living process is
+//! left alone.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ async fn a_killed_test_process_leaves_no_server_and_no_dir_behind() {
     let bins = PgBinaries::discover().unwrap();
     if std::env::var_os(CHILD).is_some() {
         let cluster = Cluster::start(&bins, ClusterOptions::default()).await.unwrap();
+        let s3 = drillbook::env::EmbeddedS3::start().unwrap();
+        println!("s3 {}", s3.root().display());
         println!("{}", cluster.data_dir().display());
         // Wait to be killed.
         tokio::time::sleep(Duration::from_secs(600)).await;
@@ -56,9 +59,13 @@ async fn a_killed_test_process_leaves_no_server_and_no_dir_behind() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let data_dir = BufReader::new(child.stdout.take().unwrap())
+    let mut lines = BufReader::new(child.stdout.take().unwrap())
         .lines()
-        .map_while(Result::ok)
+        .map_while(Result::ok);
+    let s3_root = lines
+        .find_map(|line| line.strip_prefix("s3 ").map(PathBuf::from))
+        .expect("the child printed its S3 data dir");
+    let data_dir = lines
         .find(|line| line.contains("drillbook-pg-"))
         .map(PathBuf::from)
         .expect("the child printed its cluster's data dir");
@@ -80,8 +87,16 @@ async fn a_killed_test_process_leaves_no_server_and_no_dir_behind() {
     assert!(!running(orphan), "the orphaned postgres {orphan} was stopped");
     let root = data_dir.parent().unwrap().to_path_buf();
     assert!(!root.exists(), "{} was removed", root.display());
+    assert!(
+        !s3_root.exists(),
+        "the embedded S3 dir {} was removed",
+        s3_root.display()
+    );
     // Cluster::start already reaped it (once per process) or this call did.
-    assert!(reaped.is_empty() || reaped == [root.clone()], "{reaped:?}");
+    assert!(
+        reaped.iter().all(|dir| *dir == root || *dir == s3_root),
+        "only the orphans are reaped: {reaped:?}"
+    );
     assert!(mine.data_dir().exists(), "a living process's cluster is left alone");
     mine.cleanup().await.unwrap();
 }

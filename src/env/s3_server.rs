@@ -54,6 +54,14 @@ impl EmbeddedS3 {
             .tempdir()
             .map_err(io("create the S3 data dir"))?
             .keep();
+        // A later process reaps the dir if this one dies without cleaning up.
+        if !keep_requested()
+            && let Some(owner) = crate::pg::reaper::Owner::current()
+            && let Err(e) = crate::pg::reaper::record_owner(&root, owner)
+        {
+            let _ = std::fs::remove_dir_all(&root);
+            return Err(io("record the S3 data dir's owner")(e));
+        }
         let access_key = format!("DRILL{}", token(8).to_uppercase());
         let secret_key = Secret::new(token(20));
 

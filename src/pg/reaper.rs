@@ -1,22 +1,23 @@
-//! Clusters whose test process died without cleaning up.
+//! Clusters and embedded S3 data whose test process died without cleaning up.
 //!
 //! A drill killed by nextest's timeout (SIGTERM, then SIGKILL) runs no
-//! `Drop`, so its `postgres` keeps running and its temp dir stays. Each
-//! cluster dir therefore records its owner (pid and process start time, so
-//! a reused pid is not mistaken for the owner) in an `owner` file, and the
-//! first cluster a process starts reaps every `drillbook-pg-*` dir in the
-//! temp dir whose owner is gone: its server is stopped (SIGQUIT, SIGKILL
-//! after a grace period) and the dir removed.
+//! `Drop`, so its `postgres` keeps running and its temp dirs stay. Each
+//! cluster dir (`drillbook-pg-*`) and embedded S3 dir (`drillbook-s3-*`)
+//! therefore records its owner (pid and process start time, so a reused pid
+//! is not mistaken for the owner) in a `.drillbook-owner` file (a name no
+//! S3 bucket can have), and the first cluster a process starts reaps every
+//! such dir in the temp dir whose owner is gone: a cluster's server is
+//! stopped (SIGQUIT, SIGKILL after a grace period) and the dir removed.
 //!
-//! Only dirs with an `owner` file are touched: clusters kept with
-//! `DRILL_KEEP=1` get none, and neither does anything drillbook did not make.
+//! Only dirs with an owner file are touched: what `DRILL_KEEP=1` keeps gets
+//! none, and neither does anything drillbook did not make.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const OWNER_FILE: &str = "owner";
-const PREFIX: &str = "drillbook-pg-";
+const OWNER_FILE: &str = ".drillbook-owner";
+const PREFIXES: [&str; 2] = ["drillbook-pg-", "drillbook-s3-"];
 
 /// A process, told apart from a later one that reuses its pid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +63,8 @@ fn start_time(pid: u32) -> Option<u64> {
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Records `owner` in a cluster dir.
-pub(super) fn record_owner(root: &Path, owner: Owner) -> std::io::Result<()> {
+/// Records `owner` in a cluster or embedded S3 dir.
+pub(crate) fn record_owner(root: &Path, owner: Owner) -> std::io::Result<()> {
     fs::write(root.join(OWNER_FILE), owner.render())
 }
 
@@ -75,11 +76,14 @@ pub(super) fn reap_orphans(temp_dir: &Path) -> Vec<PathBuf> {
     let mut reaped = Vec::new();
     for entry in entries.flatten() {
         let root = entry.path();
-        let is_cluster = entry.file_name().to_str().is_some_and(|name| name.starts_with(PREFIX));
+        let is_ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| PREFIXES.iter().any(|prefix| name.starts_with(prefix)));
         let owner = fs::read_to_string(root.join(OWNER_FILE))
             .ok()
             .and_then(|text| Owner::parse(&text));
-        let Some(owner) = owner.filter(|_| is_cluster) else {
+        let Some(owner) = owner.filter(|_| is_ours) else {
             continue;
         };
         if owner.is_alive() {
@@ -88,10 +92,10 @@ pub(super) fn reap_orphans(temp_dir: &Path) -> Vec<PathBuf> {
         stop_orphan_server(&root.join("data"));
         match fs::remove_dir_all(&root) {
             Ok(()) => {
-                tracing::warn!(dir = %root.display(), owner = owner.pid, "reaped a cluster whose test process died");
+                tracing::warn!(dir = %root.display(), owner = owner.pid, "reaped a dir whose test process died");
                 reaped.push(root);
             }
-            Err(e) => tracing::warn!(dir = %root.display(), "failed to remove an orphaned cluster dir: {e}"),
+            Err(e) => tracing::warn!(dir = %root.display(), "failed to remove an orphaned dir: {e}"),
         }
     }
     reaped
@@ -163,11 +167,14 @@ mod tests {
             started: me.started + 1,
         };
         let orphan = make("drillbook-pg-orphan", Some(dead));
+        let orphan_s3 = make("drillbook-s3-orphan", Some(dead));
         let alive = make("drillbook-pg-alive", Some(me));
         let kept = make("drillbook-pg-kept", None);
         let other = make("someone-else", Some(dead));
-        assert_eq!(reap_orphans(temp.path()), vec![orphan.clone()]);
-        assert!(!orphan.exists());
+        let mut reaped = reap_orphans(temp.path());
+        reaped.sort();
+        assert_eq!(reaped, vec![orphan.clone(), orphan_s3.clone()]);
+        assert!(!orphan.exists() && !orphan_s3.exists());
         assert!(alive.exists() && kept.exists() && other.exists());
     }
 }
