@@ -655,16 +655,25 @@ pub async fn truncate_chain_tail(d: &Disposable, rows: i64) -> Result<Injected> 
     .fetch_all(&mut *tx)
     .await
     .map_err(PgError::sql("truncate the chain's tail"))?;
+    let emptied: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM audit_logs)")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(PgError::sql("count what is left of the chain"))?;
     commit(tx, "the truncated chain").await?;
     let _ = conn.close().await;
+    let mut expect = vec![Expected::new(
+        CheckName::ChainAnchor,
+        AUDIT_TABLE,
+        Some(head.to_string()),
+    )];
+    // Cutting the whole chain also leaves a critical table empty.
+    if emptied {
+        expect.push(Expected::new(CheckName::CriticalTablesPresent, AUDIT_TABLE, None));
+    }
     Ok(Injected {
         fault: Fault::TruncateChainTail,
         table: AUDIT_TABLE.to_owned(),
         keys: deleted.iter().map(i64::to_string).collect(),
-        expect: vec![Expected::new(
-            CheckName::ChainAnchor,
-            AUDIT_TABLE,
-            Some(head.to_string()),
-        )],
+        expect,
     })
 }
