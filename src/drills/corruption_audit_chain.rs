@@ -13,7 +13,7 @@
 use crate::drill::{Drill, DrillSummary, Scenario};
 use crate::fault;
 use crate::fixtures::Profile;
-use crate::integrity::suite::{SuiteOptions, run_suite};
+use crate::integrity::suite::run_suite;
 
 use super::workbench::Workbench;
 
@@ -21,11 +21,8 @@ pub async fn run() -> DrillSummary {
     let mut drill = Drill::new("corruption-audit-chain", Scenario::DbCorruptionFull).expect("drill targets");
     let mut bench = Workbench::open(&mut drill, Profile::Small, 7).await;
     let source = bench.database.clone();
-    let anchor = bench
-        .manifest
-        .anchor
-        .clone()
-        .expect("the manifest records the chain anchor");
+    let options = bench.suite_options();
+    let anchor = options.anchor.clone().expect("suite options carry the anchor");
     drill.property("anchor_head_id", anchor.head_id);
 
     let target = &bench.disposable;
@@ -35,10 +32,6 @@ pub async fn run() -> DrillSummary {
     injected.push(fault::tamper_and_rehash(target, anchor.head_id / 2).await.unwrap());
     injected.push(fault::truncate_chain_tail(target, 50).await.unwrap());
 
-    let options = SuiteOptions {
-        anchor: Some(anchor.clone()),
-        ..SuiteOptions::default()
-    };
     let report = drill.phase("detect", run_suite(&source, &options)).await.unwrap();
     drill.property("findings_after_incident", report.findings.len());
     drill.property("findings_missed_by_playbook_4_1", report.missed_by_playbook().len());
@@ -68,19 +61,9 @@ pub async fn run() -> DrillSummary {
         format!("4.1 counted {:?}", report.playbook_4_1_broken_links),
     );
 
-    let (admin, restored) = drill
-        .phase("restore database from backup", bench.restore_anew())
-        .await
-        .unwrap();
-    let verified = drill
-        .phase("verify restored database", run_suite(&restored.target, &options))
-        .await
-        .unwrap();
-    drill.check(
-        "restored database has zero findings against the anchor",
-        verified.is_clean(),
-        format!("{:?}", verified.findings),
-    );
+    let (admin, restored) = bench
+        .restore_and_verify(&mut drill, "restored database has zero findings against the anchor")
+        .await;
     drill.verified();
     // Playbook section 7: resume backups, then the post-recovery checklist.
     super::post_recovery_checklist(&mut drill, &restored.target, bench.resume_backups(&admin)).await;

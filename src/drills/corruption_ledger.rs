@@ -17,7 +17,7 @@ use crate::drill::{Drill, DrillSummary, Scenario};
 use crate::fault;
 use crate::fixtures::Profile;
 use crate::integrity::CheckName;
-use crate::integrity::suite::{SuiteOptions, run_suite};
+use crate::integrity::suite::run_suite;
 use crate::table_restore::restore_table;
 use sqlx::{Connection, PgConnection};
 
@@ -30,16 +30,7 @@ pub async fn run() -> DrillSummary {
     drill.property("table", TABLE);
     let bench = Workbench::open(&mut drill, Profile::Small, 11).await;
     let (bins, source, admin) = (&bench.bins, bench.database.clone(), bench.admin.clone());
-    let options = SuiteOptions {
-        anchor: Some(
-            bench
-                .manifest
-                .anchor
-                .clone()
-                .expect("the manifest records the chain anchor"),
-        ),
-        ..SuiteOptions::default()
-    };
+    let options = bench.suite_options();
 
     // A live line of one invoice, and another invoice to unbalance.
     let mut conn = PgConnection::connect_with(&source.connect_options()).await.unwrap();

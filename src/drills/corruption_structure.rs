@@ -16,7 +16,7 @@ use crate::drill::{Drill, DrillSummary, Scenario};
 use crate::fault;
 use crate::fixtures::Profile;
 use crate::integrity::CheckName;
-use crate::integrity::suite::{SuiteOptions, run_suite};
+use crate::integrity::suite::run_suite;
 use sqlx::{Connection, PgConnection};
 
 use super::workbench::Workbench;
@@ -27,16 +27,7 @@ pub async fn run() -> DrillSummary {
     let mut drill = Drill::new("corruption-structure", Scenario::DbCorruptionFull).expect("drill targets");
     let mut bench = Workbench::open(&mut drill, Profile::Small, 13).await;
     let source = bench.database.clone();
-    let options = SuiteOptions {
-        anchor: Some(
-            bench
-                .manifest
-                .anchor
-                .clone()
-                .expect("the manifest records the chain anchor"),
-        ),
-        ..SuiteOptions::default()
-    };
+    let options = bench.suite_options();
 
     let mut conn = PgConnection::connect_with(&source.connect_options()).await.unwrap();
     let line_id: i64 =
@@ -80,19 +71,9 @@ pub async fn run() -> DrillSummary {
         );
     }
 
-    let (admin, restored) = drill
-        .phase("restore database from backup", bench.restore_anew())
-        .await
-        .unwrap();
-    let verified = drill
-        .phase("verify restored database", run_suite(&restored.target, &options))
-        .await
-        .unwrap();
-    drill.check(
-        "restored database has zero findings, RLS included",
-        verified.is_clean(),
-        format!("{:?}", verified.findings),
-    );
+    let (admin, restored) = bench
+        .restore_and_verify(&mut drill, "restored database has zero findings, RLS included")
+        .await;
     let mut conn = PgConnection::connect_with(&restored.target.connect_options())
         .await
         .unwrap();

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use crate::canary::{CanaryWriter, check_canaries};
+use crate::canary::CanaryWriter;
 use crate::drill::{Drill, DrillSummary, Scenario};
 use crate::env::APP_DATABASE;
 use crate::failover::{promote, replay_state};
@@ -23,8 +23,7 @@ pub async fn run() -> DrillSummary {
     let mut drill = Drill::new("data-center-failure", Scenario::DataCenterFailure)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(5 * 60));
-    let (mut env, standby) = super::openings::primary_with_standby(&mut drill, super::drill_profile()).await;
-    let bins = env.binaries().clone();
+    let (mut env, standby) = super::steps::primary_with_standby(&mut drill, super::drill_profile()).await;
 
     // Write load: the application's writes and the canary, until the kill.
     let source = env.source();
@@ -80,27 +79,10 @@ pub async fn run() -> DrillSummary {
         .unwrap();
     let problems = answers.problems();
     drill.check("playbook checks pass", problems.is_empty(), problems.join("; "));
-    let report = drill
-        .phase(
-            "canaries on the promoted standby",
-            check_canaries(&target, &canaries.committed, None),
-        )
-        .await
-        .unwrap();
-    drill.check(
-        "surviving canaries are a gap-free prefix",
-        report.clean(),
-        format!("{report:?}"),
-    );
-    drill.verified();
-    // Playbook section 7: resume backups, then the post-recovery checklist.
-    super::post_recovery_checklist(&mut drill, &target, Some((&bins, &standby, env.store()))).await;
-
+    let report = super::steps::verdict_on_promoted_standby(&mut drill, &env, &standby, &canaries.committed).await;
     let newest = report.newest_surviving.expect("canaries survived");
-    drill.newest_surviving_data(newest);
     drill.property("canaries_acknowledged", report.acknowledged);
     drill.property("canaries_surviving", report.surviving);
-    drill.property("canaries_lost", report.acknowledged.saturating_sub(report.surviving));
     drill.check(
         "newest surviving canary precedes the primary's loss",
         newest <= primary_gone,

@@ -36,7 +36,7 @@ pub async fn run_with(program: &Path) -> DrillSummary {
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(3600));
     let (mut env, _) =
-        super::openings::archiving_primary(&mut drill, program, Duration::from_secs(60), super::drill_profile()).await;
+        super::steps::archiving_primary(&mut drill, program, Duration::from_secs(60), super::drill_profile()).await;
 
     let source = env.source();
     let canary = CanaryWriter::start(&source, Duration::from_millis(5)).await.unwrap();

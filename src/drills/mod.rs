@@ -18,10 +18,10 @@ pub mod db_connection_exhaustion;
 pub mod db_corruption_full;
 pub mod db_corruption_physical;
 pub mod db_corruption_single_table;
-mod openings;
 pub mod pod_crash;
 pub mod rpo_streaming_replication;
 pub mod rpo_wal_archiving;
+mod steps;
 pub mod traffic_switch;
 mod workbench;
 

@@ -10,9 +10,8 @@
 
 use std::time::Duration;
 
-use crate::canary::{CanaryWriter, check_canaries};
+use crate::canary::CanaryWriter;
 use crate::drill::{Drill, DrillSummary, Scenario, format_duration};
-use crate::env::APP_DATABASE;
 use crate::failover::{cut_replication, promote, replay_state};
 use crate::fixtures::Profile;
 
@@ -23,8 +22,7 @@ pub async fn run() -> DrillSummary {
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(5 * 60));
     drill.property("replication_stall_seconds", STALL.as_secs());
-    let (mut env, standby) = super::openings::primary_with_standby(&mut drill, Profile::Small).await;
-    let bins = env.binaries().clone();
+    let (mut env, standby) = super::steps::primary_with_standby(&mut drill, Profile::Small).await;
 
     let canary = CanaryWriter::start(&env.source(), Duration::from_millis(5))
         .await
@@ -49,28 +47,10 @@ pub async fn run() -> DrillSummary {
     drill.property("standby_lag_at_failover_seconds", format!("{lag_seconds:.3}"));
 
     drill.phase("promote standby", promote(&standby)).await.unwrap();
-    let target = standby.with_database(APP_DATABASE);
-    let report = drill
-        .phase(
-            "canaries on the promoted standby",
-            check_canaries(&target, &canaries.committed, None),
-        )
-        .await
-        .unwrap();
-    drill.check(
-        "surviving canaries are a gap-free prefix",
-        report.clean(),
-        format!("{report:?}"),
-    );
-    drill.verified();
-    // Playbook section 7: resume backups, then the post-recovery checklist.
-    super::post_recovery_checklist(&mut drill, &target, Some((&bins, &standby, env.store()))).await;
-
+    let report = super::steps::verdict_on_promoted_standby(&mut drill, &env, &standby, &canaries.committed).await;
     let newest = report.newest_surviving.expect("canaries survived");
-    drill.newest_surviving_data(newest);
     let rpo = (incident - newest).to_std().unwrap_or_default();
     let lost_in_stall = canaries.committed.iter().filter(|c| c.written_at > stalled_at).count();
-    drill.property("canaries_lost", report.acknowledged.saturating_sub(report.surviving));
     drill.check(
         "measured RPO reflects the standby's lag",
         rpo >= STALL && newest <= stalled_at,

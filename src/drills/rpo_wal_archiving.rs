@@ -32,7 +32,7 @@ pub async fn run_with(program: &Path) -> DrillSummary {
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(3600));
     drill.property("archive_timeout_seconds", ARCHIVE_TIMEOUT.as_secs());
-    let (mut env, _) = super::openings::archiving_primary(&mut drill, program, ARCHIVE_TIMEOUT, Profile::Small).await;
+    let (mut env, _) = super::steps::archiving_primary(&mut drill, program, ARCHIVE_TIMEOUT, Profile::Small).await;
 
     let canary = CanaryWriter::start(&env.source(), Duration::from_millis(5))
         .await

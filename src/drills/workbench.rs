@@ -14,6 +14,7 @@ use crate::drill::Drill;
 use crate::env::{Environment, RestoreTarget};
 use crate::fault::Disposable;
 use crate::fixtures::{FixtureSpec, Profile};
+use crate::integrity::suite::{SuiteOptions, run_suite};
 use crate::pg::{ConnInfo, PgBinaries};
 use crate::restore::{BackupChoice, RestoreOptions, RestoreReport, find_backup, restore_database};
 use crate::store::manifest::BackupManifest;
@@ -90,6 +91,46 @@ impl Workbench {
             manifest,
             disposable,
         }
+    }
+
+    /// The integrity suite's options: the chain anchor the bench's backup
+    /// recorded, so truncated or rewritten history is found too.
+    ///
+    /// # Panics
+    /// When the manifest has no anchor (every drillbook backup records one).
+    pub fn suite_options(&self) -> SuiteOptions {
+        SuiteOptions {
+            anchor: Some(
+                self.manifest
+                    .anchor
+                    .clone()
+                    .expect("the manifest records the chain anchor"),
+            ),
+            ..SuiteOptions::default()
+        }
+    }
+
+    /// The recovery of the full-restore detection drills, each step a timed
+    /// phase: [`Self::restore_anew`], then the integrity suite on the
+    /// restored copy, checked to find nothing (`clean_check` names that
+    /// check). Returns the restored server's admin and the restore's report.
+    ///
+    /// # Panics
+    /// When a step fails, as the drills' other steps do.
+    pub async fn restore_and_verify(&mut self, drill: &mut Drill, clean_check: &str) -> (ConnInfo, RestoreReport) {
+        let (admin, restored) = drill
+            .phase("restore database from backup", self.restore_anew())
+            .await
+            .unwrap();
+        let verified = drill
+            .phase(
+                "verify restored database",
+                run_suite(&restored.target, &self.suite_options()),
+            )
+            .await
+            .unwrap();
+        drill.check(clean_check, verified.is_clean(), format!("{:?}", verified.findings));
+        (admin, restored)
     }
 
     /// The full restore after the damage: the bench's backup into a new

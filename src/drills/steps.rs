@@ -1,7 +1,8 @@
-//! Openings several drills share, each step a timed phase of the drill:
-//! a primary with a hot standby (the failover drills) and a primary that
-//! archives its WAL with a base backup in S3 (the PITR drills). The
-//! detection drills have theirs in `workbench.rs`.
+//! Steps several drills share, each a timed phase of the drill: the
+//! openings of the failover drills (a primary with a hot standby) and of the
+//! PITR drills (a primary archiving its WAL, a base backup in S3), and the
+//! failover drills' verdict on the promoted standby. The detection drills
+//! have theirs in `workbench.rs`.
 //!
 //! Every step panics when it fails, as the drills' other setup steps do.
 
@@ -9,8 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::basebackup::{BaseBackupManifest, take_base_backup};
+use crate::canary::{Canary, CanaryReport, check_canaries};
 use crate::drill::Drill;
-use crate::env::Environment;
+use crate::env::{APP_DATABASE, Environment};
 use crate::failover::wait_caught_up;
 use crate::fixtures::{FixtureSpec, Profile, seed};
 use crate::pg::ConnInfo;
@@ -80,4 +82,37 @@ pub(super) async fn archiving_primary(
         .unwrap();
     drill.property("base_backup_bytes", base.tar_bytes);
     (env, base)
+}
+
+/// After failing over to `standby` (promoted): the canaries on its
+/// application database must be a gap-free prefix of those `committed`;
+/// then the drill is verified, section 7 runs (backups resumed from the
+/// promoted standby), and the newest surviving canary becomes the drill's
+/// newest surviving data. Returns the canary report for the drill's own
+/// RPO checks.
+pub(super) async fn verdict_on_promoted_standby(
+    drill: &mut Drill,
+    env: &Environment,
+    standby: &ConnInfo,
+    committed: &[Canary],
+) -> CanaryReport {
+    let target = standby.with_database(APP_DATABASE);
+    let report = drill
+        .phase(
+            "canaries on the promoted standby",
+            check_canaries(&target, committed, None),
+        )
+        .await
+        .unwrap();
+    drill.check(
+        "surviving canaries are a gap-free prefix",
+        report.clean(),
+        format!("{report:?}"),
+    );
+    drill.verified();
+    // Playbook section 7: resume backups, then the post-recovery checklist.
+    super::post_recovery_checklist(drill, &target, Some((env.binaries(), standby, env.store()))).await;
+    drill.newest_surviving_data(report.newest_surviving.expect("canaries survived"));
+    drill.property("canaries_lost", report.acknowledged.saturating_sub(report.surviving));
+    report
 }
