@@ -245,13 +245,10 @@ pub async fn recover_on(
     };
 
     let started = Instant::now();
-    let work = tempfile::Builder::new()
-        .prefix("drillbook-pitr-")
-        .tempdir()
-        .map_err(|source| PitrError::Io {
-            context: "create a temp dir for the base backup".into(),
-            source,
-        })?;
+    let work = crate::pg::reaper::owned_tempdir("drillbook-pitr-").map_err(|source| PitrError::Io {
+        context: "create a temp dir for the base backup".into(),
+        source,
+    })?;
     let data = download_base_backup(bins, store, &base, work.path()).await?;
     std::fs::write(data.join("recovery.signal"), b"").map_err(|source| PitrError::Io {
         context: "write recovery.signal".into(),

@@ -218,10 +218,7 @@ pub async fn restore_database(
     }
 
     let started = Instant::now();
-    let workdir = tempfile::Builder::new()
-        .prefix("drillbook-restore-")
-        .tempdir()
-        .map_err(RestoreError::TempDir)?;
+    let workdir = crate::pg::reaper::owned_tempdir("drillbook-restore-").map_err(RestoreError::TempDir)?;
     let archive = workdir.path().join(format!("{}.dump", manifest.database));
     let downloaded = store.download_to_file(&dump.key, &archive).await?;
     if downloaded.sha256 != dump.sha256 {

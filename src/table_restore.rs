@@ -91,13 +91,10 @@ pub async fn restore_table(
     }
 
     let started = Instant::now();
-    let work = tempfile::Builder::new()
-        .prefix("drillbook-table-")
-        .tempdir()
-        .map_err(|source| TableRestoreError::Io {
-            context: "create a temp dir for the dump".into(),
-            source,
-        })?;
+    let work = crate::pg::reaper::owned_tempdir("drillbook-table-").map_err(|source| TableRestoreError::Io {
+        context: "create a temp dir for the dump".into(),
+        source,
+    })?;
     let dump = work.path().join("backup.dump");
     let transfer = store.download_to_file(&manifest.dump.key, &dump).await?;
     if transfer.sha256 != manifest.dump.sha256 {

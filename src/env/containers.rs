@@ -331,14 +331,11 @@ impl Extras {
 /// A temp dir for a server container's `PGDATA` (its `data` child, which
 /// the container creates).
 fn host_data_dir() -> Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix("drillbook-pgdata-")
-        .tempdir()
-        .map_err(|e| EnvError::Containers {
-            problem: "failed to create a temp dir for a server container's data directory".to_owned(),
-            fix: "check that $TMPDIR is writable and has space".to_owned(),
-            source: Some(Box::new(e)),
-        })
+    crate::pg::reaper::owned_tempdir("drillbook-pgdata-").map_err(|e| EnvError::Containers {
+        problem: "failed to create a temp dir for a server container's data directory".to_owned(),
+        fix: "check that $TMPDIR is writable and has space".to_owned(),
+        source: Some(Box::new(e)),
+    })
 }
 
 async fn start_postgres(
@@ -545,12 +542,15 @@ pub async fn reap_orphans() -> Vec<String> {
     reaped
 }
 
-/// [`reap_orphans`], once per process, before its first environment.
+/// [`reap_orphans`], once per process, before its first environment; then
+/// the temp dirs of dead processes (the data dirs those containers had
+/// mounted among them), as a process that starts a cluster would.
 async fn reap_orphans_once() {
     static REAPED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     REAPED
         .get_or_init(|| async {
             reap_orphans().await;
+            let _ = tokio::task::spawn_blocking(crate::pg::reap_orphaned_clusters).await;
         })
         .await;
 }

@@ -128,9 +128,10 @@ pub fn quote_literal(value: &str) -> String {
 }
 
 /// Whether `DRILL_KEEP=1` asks to keep drill resources for inspection.
-/// Stops and removes the clusters left by test processes that died without
-/// cleaning up (see the reaper's notes in `src/pg/reaper.rs`); returns the
-/// dirs removed. Every process does this once before its first cluster.
+/// Stops and removes the clusters and `drillbook-*` temp dirs left by test
+/// processes that died without cleaning up (see the reaper's notes in
+/// `src/pg/reaper.rs`); returns the dirs removed. Every process does this
+/// once before its first cluster or container environment.
 pub fn reap_orphaned_clusters() -> Vec<PathBuf> {
     reaper::reap_orphans(&tempfile::env::temp_dir())
 }

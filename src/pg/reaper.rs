@@ -2,12 +2,13 @@
 //!
 //! A drill killed by nextest's timeout (SIGTERM, then SIGKILL) runs no
 //! `Drop`, so its `postgres` keeps running and its temp dirs stay. Each
-//! cluster dir (`drillbook-pg-*`) and embedded S3 dir (`drillbook-s3-*`)
-//! therefore records its owner (pid and process start time, so a reused pid
-//! is not mistaken for the owner) in a `.drillbook-owner` file (a name no
-//! S3 bucket can have), and the first cluster a process starts reaps every
-//! such dir in the temp dir whose owner is gone: a cluster's server is
-//! stopped (SIGQUIT, SIGKILL after a grace period) and the dir removed.
+//! `drillbook-*` temp dir (clusters, embedded S3 data, downloads, a server
+//! container's mounted data) therefore records its owner (pid and process
+//! start time, so a reused pid is not mistaken for the owner) in a
+//! `.drillbook-owner` file (a name no S3 bucket can have), and the first
+//! cluster a process starts reaps every such dir in the temp dir whose
+//! owner is gone: a cluster's server is stopped (SIGQUIT, SIGKILL after a
+//! grace period) and the dir removed.
 //!
 //! Only dirs with an owner file are touched: what `DRILL_KEEP=1` keeps gets
 //! none, and neither does anything drillbook did not make.
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const OWNER_FILE: &str = ".drillbook-owner";
-const PREFIXES: [&str; 2] = ["drillbook-pg-", "drillbook-s3-"];
+const PREFIX: &str = "drillbook-";
 
 /// A process, told apart from a later one that reuses its pid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +69,20 @@ pub(crate) fn record_owner(root: &Path, owner: Owner) -> std::io::Result<()> {
     fs::write(root.join(OWNER_FILE), owner.render())
 }
 
+/// A `drillbook-*` temp dir (`prefix` names it) that records this process
+/// as its owner, so a later process reaps it if this one dies without its
+/// `Drop` (with `DRILL_KEEP=1`, no owner: kept things are never reaped).
+pub(crate) fn owned_tempdir(prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    debug_assert!(prefix.starts_with(PREFIX), "the reaper only looks at {PREFIX}* dirs");
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    if !super::keep_requested()
+        && let Some(owner) = Owner::current()
+    {
+        record_owner(dir.path(), owner)?;
+    }
+    Ok(dir)
+}
+
 /// Reaps orphaned clusters in `temp_dir`; returns the dirs removed.
 pub(super) fn reap_orphans(temp_dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(temp_dir) else {
@@ -76,10 +91,7 @@ pub(super) fn reap_orphans(temp_dir: &Path) -> Vec<PathBuf> {
     let mut reaped = Vec::new();
     for entry in entries.flatten() {
         let root = entry.path();
-        let is_ours = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|name| PREFIXES.iter().any(|prefix| name.starts_with(prefix)));
+        let is_ours = entry.file_name().to_str().is_some_and(|name| name.starts_with(PREFIX));
         let owner = fs::read_to_string(root.join(OWNER_FILE))
             .ok()
             .and_then(|text| Owner::parse(&text));
@@ -168,13 +180,15 @@ mod tests {
         };
         let orphan = make("drillbook-pg-orphan", Some(dead));
         let orphan_s3 = make("drillbook-s3-orphan", Some(dead));
+        let orphan_download = make("drillbook-restore-orphan", Some(dead));
         let alive = make("drillbook-pg-alive", Some(me));
         let kept = make("drillbook-pg-kept", None);
+        let cache = make("drillbook-cache-0", None);
         let other = make("someone-else", Some(dead));
         let mut reaped = reap_orphans(temp.path());
         reaped.sort();
-        assert_eq!(reaped, vec![orphan.clone(), orphan_s3.clone()]);
-        assert!(!orphan.exists() && !orphan_s3.exists());
-        assert!(alive.exists() && kept.exists() && other.exists());
+        assert_eq!(reaped, vec![orphan.clone(), orphan_download.clone(), orphan_s3.clone()]);
+        assert!(!orphan.exists() && !orphan_s3.exists() && !orphan_download.exists());
+        assert!(alive.exists() && kept.exists() && cache.exists() && other.exists());
     }
 }
