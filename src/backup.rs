@@ -4,6 +4,16 @@
 //! inside the very snapshot `pg_dump` dumps (`pg_export_snapshot()` +
 //! `pg_dump --snapshot`), so they describe exactly what the dump holds, even
 //! while the application keeps writing.
+//!
+//! # Crash safety
+//!
+//! The write order ([`crate::store::layout`] says why) makes the server-side
+//! copy of the dump into `daily/` the one step that publishes a backup:
+//! owner marker, roles, dump into `incoming/`, manifest, copy into `daily/`,
+//! then the `incoming/` objects are removed. Killed before the copy, a backup
+//! leaves nothing under `daily/`; killed after it, only `incoming/` objects.
+//! Those leftovers are removed by the next backup ([`sweep_leftovers`]) once
+//! their owner is known to be gone, never while it runs.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -49,8 +59,11 @@ pub struct BackupReport {
 /// roles file and a restore onto a new server needs the roles created first.
 ///
 /// # Guarantees
-/// Either the dump, its manifest and its roles file all exist, the dump
-/// written last, or none of them does: a failed backup removes what it wrote.
+/// The dump appears under `daily/` only once it and its manifest (and roles
+/// file) are complete, and as the last object written there. A failed
+/// backup removes what it wrote; a killed one leaves only objects outside
+/// `daily/`, removed by the next backup. Leftovers of dead backups are swept
+/// first ([`sweep_leftovers`]).
 pub async fn backup_database(
     bins: &PgBinaries,
     source: &ConnInfo,
@@ -58,6 +71,9 @@ pub async fn backup_database(
     store: &Store,
 ) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
+    if let Err(e) = sweep_leftovers(store, false).await {
+        tracing::warn!(error = %e, "could not sweep the leftovers of earlier backups; this backup goes on");
+    }
     let stamp = layout::stamp(Utc::now());
     let mut written = Vec::new();
     let result = write_backup(bins, source, admin, store, &stamp, &mut written).await;
@@ -69,6 +85,12 @@ pub async fn backup_database(
         }
     }
     let manifest = result?;
+    // Published: what is left in incoming/ is housekeeping, not the backup.
+    for key in [layout::incoming_key(&stamp, &manifest.database), layout::incoming_owner_key(&stamp)] {
+        if let Err(e) = store.delete(&key).await {
+            tracing::warn!(key, error = %e, "could not remove a finished backup's incoming object; the next backup will");
+        }
+    }
     tracing::info!(
         database = %source.database,
         stamp,
@@ -81,6 +103,78 @@ pub async fn backup_database(
         manifest_key: layout::manifest_key(&stamp),
         elapsed: started.elapsed(),
     })
+}
+
+/// What [`sweep_leftovers`] removed and left.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Stamps of dead or finished backups whose leftovers were removed.
+    pub removed: Vec<String>,
+    /// Stamps of backups whose owner runs, or cannot be judged from here.
+    pub left: Vec<String>,
+}
+
+/// Removes what dead backups left outside `daily/`: `incoming/<stamp>/`
+/// objects and `manifests/<stamp>/` side files of a backup whose dump never
+/// reached `daily/`.
+///
+/// A backup's `incoming/<stamp>/owner` names its process (this machine's
+/// boot, pid, start time). Its leftovers are removed when its dump is in
+/// `daily/` (finished), or when its owner is known to be gone (this boot of
+/// this machine, process not running), or, with `also_this_process`, when it
+/// is this process (a backup interrupted by a signal, its writes stopped).
+/// A backup of another machine or an earlier boot is left alone and
+/// reported: only its own process can tell it is dead. Side files under
+/// `manifests/` with neither a dump nor an owner are leftovers of an
+/// interrupted sweep and are removed.
+pub async fn sweep_leftovers(store: &Store, also_this_process: bool) -> Result<Sweep, StoreError> {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    let published: BTreeSet<String> = store
+        .list(layout::DAILY)
+        .await?
+        .iter()
+        .filter_map(|o| layout::stamp_of_dump(&o.key).map(str::to_owned))
+        .collect();
+    let mut by_stamp: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for prefix in [layout::MANIFESTS, layout::INCOMING] {
+        for object in store.list(prefix).await? {
+            if let Some(stamp) = layout::stamp_under(prefix, &object.key) {
+                by_stamp.entry(stamp.to_owned()).or_default().push(object.key.clone());
+            }
+        }
+    }
+
+    let me = crate::pg::reaper::machine_owner_label();
+    let mut sweep = Sweep::default();
+    for (stamp, mut keys) in by_stamp {
+        let owner_key = layout::incoming_owner_key(&stamp);
+        let finished = published.contains(&stamp);
+        if finished {
+            // Its manifest and roles belong to the published dump.
+            keys.retain(|key| key.starts_with(layout::INCOMING));
+            if keys.is_empty() {
+                continue;
+            }
+        } else if keys.contains(&owner_key) {
+            let owner = String::from_utf8(store.get_bytes(&owner_key).await?).unwrap_or_default();
+            let gone = crate::pg::reaper::machine_owner_is_gone(&owner)
+                || (also_this_process && me.as_deref() == Some(owner.trim()));
+            if !gone {
+                tracing::info!(stamp, owner = owner.trim(), "a backup in progress (or of another machine) is left alone");
+                sweep.left.push(stamp);
+                continue;
+            }
+        }
+        // The owner marker goes last, so an interrupted sweep is resumed.
+        keys.sort_by_key(|key| *key == owner_key);
+        for key in &keys {
+            store.delete(key).await?;
+        }
+        tracing::warn!(stamp, objects = keys.len(), finished, "removed the leftovers of an interrupted backup");
+        sweep.removed.push(stamp);
+    }
+    Ok(sweep)
 }
 
 async fn write_backup(
@@ -101,6 +195,14 @@ async fn write_backup(
         location: store.config().location(),
         source,
     };
+
+    let owner_key = layout::incoming_owner_key(stamp);
+    let owner = crate::pg::reaper::machine_owner_label().unwrap_or_else(|| "unknown".into());
+    store
+        .put_bytes(&owner_key, owner.into_bytes(), "text/plain")
+        .await
+        .map_err(store_error)?;
+    written.push(owner_key);
 
     let roles = match admin {
         Some(admin) => match dump_roles(bins, admin).await {
@@ -171,6 +273,7 @@ async fn write_backup(
         }
     };
 
+    crate::failpoint!("backup::before_dump");
     let incoming = layout::incoming_key(stamp, &database);
     let mut dump = DumpStream::spawn(bins, source, Some(&snapshot_id)).map_err(pg_error)?;
     let uploaded = store
@@ -205,6 +308,7 @@ async fn write_backup(
         audit_chain_head,
         anchor,
     };
+    crate::failpoint!("backup::before_manifest");
     let manifest_key = layout::manifest_key(stamp);
     store
         .put_bytes(&manifest_key, manifest.to_json(), "application/json")
@@ -212,13 +316,13 @@ async fn write_backup(
         .map_err(store_error)?;
     written.push(manifest_key);
 
+    crate::failpoint!("backup::before_publish");
+    // The one step that publishes the backup (see the module docs).
     store
         .copy(&incoming, &manifest.dump.key, manifest.dump.bytes)
         .await
         .map_err(store_error)?;
-    written.push(manifest.dump.key.clone());
-    store.delete(&incoming).await.map_err(store_error)?;
-    written.retain(|key| key != &incoming);
+    crate::failpoint!("backup::after_publish");
     Ok(manifest)
 }
 

@@ -181,12 +181,9 @@ pub async fn extract_tar(tar: &Path, into: &Path) -> Result<()> {
             context: format!("create {}", into.display()),
             source,
         })?;
-    let output = tokio::process::Command::new("tar")
-        .arg("-xf")
-        .arg(tar)
-        .arg("-C")
-        .arg(into)
-        .output()
+    let mut command = tokio::process::Command::new("tar");
+    command.arg("-xf").arg(tar).arg("-C").arg(into).kill_on_drop(true);
+    let output = crate::pg::child::output(command)
         .await
         .map_err(|source| BaseBackupError::Io {
             context: "run tar (install it: apt-get install tar)".into(),

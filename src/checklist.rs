@@ -271,7 +271,8 @@ fn truncate_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
     at - chrono::Duration::nanoseconds(i64::from(excess))
 }
 
-/// The times of the complete backups in `store` (`daily/<stamp>/manifest.json`).
+/// The times of the published backups in `store` (`daily/<stamp>/<db>.dump`:
+/// a dump reaches `daily/` only complete and with its manifest).
 ///
 /// # Errors
 /// The listing fails.
@@ -279,7 +280,7 @@ pub async fn backup_times(store: &Store) -> crate::store::Result<Vec<DateTime<Ut
     let objects = store.list(layout::DAILY).await?;
     Ok(objects
         .iter()
-        .filter_map(|o| layout::stamp_of_manifest(&o.key))
+        .filter_map(|o| layout::stamp_of_dump(&o.key))
         .filter_map(layout::parse_stamp)
         .collect())
 }

@@ -9,6 +9,7 @@ pub mod drill;
 pub mod drills;
 pub mod env;
 pub mod failover;
+pub mod failpoint;
 pub mod fault;
 pub mod fixtures;
 pub mod http;

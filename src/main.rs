@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = drillbook::failpoint::setup();
     drillbook::cli::init_logging();
     let cli = drillbook::cli::Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {

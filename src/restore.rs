@@ -1,17 +1,29 @@
 //! Full restore from the newest logical backup (the playbook's section 3.2).
 //!
-//! 1. Pick the backup: the newest manifest under `daily/`, or a named stamp.
-//! 2. Check the dump exists with the manifest's size, download it to a temp
-//!    dir hashing it on the way, and refuse it unless the SHA-256 matches.
+//! 1. Pick the backup: the newest dump under `daily/` (as the playbook's
+//!    `sort | tail -1` does), or a named stamp, and read its manifest. A dump
+//!    without a manifest is refused: restoring an older backup instead would
+//!    silently lose data, restoring it unverified takes
+//!    [`restore_unverified_dump`], on the operator's explicit word.
+//! 2. Check the dump exists with the manifest's size, download it to a
+//!    private temp dir hashing it on the way, and refuse it unless the
+//!    SHA-256 matches.
 //! 3. Create the cluster roles the backup recorded, if missing.
-//! 4. `CREATE DATABASE <db>_restore_<stamp>` (never an existing database),
-//!    `pg_restore --no-owner --no-acl --jobs=N`.
+//! 4. Create the database as `drillbook_incomplete_<random>`
+//!    ([`crate::pg::incomplete`]), `pg_restore --no-owner --no-acl --jobs=N`.
 //! 5. Compare every table's row count with the manifest.
+//! 6. Rename it to `<db>_restore_<time>` (or the chosen name).
 //!
 //! # Guarantees
-//! A restore that fails at step 4 or 5 drops the database it created: no
-//! half-restored database is left behind looking usable. The downloaded
-//! dump is deleted in every case.
+//! Nothing under the final name is half restored or unverified, whatever
+//! is killed when: the database gets its name only after step 5 passed. A
+//! restore that fails drops its incomplete database; an interrupted one
+//! (SIGINT/SIGTERM to `drillbook restore`) has it dropped by the command
+//! line; a killed one (SIGKILL) leaves it under its incomplete name, and
+//! the next restore on that server drops it. `pg_restore` dies with
+//! drillbook ([`crate::pg::child`]). The downloaded dump lives in an
+//! owner-only dir, deleted on every exit path and reaped when its owner is
+//! gone.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +33,8 @@ use sqlx::{Connection, PgConnection};
 
 use crate::backup::table_facts;
 use crate::pg::tools::pg_restore;
-use crate::pg::{ConnInfo, PgBinaries, PgError, quote_ident};
+use crate::pg::incomplete::IncompleteDatabase;
+use crate::pg::{ConnInfo, PgBinaries, PgError};
 use crate::store::manifest::{BackupManifest, FORMAT};
 use crate::store::{Store, StoreError, layout};
 
@@ -35,6 +48,26 @@ pub enum RestoreError {
         stamp: String,
         location: String,
         available: Vec<String>,
+    },
+    #[error(
+        "dump {location}{dump} has no manifest ({location}{manifest}): it cannot be verified and may be \
+         incomplete, so it is not restored. {}",
+        match (newest_described, older_by) {
+            (Some(stamp), Some(gap)) => format!(
+                "The newest backup with a manifest is {stamp}, {} older: restore it with --backup {stamp}, \
+                 or restore the unverified dump with --accept-unverified (nothing is then checked)",
+                crate::progress::duration(*gap)
+            ),
+            _ => "No older backup has a manifest either: restore the unverified dump with \
+                  --accept-unverified (nothing is then checked), or take a new backup".to_owned(),
+        }
+    )]
+    ManifestMissing {
+        location: String,
+        dump: String,
+        manifest: String,
+        newest_described: Option<String>,
+        older_by: Option<Duration>,
     },
     #[error(
         "manifest {location}{key} does not parse ({reason}); this backup is unusable: \
@@ -146,34 +179,79 @@ pub struct RestoreReport {
     pub verify: Duration,
 }
 
-/// Finds and reads the manifest of the chosen backup.
-pub async fn find_backup(store: &Store, choice: &BackupChoice) -> Result<BackupManifest, RestoreError> {
-    let location = store.config().location();
-    let mut stamps: Vec<String> = store
+/// The dumps under `daily/`, oldest first: `(stamp, key)`.
+async fn published_dumps(store: &Store) -> Result<Vec<(String, String)>, RestoreError> {
+    let mut dumps: Vec<(String, String)> = store
         .list(layout::DAILY)
         .await?
-        .iter()
-        .filter_map(|object| layout::stamp_of_manifest(&object.key).map(str::to_owned))
+        .into_iter()
+        .filter_map(|object| layout::stamp_of_dump(&object.key).map(|stamp| (stamp.to_owned(), object.key.clone())))
         .collect();
-    stamps.sort();
-    let stamp = match choice {
-        BackupChoice::Newest => stamps.last().cloned().ok_or(RestoreError::NoBackups {
-            location: location.clone(),
-        })?,
-        BackupChoice::Stamp(wanted) => {
-            stamps
-                .iter()
-                .find(|s| *s == wanted)
-                .cloned()
-                .ok_or_else(|| RestoreError::NoSuchBackup {
-                    stamp: wanted.clone(),
-                    location: location.clone(),
-                    available: stamps.clone(),
-                })?
+    dumps.sort();
+    Ok(dumps)
+}
+
+/// The chosen dump: `(stamp, key)`.
+async fn find_dump(store: &Store, choice: &BackupChoice) -> Result<(String, String), RestoreError> {
+    let location = store.config().location();
+    let dumps = published_dumps(store).await?;
+    match choice {
+        BackupChoice::Newest => dumps.last().cloned().ok_or(RestoreError::NoBackups { location }),
+        BackupChoice::Stamp(wanted) => dumps
+            .iter()
+            .find(|(stamp, _)| stamp == wanted)
+            .cloned()
+            .ok_or_else(|| RestoreError::NoSuchBackup {
+                stamp: wanted.clone(),
+                location,
+                available: dumps.into_iter().map(|(stamp, _)| stamp).collect(),
+            }),
+    }
+}
+
+/// The manifest of the backup `stamp`, where it is now or where backups of
+/// the earlier layout kept it; `None` when it has none.
+async fn read_manifest(store: &Store, stamp: &str) -> Result<Option<(String, Vec<u8>)>, RestoreError> {
+    for key in [layout::manifest_key(stamp), layout::legacy_manifest_key(stamp)] {
+        match store.get_bytes(&key).await {
+            Ok(bytes) => return Ok(Some((key, bytes))),
+            Err(StoreError::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
         }
+    }
+    Ok(None)
+}
+
+/// Finds and reads the manifest of the chosen backup: the newest dump under
+/// `daily/`, or the named stamp.
+///
+/// # Errors
+/// [`RestoreError::ManifestMissing`] when that dump has no manifest: never
+/// an older backup in its place.
+pub async fn find_backup(store: &Store, choice: &BackupChoice) -> Result<BackupManifest, RestoreError> {
+    let location = store.config().location();
+    let (stamp, dump) = find_dump(store, choice).await?;
+    let Some((key, bytes)) = read_manifest(store, &stamp).await? else {
+        // Name the newest backup that could be restored instead, and the cost.
+        let mut described = None;
+        for (older, _) in published_dumps(store).await?.into_iter().rev().filter(|(s, _)| *s < stamp) {
+            if read_manifest(store, &older).await?.is_some() {
+                described = Some(older);
+                break;
+            }
+        }
+        let older_by = described.as_deref().and_then(|older| {
+            let gap = layout::parse_stamp(&stamp)? - layout::parse_stamp(older)?;
+            gap.to_std().ok()
+        });
+        return Err(RestoreError::ManifestMissing {
+            location,
+            dump,
+            manifest: layout::manifest_key(&stamp),
+            newest_described: described,
+            older_by,
+        });
     };
-    let key = layout::manifest_key(&stamp);
-    let bytes = store.get_bytes(&key).await?;
     let manifest = BackupManifest::from_json(&bytes).map_err(|e| RestoreError::ManifestUnreadable {
         location: location.clone(),
         key: key.clone(),
@@ -196,8 +274,10 @@ pub async fn restore_database(
     store: &Store,
     options: &RestoreOptions,
 ) -> Result<RestoreReport, RestoreError> {
+    reap_leftovers(admin).await?;
     let location = store.config().location();
     let manifest = find_backup(store, &options.backup).await?;
+    let database = target_name(options, &manifest.database)?;
     let dump = &manifest.dump;
     match store.size_of(&dump.key).await? {
         None => {
@@ -237,45 +317,26 @@ pub async fn restore_database(
         ensure_roles(admin, &String::from_utf8_lossy(&sql)).await?;
     }
 
-    let database = options
-        .target_database
-        .clone()
-        .unwrap_or_else(|| format!("{}_restore_{}", manifest.database, Utc::now().format("%Y%m%d%H%M%S%3f")));
-    if database.len() > MAX_IDENTIFIER_BYTES {
-        // PostgreSQL would silently truncate it and we would then connect elsewhere.
-        return Err(RestoreError::TargetNameTooLong { database });
-    }
-    crate::pg::create_database(admin, &database).await?;
-    let target = admin.with_database(&database);
-
     let restore_started = Instant::now();
+    let incomplete = IncompleteDatabase::create(admin, &database).await?;
     let restored = async {
-        // pg_restore reports no byte progress: shown as a phase with its elapsed time.
-        let phase = crate::progress::task(
-            format!("pg_restore into {database}"),
-            crate::progress::Unit::Elapsed,
-            None,
-        );
-        pg_restore(bins, &target, &archive, options.jobs)
-            .await
-            .map_err(|source| RestoreError::Restore {
-                database: database.clone(),
-                source,
-            })?;
-        phase.finish();
+        restore_archive(bins, &incomplete, &database, &archive, options.jobs).await?;
         let restore = restore_started.elapsed();
         let verify_started = Instant::now();
-        verify_row_counts(&target, &manifest).await?;
+        crate::failpoint!("restore::before_verify");
+        verify_row_counts(&incomplete.conn(), &manifest).await?;
         Ok::<_, RestoreError>((restore, verify_started.elapsed()))
     }
     .await;
     let (restore, verify) = match restored {
         Ok(timings) => timings,
         Err(e) => {
-            drop_database(admin, &database).await;
+            incomplete.discard().await;
             return Err(e);
         }
     };
+    let target = incomplete.complete(&database).await?;
+    drop(workdir);
     tracing::info!(%database, elapsed = ?restore, "restore verified against the manifest");
     Ok(RestoreReport {
         target,
@@ -285,6 +346,118 @@ pub async fn restore_database(
         restore,
         verify,
     })
+}
+
+/// What [`restore_unverified_dump`] did: nothing was checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnverifiedRestoreReport {
+    #[serde(skip)]
+    pub target: ConnInfo,
+    pub database: String,
+    pub dump: String,
+    pub bytes: u64,
+    /// SHA-256 of what was downloaded: nothing to compare it with.
+    pub sha256: String,
+    /// Always `false`: no manifest, so no size, checksum, roles or row counts.
+    pub verified: bool,
+    #[serde(with = "crate::serde_duration")]
+    pub download: Duration,
+    #[serde(with = "crate::serde_duration")]
+    pub restore: Duration,
+}
+
+/// Restores the chosen dump although it has no manifest (the operator's
+/// explicit `--accept-unverified`): nothing can be checked, not its size,
+/// its checksum, its roles or its row counts, and the report says so. The
+/// restore is still atomic as seen from outside (see the module docs).
+pub async fn restore_unverified_dump(
+    bins: &PgBinaries,
+    admin: &ConnInfo,
+    store: &Store,
+    options: &RestoreOptions,
+) -> Result<UnverifiedRestoreReport, RestoreError> {
+    reap_leftovers(admin).await?;
+    let (stamp, dump) = find_dump(store, &options.backup).await?;
+    let source_database = dump
+        .rsplit('/')
+        .next()
+        .and_then(|file| file.strip_suffix(".dump"))
+        .unwrap_or("restored")
+        .to_owned();
+    let database = target_name(options, &source_database)?;
+    tracing::warn!(%dump, stamp, "restoring a dump WITHOUT a manifest: nothing will be verified");
+
+    let started = Instant::now();
+    let workdir = crate::pg::reaper::owned_tempdir("drillbook-restore-").map_err(RestoreError::TempDir)?;
+    let archive = workdir.path().join(format!("{source_database}.dump"));
+    let downloaded = store.download_to_file(&dump, &archive).await?;
+    let download = started.elapsed();
+
+    let restore_started = Instant::now();
+    let incomplete = IncompleteDatabase::create(admin, &database).await?;
+    if let Err(e) = restore_archive(bins, &incomplete, &database, &archive, options.jobs).await {
+        incomplete.discard().await;
+        return Err(e);
+    }
+    let restore = restore_started.elapsed();
+    let target = incomplete.complete(&database).await?;
+    drop(workdir);
+    Ok(UnverifiedRestoreReport {
+        target,
+        database,
+        dump,
+        bytes: downloaded.bytes,
+        sha256: downloaded.sha256,
+        verified: false,
+        download,
+        restore,
+    })
+}
+
+/// Drops what interrupted restores left on `admin`'s server (incomplete
+/// databases whose owner is gone) and in this machine's temp dir.
+async fn reap_leftovers(admin: &ConnInfo) -> Result<(), RestoreError> {
+    crate::pg::reaper::reap_temp_dir_once();
+    crate::pg::incomplete::reap(admin, false).await?;
+    Ok(())
+}
+
+/// The final name: the chosen one or `<db>_restore_<UTC time>`.
+fn target_name(options: &RestoreOptions, source_database: &str) -> Result<String, RestoreError> {
+    let database = options
+        .target_database
+        .clone()
+        .unwrap_or_else(|| format!("{source_database}_restore_{}", Utc::now().format("%Y%m%d%H%M%S%3f")));
+    if database.len() > MAX_IDENTIFIER_BYTES {
+        // PostgreSQL would silently truncate it and we would then connect elsewhere.
+        return Err(RestoreError::TargetNameTooLong { database });
+    }
+    Ok(database)
+}
+
+/// `pg_restore` of `archive` into the incomplete database meant to become `database`.
+async fn restore_archive(
+    bins: &PgBinaries,
+    incomplete: &IncompleteDatabase,
+    database: &str,
+    archive: &std::path::Path,
+    jobs: usize,
+) -> Result<(), RestoreError> {
+    crate::failpoint!("restore::before_pg_restore");
+    // pg_restore reports no byte progress: shown as a phase with its elapsed time.
+    let phase = crate::progress::task(
+        format!("pg_restore into {}", incomplete.name()),
+        crate::progress::Unit::Elapsed,
+        None,
+    );
+    pg_restore(bins, &incomplete.conn(), archive, jobs)
+        .await
+        .map_err(|source| RestoreError::Restore {
+            database: database.to_owned(),
+            source,
+        })?;
+    phase.finish();
+    Ok(())
 }
 
 async fn verify_row_counts(target: &ConnInfo, manifest: &BackupManifest) -> Result<(), RestoreError> {
@@ -306,21 +479,6 @@ async fn verify_row_counts(target: &ConnInfo, manifest: &BackupManifest) -> Resu
         }
     }
     Ok(())
-}
-
-/// Best effort: the database is being dropped because something already failed.
-async fn drop_database(admin: &ConnInfo, database: &str) {
-    let dropped = async {
-        let mut conn = PgConnection::connect_with(&admin.connect_options()).await?;
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(database));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
-        conn.close().await
-    }
-    .await;
-    match dropped {
-        Ok(()) => tracing::info!(database, "dropped the failed restore"),
-        Err(e) => tracing::error!(database, error = %e, "could not drop the failed restore; drop it by hand"),
-    }
 }
 
 /// Creates the roles a `pg_dumpall --roles-only` script defines, skipping

@@ -11,6 +11,13 @@
 //!    any error rolls everything back.
 //! 4. The scratch database is dropped.
 //!
+//! # Guarantees
+//! The scratch database is an incomplete one ([`crate::pg::incomplete`]):
+//! named so, owned by this process, and dropped by the next restore on the
+//! server if this process is killed first. `pg_restore` dies with drillbook.
+//! Step 3 is one transaction: killed at any instant, the target table is
+//! either untouched or fully restored.
+//!
 //! # Caveats
 //! Rows written to the table after the backup are lost (the RPO of daily
 //! dumps); rows elsewhere that reference removed rows are reported by the
@@ -23,7 +30,8 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 
 use crate::pg::tools::pg_restore_table;
-use crate::pg::{ConnInfo, PgBinaries, PgError, create_database, quote_ident};
+use crate::pg::incomplete::IncompleteDatabase;
+use crate::pg::{ConnInfo, PgBinaries, PgError, quote_ident};
 use crate::restore::{BackupChoice, RestoreError, find_backup};
 use crate::store::Store;
 use crate::store::manifest::BackupManifest;
@@ -82,6 +90,8 @@ pub async fn restore_table(
 ) -> Result<TableRestoreReport, TableRestoreError> {
     let (schema, name) = table.split_once('.').unwrap_or(("public", table));
     let qualified = format!("{schema}.{name}");
+    crate::pg::reaper::reap_temp_dir_once();
+    crate::pg::incomplete::reap(admin, false).await?;
     let manifest = find_backup(store, &BackupChoice::Newest).await?;
     if !manifest.tables.contains_key(&qualified) && !manifest.tables.contains_key(name) {
         return Err(TableRestoreError::NotInBackup {
@@ -107,13 +117,8 @@ pub async fn restore_table(
     let download = started.elapsed();
 
     let started = Instant::now();
-    let scratch_name = format!(
-        "{}_scratch_{}",
-        target.database,
-        chrono::Utc::now().format("%Y%m%d%H%M%S%3f")
-    );
-    create_database(admin, &scratch_name).await?;
-    let scratch = admin.with_database(&scratch_name);
+    let scratch_db = IncompleteDatabase::create(admin, &format!("{}_scratch", target.database)).await?;
+    let scratch = scratch_db.conn();
     let result = async {
         // pg_restore -t matches the bare table name in every schema and does
         // not create schemas: create each one holding a table of that name.
@@ -124,14 +129,16 @@ pub async fn restore_table(
             .filter(|(_, table)| *table == name)
             .map(|(schema, _)| schema);
         create_schemas(&scratch, schemas).await?;
+        crate::failpoint!("table_restore::before_pg_restore");
         pg_restore_table(bins, &scratch, &dump, name).await?;
+        crate::failpoint!("table_restore::before_replace");
         let scratch_restore = started.elapsed();
         let started = Instant::now();
         let (rows_before, rows_restored) = replace_rows(&scratch, target, schema, name).await?;
         Ok::<_, TableRestoreError>((scratch_restore, started.elapsed(), rows_before, rows_restored))
     }
     .await;
-    drop_database(admin, &scratch_name).await;
+    scratch_db.discard().await;
     let (scratch_restore, replace, rows_before, rows_restored) = result?;
     Ok(TableRestoreReport {
         table: qualified,
@@ -226,16 +233,4 @@ async fn replace_rows(scratch: &ConnInfo, target: &ConnInfo, schema: &str, name:
     let _ = conn.close().await;
     let _ = source.close().await;
     Ok((rows_before, rows_restored))
-}
-
-async fn drop_database(admin: &ConnInfo, name: &str) {
-    let Ok(mut conn) = PgConnection::connect_with(&admin.connect_options()).await else {
-        tracing::warn!(database = name, "could not connect to drop the scratch database");
-        return;
-    };
-    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name));
-    if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await {
-        tracing::warn!(database = name, error = %e, "could not drop the scratch database");
-    }
-    let _ = conn.close().await;
 }

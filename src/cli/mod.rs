@@ -3,6 +3,7 @@
 
 mod config;
 mod env_up;
+mod interrupt;
 mod report;
 mod run;
 mod transfer;
@@ -20,6 +21,9 @@ pub mod exit {
     /// The command could not do its work: bad input, unreachable server,
     /// refused backup. The message says what and how to fix it.
     pub const ERROR: u8 = 2;
+    /// `backup` or `restore` stopped by SIGINT (128 + 2) or SIGTERM
+    /// (128 + 15): what it had made was removed.
+    pub const INTERRUPTED: [u8; 2] = [130, 143];
 }
 
 const EXAMPLES: &str = "\
@@ -28,7 +32,8 @@ Examples:
   drillbook backup --database-url \"$DATABASE_URL\" --bucket s3://immoflowme-backups
   drillbook restore --admin-url \"$ADMIN_DATABASE_URL\" --bucket s3://immoflowme-backups
 
-Exit codes: 0 success, 1 a check failed, 2 could not run (the message says why).
+Exit codes: 0 success, 1 a check failed, 2 could not run (the message says why);
+130/143 backup or restore stopped by SIGINT/SIGTERM (what it had made was removed).
 Logs go to stderr; RUST_LOG=drillbook=debug shows more.
 Progress of run, backup, restore and verify goes to stderr too: one line redrawn in place on a
 terminal, plain lines otherwise; DRILL_PROGRESS=plain|terminal|off overrides.";

@@ -4,9 +4,10 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::exit;
-use crate::backup::backup_database;
+use super::interrupt::Interrupts;
+use crate::backup::{backup_database, sweep_leftovers};
 use crate::pg::{ConnInfo, PgBinaries};
-use crate::restore::{BackupChoice, RestoreOptions, restore_database};
+use crate::restore::{BackupChoice, RestoreError, RestoreOptions, restore_database, restore_unverified_dump};
 use crate::store::{S3Config, Store};
 
 /// Where the backups are. Credentials come from the default AWS chain
@@ -57,6 +58,7 @@ pub struct BackupArgs {
 
 impl BackupArgs {
     pub async fn run(self) -> anyhow::Result<u8> {
+        let mut interrupts = Interrupts::catch()?;
         let source: ConnInfo = self.database_url.parse().context("--database-url")?;
         let admin: Option<ConnInfo> = self
             .admin_url
@@ -66,7 +68,20 @@ impl BackupArgs {
             .context("--admin-url")?;
         let bins = PgBinaries::discover()?;
         let store = self.s3.store().await?;
-        let report = backup_database(&bins, &source, admin.as_ref(), &store).await?;
+        let report = match interrupts
+            .run(backup_database(&bins, &source, admin.as_ref(), &store))
+            .await
+        {
+            Ok(report) => report?,
+            Err(interrupted) => {
+                // Its writes have stopped: what it put outside daily/ goes now.
+                tracing::warn!("{} received: removing what this backup wrote", interrupted.name);
+                sweep_leftovers(&store, true)
+                    .await
+                    .context("remove the interrupted backup's objects (the next backup will)")?;
+                return Ok(interrupted.exit_code);
+            }
+        };
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report.manifest)?);
         } else {
@@ -102,6 +117,11 @@ pub struct RestoreArgs {
     /// `pg_restore --jobs`.
     #[arg(long, default_value_t = 4)]
     jobs: usize,
+    /// When the chosen dump has no manifest, restore it anyway, unverified
+    /// (no size, checksum, roles or row counts to check); without this such a
+    /// dump is refused.
+    #[arg(long)]
+    accept_unverified: bool,
     #[command(flatten)]
     s3: S3Args,
     /// Print the report as JSON on stdout.
@@ -111,6 +131,7 @@ pub struct RestoreArgs {
 
 impl RestoreArgs {
     pub async fn run(self) -> anyhow::Result<u8> {
+        let mut interrupts = Interrupts::catch()?;
         let admin: ConnInfo = self.admin_url.parse().context("--admin-url")?;
         let bins = PgBinaries::discover()?;
         let store = self.s3.store().await?;
@@ -119,7 +140,45 @@ impl RestoreArgs {
             jobs: self.jobs,
             target_database: self.target_database,
         };
-        let report = restore_database(&bins, &admin, &store, &options).await?;
+        let accept_unverified = self.accept_unverified;
+        let restored = interrupts
+            .run(async {
+                match restore_database(&bins, &admin, &store, &options).await {
+                    Err(RestoreError::ManifestMissing { .. }) if accept_unverified => {
+                        restore_unverified_dump(&bins, &admin, &store, &options)
+                            .await
+                            .map(Restored::Unverified)
+                    }
+                    other => other.map(Restored::Verified),
+                }
+            })
+            .await;
+        let report = match restored {
+            Ok(report) => report?,
+            Err(interrupted) => {
+                // pg_restore is stopped and the download removed; the database goes now.
+                tracing::warn!("{} received: dropping the interrupted restore", interrupted.name);
+                crate::pg::incomplete::reap(&admin, true)
+                    .await
+                    .context("drop the interrupted restore's database (the next restore will)")?;
+                return Ok(interrupted.exit_code);
+            }
+        };
+        let report = match report {
+            Restored::Verified(report) => report,
+            Restored::Unverified(report) => {
+                if self.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    println!(
+                        "restored the UNVERIFIED dump {} into database {} on {}:{}: it has no manifest, so nothing \
+                         was checked (size, checksum, roles, row counts); verify it before use (drillbook verify)",
+                        report.dump, report.database, admin.host, admin.port
+                    );
+                }
+                return Ok(exit::SUCCESS);
+            }
+        };
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -135,4 +194,9 @@ impl RestoreArgs {
         }
         Ok(exit::SUCCESS)
     }
+}
+
+enum Restored {
+    Verified(crate::restore::RestoreReport),
+    Unverified(crate::restore::UnverifiedRestoreReport),
 }

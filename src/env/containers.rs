@@ -447,29 +447,11 @@ async fn wait_accepting(admin: &ConnInfo) -> Result<()> {
 /// its containers ([`reap_orphans`]). Kept containers (`DRILL_KEEP=1`) get none.
 pub const OWNER_LABEL: &str = "drillbook.owner";
 
-fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .map(|id| id.trim().to_owned())
-}
-
 fn owner_label() -> Option<String> {
     if crate::pg::keep_requested() {
         return None;
     }
-    let owner = crate::pg::reaper::Owner::current()?;
-    Some(format!("{} {}", boot_id()?, owner.render().trim()))
-}
-
-/// Whether the owner named by `label` is known to be gone: same boot of
-/// this machine, and the process is not running. Anything else (another
-/// machine sharing the daemon, an unreadable label) is left alone.
-fn owner_is_gone(label: &str) -> bool {
-    let Some((boot, owner)) = label.split_once(' ') else {
-        return false;
-    };
-    boot_id().is_some_and(|id| id == boot)
-        && crate::pg::reaper::Owner::parse(owner).is_some_and(|owner| !owner.is_alive())
+    crate::pg::reaper::machine_owner_label()
 }
 
 /// Removes (force, with their anonymous volumes) the containers of dead
@@ -507,7 +489,7 @@ pub async fn reap_orphans() -> Vec<String> {
             .labels
             .as_ref()
             .and_then(|labels| labels.get(OWNER_LABEL))
-            .is_some_and(|label| owner_is_gone(label));
+            .is_some_and(|label| crate::pg::reaper::machine_owner_is_gone(label));
         let Some(id) = container.id.filter(|_| gone) else {
             continue;
         };

@@ -135,7 +135,7 @@ impl Cluster {
     /// as root without an unprivileged user; [`PgError::StartFailed`] with the
     /// server's log when it does not come up. Nothing is left behind on error.
     pub async fn start(bins: &PgBinaries, options: ClusterOptions) -> Result<Self> {
-        reap_orphans_once();
+        super::reaper::reap_temp_dir_once();
         let server_user = ServerUser::resolve()?;
         if let Some(port) = options.port {
             ensure_port_free(port)?;
@@ -144,6 +144,7 @@ impl Cluster {
 
         let root = tempfile::Builder::new()
             .prefix("drillbook-pg-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .map_err(PgError::io("create a temp dir for the cluster"))?
             .keep();
@@ -187,7 +188,7 @@ impl Cluster {
         password: Secret,
         options: ClusterOptions,
     ) -> Result<Self> {
-        reap_orphans_once();
+        super::reaper::reap_temp_dir_once();
         let server_user = ServerUser::resolve()?;
         if let Some(port) = options.port {
             ensure_port_free(port)?;
@@ -199,6 +200,7 @@ impl Cluster {
         }
         let root = tempfile::Builder::new()
             .prefix("drillbook-pg-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .map_err(PgError::io("create a temp dir for the cluster"))?
             .keep();
@@ -548,15 +550,6 @@ impl Drop for Cluster {
             eprintln!("drillbook: {e}");
         }
     }
-}
-
-/// Reaps the clusters of dead test processes, once per process, before its
-/// first cluster starts.
-fn reap_orphans_once() {
-    static REAPED: std::sync::Once = std::sync::Once::new();
-    REAPED.call_once(|| {
-        super::reaper::reap_orphans(&tempfile::env::temp_dir());
-    });
 }
 
 /// `CREATE DATABASE`, refusing to touch one that exists.

@@ -4,8 +4,10 @@
 //! (`initdb`, `postgres`, `pg_dump`, `pg_restore`); nothing is simulated.
 
 pub mod binaries;
+pub(crate) mod child;
 mod cluster;
 mod conn;
+pub mod incomplete;
 pub(crate) mod reaper;
 pub mod tools;
 

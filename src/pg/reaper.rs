@@ -55,6 +55,32 @@ impl Owner {
     }
 }
 
+/// This machine's current boot (`/proc/sys/kernel/random/boot_id`).
+fn boot_id() -> Option<String> {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|id| id.trim().to_owned())
+}
+
+/// This process named so that it can be judged from outside the machine's
+/// temp dir (a container label, a database comment, an S3 key): the boot,
+/// the pid and its start time. `None` when `/proc` cannot tell.
+pub(crate) fn machine_owner_label() -> Option<String> {
+    let owner = Owner::current()?;
+    Some(format!("{} {}", boot_id()?, owner.render().trim()))
+}
+
+/// Whether the owner a [`machine_owner_label`] names is known to be gone:
+/// this boot of this machine, and the process is not running. Anything
+/// else (another machine, an earlier boot, an unreadable label) cannot be
+/// judged and is reported as not gone.
+pub(crate) fn machine_owner_is_gone(label: &str) -> bool {
+    let Some((boot, owner)) = label.trim().split_once(' ') else {
+        return false;
+    };
+    boot_id().is_some_and(|id| id == boot) && Owner::parse(owner).is_some_and(|owner| !owner.is_alive())
+}
+
 /// Field 22 of `/proc/<pid>/stat`: after the command name in parentheses,
 /// which may itself hold spaces and parentheses.
 fn start_time(pid: u32) -> Option<u64> {
@@ -74,13 +100,27 @@ pub(crate) fn record_owner(root: &Path, owner: Owner) -> std::io::Result<()> {
 /// `Drop` (with `DRILL_KEEP=1`, no owner: kept things are never reaped).
 pub(crate) fn owned_tempdir(prefix: &str) -> std::io::Result<tempfile::TempDir> {
     debug_assert!(prefix.starts_with(PREFIX), "the reaper only looks at {PREFIX}* dirs");
-    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    // Owner-only: these dirs hold dumps and data directories.
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()?;
     if !super::keep_requested()
         && let Some(owner) = Owner::current()
     {
         record_owner(dir.path(), owner)?;
     }
     Ok(dir)
+}
+
+/// Reaps the dirs of dead processes in the temp dir, once per process:
+/// before its first cluster starts, or its first restore or base-backup
+/// download.
+pub(crate) fn reap_temp_dir_once() {
+    static REAPED: std::sync::Once = std::sync::Once::new();
+    REAPED.call_once(|| {
+        reap_orphans(&tempfile::env::temp_dir());
+    });
 }
 
 /// Reaps orphaned clusters in `temp_dir`; returns the dirs removed.

@@ -1,7 +1,8 @@
 //! Typed wrappers of the PostgreSQL client programs drills rely on.
 //!
 //! Connection facts reach the programs through libpq environment variables,
-//! never argv, so passwords do not show in `ps`.
+//! never argv, so passwords do not show in `ps`. Every program is started
+//! by [`super::child`], so it dies with drillbook.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -18,8 +19,8 @@ fn command(bins: &PgBinaries, program: &str, conn: &ConnInfo) -> Command {
 }
 
 /// Runs a program to completion, failing with its output when it fails.
-async fn run(mut command: Command, program: &str) -> Result<String> {
-    let output = command.output().await.map_err(|source| PgError::Spawn {
+async fn run(command: Command, program: &str) -> Result<String> {
+    let output = super::child::output(command).await.map_err(|source| PgError::Spawn {
         program: program.into(),
         source,
     })?;
@@ -52,7 +53,7 @@ impl DumpStream {
             command.arg(format!("--snapshot={snapshot}"));
         }
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|source| PgError::Spawn {
+        let mut child = super::child::spawn(command).map_err(|source| PgError::Spawn {
             program: bins.program("pg_dump"),
             source,
         })?;
@@ -144,7 +145,7 @@ impl BaseBackupStream {
             .args(["--manifest-checksums=SHA256", "--verbose", "--no-password"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|source| PgError::Spawn {
+        let mut child = super::child::spawn(command).map_err(|source| PgError::Spawn {
             program: bins.program("pg_basebackup"),
             source,
         })?;
@@ -231,7 +232,7 @@ pub async fn pg_amcheck(bins: &PgBinaries, conn: &ConnInfo) -> Result<String> {
     command
         .args(["--heapallindexed", "--install-missing", "--no-password"])
         .arg(format!("--database={}", conn.database));
-    let output = command.output().await.map_err(|source| PgError::Spawn {
+    let output = super::child::output(command).await.map_err(|source| PgError::Spawn {
         program: bins.program("pg_amcheck"),
         source,
     })?;

@@ -1,19 +1,25 @@
 //! Object keys, compatible with the playbook's own shell commands.
 //!
 //! ```text
-//! daily/<stamp>/roles.sql       cluster roles the dump's policies refer to
-//! daily/<stamp>/manifest.json   what the backup holds (sha256, counts, chain head)
-//! daily/<stamp>/<db>.dump       pg_dump -Fc, always the LAST object written
-//! incoming/<stamp>/<db>.dump    the dump while it streams in; removed after
+//! daily/<stamp>/<db>.dump            pg_dump -Fc: the only objects written under daily/
+//! manifests/<stamp>/manifest.json    what the backup holds (sha256, counts, chain head)
+//! manifests/<stamp>/roles.sql        cluster roles the dump's policies refer to
+//! incoming/<stamp>/<db>.dump         the dump while it streams in; removed after
+//! incoming/<stamp>/owner             which process is writing this backup
 //! ```
 //!
 //! The playbook (3.2 step 1) finds the newest dump with
 //! `aws s3 ls $BACKUP_BUCKET/daily/ --recursive | sort | tail -1`, which sorts
-//! on LastModified. So the dump must be written after its manifest, yet the
-//! manifest needs the dump's SHA-256. The dump therefore streams to
-//! `incoming/` (hashed on the way), the manifest is written, and only then is
-//! the dump copied server-side into `daily/`: the newest object under `daily/`
-//! is a complete, described dump.
+//! on LastModified. Invariant, whatever is killed when: the newest object
+//! under `daily/` is a complete dump whose manifest already exists. So
+//! nothing but finished dumps is ever written under `daily/` (a roles file or
+//! manifest there would sort last whenever a backup died before its dump
+//! landed), the manifest is written before the dump appears, and the dump,
+//! whose SHA-256 the manifest needs, streams to `incoming/` first and is then
+//! copied server-side into `daily/` in one step.
+//!
+//! Backups written before this layout kept their manifest and roles under
+//! `daily/<stamp>/`; readers still find them there ([`legacy_manifest_key`]).
 //!
 //! Stamps are UTC with milliseconds, `20261128T233506.123Z`: they sort as
 //! text in time order.
@@ -21,6 +27,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 pub const DAILY: &str = "daily/";
+pub const MANIFESTS: &str = "manifests/";
 pub const INCOMING: &str = "incoming/";
 const STAMP_FORMAT: &str = "%Y%m%dT%H%M%S%.3fZ";
 
@@ -41,20 +48,37 @@ pub fn dump_key(stamp: &str, database: &str) -> String {
 }
 
 pub fn manifest_key(stamp: &str) -> String {
+    format!("{MANIFESTS}{stamp}/manifest.json")
+}
+
+/// Where backups written before the current layout kept their manifest.
+pub fn legacy_manifest_key(stamp: &str) -> String {
     format!("{DAILY}{stamp}/manifest.json")
 }
 
 pub fn roles_key(stamp: &str) -> String {
-    format!("{DAILY}{stamp}/roles.sql")
+    format!("{MANIFESTS}{stamp}/roles.sql")
 }
 
 pub fn incoming_key(stamp: &str, database: &str) -> String {
     format!("{INCOMING}{stamp}/{database}.dump")
 }
 
-/// The stamp of a `daily/<stamp>/manifest.json` key.
-pub fn stamp_of_manifest(key: &str) -> Option<&str> {
-    let stamp = key.strip_prefix(DAILY)?.strip_suffix("/manifest.json")?;
+pub fn incoming_owner_key(stamp: &str) -> String {
+    format!("{INCOMING}{stamp}/owner")
+}
+
+/// The stamp of a `daily/<stamp>/<db>.dump` key.
+pub fn stamp_of_dump(key: &str) -> Option<&str> {
+    let (stamp, file) = key.strip_prefix(DAILY)?.split_once('/')?;
+    let is_dump = file.strip_suffix(".dump").is_some_and(|db| !db.is_empty() && !db.contains('/'));
+    (is_dump && parse_stamp(stamp).is_some()).then_some(stamp)
+}
+
+/// The stamp of any key under `prefix` (`incoming/`, `manifests/`):
+/// `<prefix><stamp>/...`.
+pub fn stamp_under<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
+    let (stamp, _) = key.strip_prefix(prefix)?.split_once('/')?;
     parse_stamp(stamp).map(|_| stamp)
 }
 
@@ -72,10 +96,23 @@ mod tests {
     }
 
     #[test]
-    fn manifest_keys_name_their_stamp() {
-        let key = manifest_key("20260109T235959.999Z");
-        assert_eq!(stamp_of_manifest(&key), Some("20260109T235959.999Z"));
-        assert_eq!(stamp_of_manifest("daily/notastamp/manifest.json"), None);
-        assert_eq!(stamp_of_manifest(&dump_key("20260109T235959.999Z", "db")), None);
+    fn keys_name_their_stamp() {
+        let stamp = "20260109T235959.999Z";
+        assert_eq!(stamp_of_dump(&dump_key(stamp, "db")), Some(stamp));
+        assert_eq!(stamp_of_dump(&legacy_manifest_key(stamp)), None);
+        assert_eq!(stamp_of_dump("daily/20260109T235959.999Z/roles.sql"), None);
+        assert_eq!(stamp_of_dump("daily/notastamp/db.dump"), None);
+        assert_eq!(stamp_under(MANIFESTS, &manifest_key(stamp)), Some(stamp));
+        assert_eq!(stamp_under(INCOMING, &incoming_owner_key(stamp)), Some(stamp));
+        assert_eq!(stamp_under(INCOMING, &manifest_key(stamp)), None);
+    }
+
+    #[test]
+    fn nothing_but_dumps_is_written_under_daily() {
+        let stamp = "20260109T235959.999Z";
+        for key in [manifest_key(stamp), roles_key(stamp), incoming_key(stamp, "db"), incoming_owner_key(stamp)] {
+            assert!(!key.starts_with(DAILY), "{key} would sort into the playbook's daily/ listing");
+        }
+        assert!(dump_key(stamp, "db").starts_with(DAILY));
     }
 }

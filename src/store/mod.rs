@@ -422,7 +422,15 @@ impl Store {
             let context = format!("{what} {}", path.display());
             move |source| StoreError::Io { context, source }
         };
-        let mut file = tokio::fs::File::create(path).await.map_err(io_error("create"))?;
+        // Owner-only: a dump holds the whole ledger.
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .await
+            .map_err(io_error("create"))?;
         let size = object.content_length().and_then(|n| u64::try_from(n).ok());
         let progress = crate::progress::task(format!("download {key}"), crate::progress::Unit::Bytes, size);
         let mut body = object.body;

@@ -1,0 +1,240 @@
+//! Databases under construction: created under a name that says so, given
+//! their final name only when complete.
+//!
+//! A restore (full, or the scratch copy of a single-table restore) creates
+//! its database as `drillbook_incomplete_<random>`, with a comment that
+//! records its owner (this machine's boot, the pid and its start time) and
+//! the name it is meant to get. Only once `pg_restore` succeeded and every
+//! check passed is it renamed ([`IncompleteDatabase::complete`]). So no
+//! database under a final name is ever half restored or unverified, whatever
+//! is killed when: killing drillbook leaves at most an incomplete database,
+//! whose name says what it is.
+//!
+//! Leftovers are dropped by [`reap`], which every command that creates an
+//! incomplete database runs first against its server: an incomplete database
+//! whose owner is known to be gone (same boot of this machine, process not
+//! running) is dropped and logged. An owner on another machine cannot be
+//! judged from here: its database is logged and left alone.
+
+use sqlx::{Connection, PgConnection};
+
+use super::{ConnInfo, PgError, Result, quote_ident};
+
+/// Every incomplete database's name starts with this.
+pub const PREFIX: &str = "drillbook_incomplete_";
+
+/// The comment's first word, so a stranger's comment is never parsed as ours.
+const COMMENT_TAG: &str = "drillbook-incomplete";
+
+/// A database being restored, not yet under its final name.
+#[derive(Debug)]
+pub struct IncompleteDatabase {
+    admin: ConnInfo,
+    name: String,
+}
+
+impl IncompleteDatabase {
+    /// Creates an empty incomplete database meant to become `final_name`,
+    /// owned by this process.
+    pub async fn create(admin: &ConnInfo, final_name: &str) -> Result<Self> {
+        let name = format!("{PREFIX}{}", random_suffix());
+        super::create_database(admin, &name).await?;
+        let owner = super::reaper::machine_owner_label().unwrap_or_else(|| "unknown".into());
+        let comment = format!("{COMMENT_TAG} owner={owner} final={final_name}");
+        let sql = format!("COMMENT ON DATABASE {} IS {}", quote_ident(&name), quote_literal(&comment));
+        let incomplete = Self {
+            admin: admin.clone(),
+            name,
+        };
+        if let Err(e) = execute(admin, &sql, "record the owner of an incomplete database").await {
+            incomplete.discard().await;
+            return Err(e);
+        }
+        Ok(incomplete)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How to reach it.
+    pub fn conn(&self) -> ConnInfo {
+        self.admin.with_database(&self.name)
+    }
+
+    /// Gives the database its final name (which must not exist) and drops
+    /// the owner comment. The rename needs no other sessions on it: callers
+    /// close theirs first.
+    ///
+    /// # Errors
+    /// [`PgError::DatabaseExists`] when `final_name` was taken meanwhile;
+    /// the incomplete database is then dropped, as on any error here.
+    pub async fn complete(self, final_name: &str) -> Result<ConnInfo> {
+        let renamed = async {
+            let mut conn = connect(&self.admin).await?;
+            let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(final_name)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(PgError::sql("look up existing databases"))?;
+            if taken {
+                return Err(PgError::DatabaseExists {
+                    database: final_name.to_owned(),
+                });
+            }
+            crate::failpoint!("incomplete::before_rename");
+            let rename = format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote_ident(&self.name),
+                quote_ident(final_name)
+            );
+            sqlx::raw_sql(sqlx::AssertSqlSafe(rename))
+                .execute(&mut conn)
+                .await
+                .map_err(PgError::sql(format!("rename {} to {final_name:?}", self.name)))?;
+            // Renamed: the comment no longer matters to the reaper, which
+            // only looks at incomplete names; cleared so nothing stale stays.
+            let clear = format!("COMMENT ON DATABASE {} IS NULL", quote_ident(final_name));
+            if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(clear)).execute(&mut conn).await {
+                tracing::warn!(database = final_name, error = %e, "could not clear the restore's owner comment");
+            }
+            let _ = conn.close().await;
+            Ok(self.admin.with_database(final_name))
+        }
+        .await;
+        if renamed.is_err() {
+            drop_database(&self.admin, &self.name).await;
+        }
+        renamed
+    }
+
+    /// Drops the database (best effort, logged: something already failed).
+    pub async fn discard(self) {
+        drop_database(&self.admin, &self.name).await;
+    }
+}
+
+/// An incomplete database found on a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    pub name: String,
+    /// The name it was meant to get.
+    pub final_name: Option<String>,
+    /// Whether its owner is known to be gone (and so it was dropped).
+    pub owner_gone: bool,
+}
+
+/// Drops the incomplete databases on `admin`'s server whose owner is gone
+/// (see the module docs) and returns every incomplete database found.
+/// `also_this_process` drops this process's own too: for a command that
+/// was interrupted and has stopped everything that wrote to them.
+pub async fn reap(admin: &ConnInfo, also_this_process: bool) -> Result<Vec<Leftover>> {
+    let mut conn = connect(admin).await?;
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database \
+         WHERE starts_with(datname, $1) ORDER BY datname",
+    )
+    .bind(PREFIX)
+    .fetch_all(&mut conn)
+    .await
+    .map_err(PgError::sql("list incomplete databases"))?;
+    let _ = conn.close().await;
+
+    let me = super::reaper::machine_owner_label();
+    let mut found = Vec::new();
+    for (name, comment) in rows {
+        let (owner, final_name) = comment.as_deref().map(parse_comment).unwrap_or_default();
+        let owner_gone = owner.is_some_and(|owner| {
+            super::reaper::machine_owner_is_gone(owner) || (also_this_process && me.as_deref() == Some(owner))
+        });
+        if owner_gone {
+            tracing::warn!(
+                database = name,
+                meant_to_be = final_name.unwrap_or("?"),
+                "dropping an incomplete database whose restore was interrupted"
+            );
+            drop_database(admin, &name).await;
+        } else if owner.is_none_or(|owner| Some(owner) != me.as_deref()) {
+            tracing::info!(
+                database = name,
+                owner = owner.unwrap_or("unknown"),
+                "an incomplete database of another process (running, or on another machine) is left alone"
+            );
+        }
+        found.push(Leftover {
+            name,
+            final_name: final_name.map(str::to_owned),
+            owner_gone,
+        });
+    }
+    Ok(found)
+}
+
+/// `(owner, final name)` of a comment written by [`IncompleteDatabase::create`].
+fn parse_comment(comment: &str) -> (Option<&str>, Option<&str>) {
+    let Some(rest) = comment.strip_prefix(COMMENT_TAG) else {
+        return (None, None);
+    };
+    let (owner, final_name) = match rest.split_once(" final=") {
+        Some((owner, final_name)) => (owner, Some(final_name)),
+        None => (rest, None),
+    };
+    (owner.trim().strip_prefix("owner="), final_name)
+}
+
+async fn connect(admin: &ConnInfo) -> Result<PgConnection> {
+    PgConnection::connect_with(&admin.connect_options())
+        .await
+        .map_err(PgError::sql(format!("connect to {admin}")))
+}
+
+async fn execute(admin: &ConnInfo, sql: &str, what: &str) -> Result<()> {
+    let mut conn = connect(admin).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .map_err(PgError::sql(what.to_owned()))?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// Best effort: the database is dropped because something already failed.
+pub(crate) async fn drop_database(admin: &ConnInfo, database: &str) {
+    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(database));
+    match execute(admin, &sql, "drop a database").await {
+        Ok(()) => tracing::info!(database, "dropped the incomplete database"),
+        Err(e) => tracing::error!(database, error = %e, "could not drop an incomplete database; drop it by hand"),
+    }
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn random_suffix() -> String {
+    use rand::Rng;
+    let bytes: [u8; 6] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_are_read_back() {
+        let comment = format!("{COMMENT_TAG} owner=abc-boot 42 1234 final=immoflowme_restore_1");
+        assert_eq!(
+            parse_comment(&comment),
+            (Some("abc-boot 42 1234"), Some("immoflowme_restore_1"))
+        );
+        assert_eq!(parse_comment("someone else's comment"), (None, None));
+    }
+
+    #[test]
+    fn names_fit_postgres_identifiers_and_say_what_they_are() {
+        let name = format!("{PREFIX}{}", random_suffix());
+        assert!(name.len() <= 63, "{name}");
+        assert!(name.contains("incomplete"));
+    }
+}
