@@ -24,6 +24,7 @@ use sqlx::{Connection, PgConnection, Row};
 use crate::pg::tools::{DumpStream, dump_roles, program_version};
 use crate::pg::{ConnInfo, PgBinaries, PgError, quote_ident};
 use crate::store::manifest::{BackupManifest, ChainHead, FORMAT, ObjectRef, TableFacts};
+use crate::store::owner::{self, Writer};
 use crate::store::{Store, StoreError, layout};
 
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +146,6 @@ pub async fn sweep_leftovers(store: &Store, also_this_process: bool) -> Result<S
         }
     }
 
-    let me = crate::pg::reaper::machine_owner_label();
     let mut sweep = Sweep::default();
     for (stamp, mut keys) in by_stamp {
         let owner_key = layout::incoming_owner_key(&stamp);
@@ -156,15 +156,10 @@ pub async fn sweep_leftovers(store: &Store, also_this_process: bool) -> Result<S
             if keys.is_empty() {
                 continue;
             }
-        } else if keys.contains(&owner_key) {
-            let owner = String::from_utf8(store.get_bytes(&owner_key).await?).unwrap_or_default();
-            let gone = crate::pg::reaper::machine_owner_is_gone(&owner)
-                || (also_this_process && me.as_deref() == Some(owner.trim()));
-            if !gone {
-                tracing::info!(stamp, owner = owner.trim(), "a backup in progress (or of another machine) is left alone");
-                sweep.left.push(stamp);
-                continue;
-            }
+        } else if owner::writer(store, &owner_key, also_this_process).await? == Writer::Unknown {
+            tracing::info!(stamp, "a backup in progress (or of another machine) is left alone");
+            sweep.left.push(stamp);
+            continue;
         }
         // The owner marker goes last, so an interrupted sweep is resumed.
         keys.sort_by_key(|key| *key == owner_key);
@@ -197,11 +192,7 @@ async fn write_backup(
     };
 
     let owner_key = layout::incoming_owner_key(stamp);
-    let owner = crate::pg::reaper::machine_owner_label().unwrap_or_else(|| "unknown".into());
-    store
-        .put_bytes(&owner_key, owner.into_bytes(), "text/plain")
-        .await
-        .map_err(store_error)?;
+    owner::mark(store, &owner_key).await.map_err(store_error)?;
     written.push(owner_key);
 
     let roles = match admin {

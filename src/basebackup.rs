@@ -1,7 +1,9 @@
 //! Physical base backups in S3: `pg_basebackup` streamed as one tar to
 //! `base/<stamp>/base.tar`, then `base/<stamp>/manifest.json` (start/end LSN,
 //! times, timeline, sha256) written last, so a backup without a manifest is
-//! an unfinished one and never used.
+//! an unfinished one and never used. `base/<stamp>/owner` names the process
+//! while it writes ([`crate::store::owner`]); the next base backup removes
+//! what dead ones left ([`sweep_leftovers`]).
 //!
 //! Restoring downloads the tar, checks its sha256 against the manifest,
 //! extracts it and runs `pg_verifybackup` on the copy before anything uses it.
@@ -80,12 +82,83 @@ fn manifest_key(stamp: &str) -> String {
     format!("{BASE_PREFIX}{stamp}/manifest.json")
 }
 
+fn owner_key(stamp: &str) -> String {
+    format!("{BASE_PREFIX}{stamp}/owner")
+}
+
+/// Removes the objects of base backups that never got their manifest and
+/// whose writer is known to be gone (or is this process, with
+/// `this_process_stopped`), and stale owner markers of finished ones.
+/// Returns the stamps cleaned.
+pub async fn sweep_leftovers(store: &Store, this_process_stopped: bool) -> Result<Vec<String>> {
+    use std::collections::BTreeMap;
+    use crate::store::owner::{self, Writer};
+
+    let mut by_stamp: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for object in store.list(BASE_PREFIX).await? {
+        if let Some(stamp) = layout::stamp_under(BASE_PREFIX, &object.key) {
+            by_stamp.entry(stamp.to_owned()).or_default().push(object.key);
+        }
+    }
+    let mut cleaned = Vec::new();
+    for (stamp, mut keys) in by_stamp {
+        let owner = owner_key(&stamp);
+        if keys.contains(&manifest_key(&stamp)) {
+            keys.retain(|key| *key == owner);
+        } else if owner::writer(store, &owner, this_process_stopped).await? == Writer::Unknown {
+            continue;
+        }
+        if keys.is_empty() {
+            continue;
+        }
+        // The owner marker last, so an interrupted sweep is resumed.
+        keys.sort_by_key(|key| *key == owner);
+        for key in &keys {
+            store.delete(key).await?;
+        }
+        tracing::warn!(stamp, objects = keys.len(), "removed the leftovers of an interrupted base backup");
+        cleaned.push(stamp);
+    }
+    Ok(cleaned)
+}
+
 /// Takes a base backup of the cluster behind `admin` (a superuser) into S3.
+///
+/// # Guarantees
+/// The backup counts (has its manifest) only once its tar is complete; a
+/// failed one removes what it wrote, a killed one is removed by the next
+/// ([`sweep_leftovers`], run first).
 pub async fn take_base_backup(bins: &PgBinaries, admin: &ConnInfo, store: &Store) -> Result<BaseBackupManifest> {
+    if let Err(e) = sweep_leftovers(store, false).await {
+        tracing::warn!(error = %e, "could not sweep the leftovers of earlier base backups; this one goes on");
+    }
     let start_time = Utc::now();
     let stamp = layout::stamp(start_time);
     let tar_key = format!("{BASE_PREFIX}{stamp}/base.tar");
     let started = Instant::now();
+    crate::store::owner::mark(store, &owner_key(&stamp)).await?;
+    let taken = write_base_backup(bins, admin, store, &stamp, tar_key, start_time).await;
+    match &taken {
+        Ok(manifest) => tracing::info!(stamp, bytes = manifest.tar_bytes, elapsed = ?started.elapsed(), "base backup in S3"),
+        Err(_) => {
+            let _ = store.delete(&format!("{BASE_PREFIX}{stamp}/base.tar")).await;
+        }
+    }
+    if let Err(e) = store.delete(&owner_key(&stamp)).await {
+        tracing::warn!(stamp, error = %e, "could not remove the base backup's owner marker; the next base backup will");
+    }
+    taken
+}
+
+async fn write_base_backup(
+    bins: &PgBinaries,
+    admin: &ConnInfo,
+    store: &Store,
+    stamp: &str,
+    tar_key: String,
+    start_time: DateTime<Utc>,
+) -> Result<BaseBackupManifest> {
+    crate::failpoint!("basebackup::before_tar");
     let mut stream = BaseBackupStream::spawn(bins, admin)?;
     let upload = store
         .upload_stream(&tar_key, stream.stdout(), "application/x-tar")
@@ -110,7 +183,7 @@ pub async fn take_base_backup(bins: &PgBinaries, admin: &ConnInfo, store: &Store
             .map_err(PgError::sql("read the server version"))?
     };
     let manifest = BaseBackupManifest {
-        stamp: stamp.clone(),
+        stamp: stamp.to_owned(),
         start_lsn: points.start_lsn,
         end_lsn: points.end_lsn,
         timeline: points.timeline,
@@ -122,8 +195,9 @@ pub async fn take_base_backup(bins: &PgBinaries, admin: &ConnInfo, store: &Store
         tar_sha256: transfer.sha256,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-    store.put_bytes(&manifest_key(&stamp), json, "application/json").await?;
-    tracing::info!(stamp, bytes = manifest.tar_bytes, elapsed = ?started.elapsed(), "base backup in S3");
+    crate::failpoint!("basebackup::before_manifest");
+    store.put_bytes(&manifest_key(stamp), json, "application/json").await?;
+    crate::failpoint!("basebackup::after_manifest");
     Ok(manifest)
 }
 

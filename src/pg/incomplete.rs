@@ -2,9 +2,11 @@
 //! their final name only when complete.
 //!
 //! A restore (full, or the scratch copy of a single-table restore) creates
-//! its database as `drillbook_incomplete_<random>`, with a comment that
-//! records its owner (this machine's boot, the pid and its start time) and
-//! the name it is meant to get. Only once `pg_restore` succeeded and every
+//! its database as `drillbook_incomplete_<boot>_<pid>_<start>_<random>`: the
+//! name itself records its owner (the start of this machine's boot id, the
+//! pid and its start time), so no instant exists at which the database is
+//! there and its owner unknown, and a comment records the name it is meant
+//! to get. Only once `pg_restore` succeeded and every
 //! check passed is it renamed ([`IncompleteDatabase::complete`]). So no
 //! database under a final name is ever half restored or unverified, whatever
 //! is killed when: killing drillbook leaves at most an incomplete database,
@@ -37,10 +39,14 @@ impl IncompleteDatabase {
     /// Creates an empty incomplete database meant to become `final_name`,
     /// owned by this process.
     pub async fn create(admin: &ConnInfo, final_name: &str) -> Result<Self> {
-        let name = format!("{PREFIX}{}", random_suffix());
+        let owner = match (super::reaper::boot_id(), super::reaper::Owner::current()) {
+            (Some(boot), Some(me)) => format!("{}_{}_{}", short_boot(&boot), me.pid(), me.started()),
+            // Unjudgeable: never reaped, dropped only on this process's own failure path.
+            _ => "unknown".to_owned(),
+        };
+        let name = format!("{PREFIX}{owner}_{}", random_suffix());
         super::create_database(admin, &name).await?;
-        let owner = super::reaper::machine_owner_label().unwrap_or_else(|| "unknown".into());
-        let comment = format!("{COMMENT_TAG} owner={owner} final={final_name}");
+        let comment = format!("{COMMENT_TAG} final={final_name}");
         let sql = format!("COMMENT ON DATABASE {} IS {}", quote_ident(&name), quote_literal(&comment));
         let incomplete = Self {
             admin: admin.clone(),
@@ -140,12 +146,14 @@ pub async fn reap(admin: &ConnInfo, also_this_process: bool) -> Result<Vec<Lefto
     .map_err(PgError::sql("list incomplete databases"))?;
     let _ = conn.close().await;
 
-    let me = super::reaper::machine_owner_label();
+    let me = owner_in_name(&format!("{PREFIX}{}_x", this_process_tag().unwrap_or_default()));
     let mut found = Vec::new();
     for (name, comment) in rows {
-        let (owner, final_name) = comment.as_deref().map(parse_comment).unwrap_or_default();
-        let owner_gone = owner.is_some_and(|owner| {
-            super::reaper::machine_owner_is_gone(owner) || (also_this_process && me.as_deref() == Some(owner))
+        let final_name = comment.as_deref().and_then(final_name_in_comment);
+        let owner = owner_in_name(&name);
+        let owner_gone = owner.as_ref().is_some_and(|(boot, owner)| {
+            let this_boot = super::reaper::boot_id().is_some_and(|id| short_boot(&id) == *boot);
+            (this_boot && !owner.is_alive()) || (also_this_process && me.as_ref() == Some(&(boot.clone(), *owner)))
         });
         if owner_gone {
             tracing::warn!(
@@ -154,10 +162,9 @@ pub async fn reap(admin: &ConnInfo, also_this_process: bool) -> Result<Vec<Lefto
                 "dropping an incomplete database whose restore was interrupted"
             );
             drop_database(admin, &name).await;
-        } else if owner.is_none_or(|owner| Some(owner) != me.as_deref()) {
+        } else if owner.is_none() || owner != me {
             tracing::info!(
                 database = name,
-                owner = owner.unwrap_or("unknown"),
                 "an incomplete database of another process (running, or on another machine) is left alone"
             );
         }
@@ -170,16 +177,28 @@ pub async fn reap(admin: &ConnInfo, also_this_process: bool) -> Result<Vec<Lefto
     Ok(found)
 }
 
-/// `(owner, final name)` of a comment written by [`IncompleteDatabase::create`].
-fn parse_comment(comment: &str) -> (Option<&str>, Option<&str>) {
-    let Some(rest) = comment.strip_prefix(COMMENT_TAG) else {
-        return (None, None);
-    };
-    let (owner, final_name) = match rest.split_once(" final=") {
-        Some((owner, final_name)) => (owner, Some(final_name)),
-        None => (rest, None),
-    };
-    (owner.trim().strip_prefix("owner="), final_name)
+/// This process as an incomplete database's name records it.
+fn this_process_tag() -> Option<String> {
+    let (boot, me) = (super::reaper::boot_id()?, super::reaper::Owner::current()?);
+    Some(format!("{}_{}_{}", short_boot(&boot), me.pid(), me.started()))
+}
+
+/// The first 8 hex digits of a boot id: enough to tell this boot from another.
+fn short_boot(boot_id: &str) -> String {
+    boot_id.chars().filter(char::is_ascii_hexdigit).take(8).collect()
+}
+
+/// `(boot, owner)` recorded in an incomplete database's name.
+fn owner_in_name(name: &str) -> Option<(String, super::reaper::Owner)> {
+    let mut parts = name.strip_prefix(PREFIX)?.split('_');
+    let (boot, pid, started) = (parts.next()?, parts.next()?, parts.next()?);
+    let owner = super::reaper::Owner::parse(&format!("{pid} {started}"))?;
+    (boot.len() == 8).then(|| (boot.to_owned(), owner))
+}
+
+/// The final name a comment written by [`IncompleteDatabase::create`] records.
+fn final_name_in_comment(comment: &str) -> Option<&str> {
+    comment.strip_prefix(COMMENT_TAG)?.trim().strip_prefix("final=")
 }
 
 async fn connect(admin: &ConnInfo) -> Result<PgConnection> {
@@ -213,7 +232,7 @@ fn quote_literal(text: &str) -> String {
 
 fn random_suffix() -> String {
     use rand::Rng;
-    let bytes: [u8; 6] = rand::rng().random();
+    let bytes: [u8; 3] = rand::rng().random();
     hex::encode(bytes)
 }
 
@@ -223,18 +242,20 @@ mod tests {
 
     #[test]
     fn comments_are_read_back() {
-        let comment = format!("{COMMENT_TAG} owner=abc-boot 42 1234 final=immoflowme_restore_1");
-        assert_eq!(
-            parse_comment(&comment),
-            (Some("abc-boot 42 1234"), Some("immoflowme_restore_1"))
-        );
-        assert_eq!(parse_comment("someone else's comment"), (None, None));
+        let comment = format!("{COMMENT_TAG} final=immoflowme_restore_1");
+        assert_eq!(final_name_in_comment(&comment), Some("immoflowme_restore_1"));
+        assert_eq!(final_name_in_comment("someone else's comment"), None);
     }
 
     #[test]
-    fn names_fit_postgres_identifiers_and_say_what_they_are() {
-        let name = format!("{PREFIX}{}", random_suffix());
-        assert!(name.len() <= 63, "{name}");
+    fn names_record_their_owner_fit_postgres_identifiers_and_say_what_they_are() {
+        let tag = this_process_tag().expect("this process has /proc");
+        let name = format!("{PREFIX}{tag}_{}", random_suffix());
+        assert!(name.len() <= 63, "{name} ({} bytes)", name.len());
         assert!(name.contains("incomplete"));
+        let (boot, owner) = owner_in_name(&name).expect("the owner is in the name");
+        assert_eq!(boot.len(), 8);
+        assert!(owner.is_alive(), "this process owns it");
+        assert_eq!(owner_in_name("drillbook_incomplete_unknown_abc"), None);
     }
 }

@@ -38,6 +38,14 @@ impl Owner {
         })
     }
 
+    pub(crate) fn pid(self) -> u32 {
+        self.pid
+    }
+
+    pub(crate) fn started(self) -> u64 {
+        self.started
+    }
+
     pub(crate) fn parse(text: &str) -> Option<Self> {
         let (pid, started) = text.trim().split_once(' ')?;
         Some(Self {
@@ -56,7 +64,7 @@ impl Owner {
 }
 
 /// This machine's current boot (`/proc/sys/kernel/random/boot_id`).
-fn boot_id() -> Option<String> {
+pub(crate) fn boot_id() -> Option<String> {
     fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .ok()
         .map(|id| id.trim().to_owned())
@@ -92,7 +100,15 @@ fn start_time(pid: u32) -> Option<u64> {
 
 /// Records `owner` in a cluster or embedded S3 dir.
 pub(crate) fn record_owner(root: &Path, owner: Owner) -> std::io::Result<()> {
-    fs::write(root.join(OWNER_FILE), owner.render())
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(root.join(OWNER_FILE))?
+        .write_all(owner.render().as_bytes())
 }
 
 /// A `drillbook-*` temp dir (`prefix` names it) that records this process

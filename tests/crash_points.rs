@@ -1,0 +1,615 @@
+//! Crash points (issue 11): backups and restores stopped at every phase
+//! boundary and at timed moments, and what a kill may never leave behind.
+//!
+//! Real `drillbook backup` and `drillbook restore` processes are held at a
+//! crash point (`FAILPOINTS=<point>=return`, see src/failpoint.rs) or let
+//! run for a while, then killed: SIGKILL of the process alone (its children
+//! must die with it), SIGKILL of its process group, SIGTERM, SIGINT. After
+//! each kill:
+//!
+//! - restore: every new database under a final name is complete (its row
+//!   counts are the manifest's); after SIGTERM/SIGINT there is no new
+//!   database at all and the exit code is 143/130; no `pg_restore` is left
+//!   running; temp dirs are owner-only (0700, files 0600), and gone on exit
+//!   (signals) or after the next run (SIGKILL).
+//! - backup: every object under `daily/` is a complete dump (size and
+//!   sha256 as its manifest says) whose manifest exists, so whatever the
+//!   playbook's `sort | tail -1` picks is one; after SIGTERM/SIGINT nothing
+//!   of the killed backup is left outside `daily/`.
+//!
+//! Then a normal run must succeed and leave nothing of the killed one.
+//! Single-table restore and base backup have no command of their own yet:
+//! they are held at each boundary in-process, their future dropped (as a
+//! cancelled task is) and cleaned up as the command line does after a
+//! signal, with the same checks.
+//!
+//! Needs the `failpoints` feature:
+//! `cargo nextest run --features failpoints --test crash_points` (.ci/run).
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use drillbook::backup::{backup_database, table_facts};
+use drillbook::basebackup::{list_base_backups, sweep_leftovers as sweep_base_backups, take_base_backup};
+use drillbook::env::EmbeddedEnvironment;
+use drillbook::fixtures::{FixtureSpec, Profile};
+use drillbook::pg::incomplete;
+use drillbook::pg::{ConnInfo, quote_ident};
+use drillbook::store::manifest::BackupManifest;
+use drillbook::store::{Store, layout};
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, PgConnection};
+
+const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
+
+/// How a process is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// SIGKILL of drillbook alone: its children must die with it.
+    Process,
+    /// SIGKILL of its whole process group, as a terminal or supervisor does.
+    Group,
+    Term,
+    Int,
+}
+
+impl Kill {
+    fn is_signal_handled(self) -> bool {
+        matches!(self, Kill::Term | Kill::Int)
+    }
+
+    fn send(self, child: &Child) {
+        let pid = child.id() as libc::pid_t;
+        let (target, signal) = match self {
+            Kill::Process => (pid, libc::SIGKILL),
+            Kill::Group => (-pid, libc::SIGKILL),
+            Kill::Term => (pid, libc::SIGTERM),
+            Kill::Int => (pid, libc::SIGINT),
+        };
+        // SAFETY: kill(2) on our own child (or its group, which it leads).
+        unsafe { libc::kill(target, signal) };
+    }
+
+    fn exit_code(self) -> Option<i32> {
+        match self {
+            Kill::Term => Some(143),
+            Kill::Int => Some(130),
+            _ => None,
+        }
+    }
+}
+
+/// When the kill comes.
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    /// Held at a crash point.
+    At(&'static str),
+    /// This long after the start.
+    After(Duration),
+}
+
+/// An environment with a seeded source database and one backup, and a
+/// private TMPDIR for the processes under test.
+struct Bench {
+    env: EmbeddedEnvironment,
+    tmp: tempfile::TempDir,
+    manifest: BackupManifest,
+    runs: u32,
+}
+
+impl Bench {
+    async fn start() -> Self {
+        let env = EmbeddedEnvironment::start().await.unwrap();
+        env.seed(FixtureSpec {
+            profile: Profile::Small,
+            seed: 7,
+            until: "2026-06-30T12:00:00Z".parse().unwrap(),
+        })
+        .await
+        .unwrap();
+        let admin = env.primary().admin();
+        let report = backup_database(env.binaries(), &env.source(), Some(&admin), env.store())
+            .await
+            .unwrap();
+        Self {
+            env,
+            tmp: tempfile::tempdir().unwrap(),
+            manifest: report.manifest,
+            runs: 0,
+        }
+    }
+
+    fn admin(&self) -> ConnInfo {
+        self.env.primary().admin()
+    }
+
+    fn store(&self) -> &Store {
+        self.env.store()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let facts = self.env.connection_facts();
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .args(["--bucket", &facts.backup_bucket])
+            .env("AWS_ACCESS_KEY_ID", &facts.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &facts.secret_key)
+            .env("AWS_ENDPOINT_URL", &facts.s3_endpoint)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("TMPDIR", self.tmp.path())
+            .env("DRILL_PROGRESS", "plain")
+            .env("RUST_LOG", "drillbook=info")
+            .env_remove("DATABASE_URL")
+            .env_remove("ADMIN_DATABASE_URL")
+            .env_remove("BACKUP_BUCKET")
+            .env_remove("FAILPOINTS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        command
+    }
+
+    fn restore_args(&mut self) -> Vec<String> {
+        self.runs += 1;
+        vec![
+            "restore".into(),
+            "--admin-url".into(),
+            self.admin().url(),
+            "--target-database".into(),
+            format!("crash_restore_{}", self.runs),
+        ]
+    }
+
+    fn backup_args(&self) -> Vec<String> {
+        vec![
+            "backup".into(),
+            "--database-url".into(),
+            self.env.source().url(),
+            "--admin-url".into(),
+            self.admin().url(),
+        ]
+    }
+
+    /// Runs `args` to the end, expecting success.
+    fn run_ok(&self, args: &[String]) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = self.command(&args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?} after a kill must succeed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Starts `args`, kills it at `moment` with `kill`, and returns its exit
+    /// status code (None when killed by a signal) and its stderr.
+    fn run_and_kill(&self, args: &[String], moment: Moment, kill: Kill) -> (Option<i32>, String) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut command = self.command(&args);
+        if let Moment::At(point) = moment {
+            command.env("FAILPOINTS", format!("{point}=return"));
+        }
+        let mut child = command.spawn().unwrap();
+        let (lines, seen) = mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                all.push_str(&line);
+                all.push('\n');
+                let _ = lines.send(line);
+            }
+            all
+        });
+        match moment {
+            Moment::At(point) => {
+                let marker = format!("failpoint {point} reached");
+                let deadline = Instant::now() + Duration::from_secs(120);
+                loop {
+                    match seen.recv_timeout(Duration::from_millis(200)) {
+                        Ok(line) if line.contains(&marker) => break,
+                        Ok(_) => {}
+                        Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                            if let Ok(Some(status)) = child.try_wait() {
+                                panic!("{args:?} exited ({status}) before reaching {point}");
+                            }
+                        }
+                        Err(_) => panic!("{args:?} never reached {point}"),
+                    }
+                }
+            }
+            Moment::After(delay) => std::thread::sleep(delay),
+        }
+        kill.send(&child);
+        let status = child.wait().unwrap();
+        let stderr = reader.join().unwrap();
+        (status.code(), stderr)
+    }
+
+    /// Processes whose command line names this bench's TMPDIR (`pg_restore`
+    /// of a downloaded dump): waited for a few seconds, then returned.
+    fn surviving_children(&self) -> Vec<String> {
+        let needle = self.tmp.path().as_os_str().as_encoded_bytes().to_vec();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut found = Vec::new();
+            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                    continue;
+                };
+                if cmdline.windows(needle.len()).any(|w| w == needle) {
+                    found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+                }
+            }
+            if found.is_empty() || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Everything under the bench's TMPDIR: `(path, mode)`.
+    fn temp_entries(&self) -> Vec<(String, u32)> {
+        fn walk(dir: &Path, into: &mut Vec<(String, u32)>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                into.push((path.display().to_string(), meta.permissions().mode() & 0o777));
+                if meta.is_dir() {
+                    walk(&path, into);
+                }
+            }
+        }
+        let mut entries = Vec::new();
+        walk(self.tmp.path(), &mut entries);
+        entries
+    }
+
+    /// Temp data is private: directories 0700, the rest readable by the owner alone.
+    fn assert_temp_private(&self, context: &str) {
+        for (path, mode) in self.temp_entries() {
+            let limit = if Path::new(&path).is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode & !limit, 0, "{context}: {path} has mode {mode:o}, readable by others");
+        }
+    }
+
+    async fn databases(&self) -> BTreeSet<String> {
+        let mut conn = PgConnection::connect_with(&self.admin().connect_options())
+            .await
+            .unwrap();
+        let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE NOT datistemplate")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        names.into_iter().collect()
+    }
+
+    /// Every table's row count in `database` equals the manifest's.
+    async fn assert_complete(&self, database: &str, context: &str) {
+        let mut conn = PgConnection::connect_with(&self.admin().with_database(database).connect_options())
+            .await
+            .unwrap();
+        let facts = table_facts(&mut conn).await.unwrap();
+        for (table, expected) in &self.manifest.tables {
+            let actual = facts.get(table).map(|f| f.rows);
+            assert_eq!(
+                actual,
+                Some(expected.rows),
+                "{context}: {database} holds an incomplete {table} under a final name"
+            );
+        }
+    }
+
+    async fn drop_database(&self, database: &str) {
+        let mut conn = PgConnection::connect_with(&self.admin().connect_options())
+            .await
+            .unwrap();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(database));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+    }
+
+    /// One restore killed at `moment` with `kill`, the invariants, then a
+    /// normal restore that must succeed and leave nothing of the killed one.
+    async fn kill_a_restore(&mut self, moment: Moment, kill: Kill) {
+        let context = format!("restore killed ({kill:?}) at {moment:?}");
+        let before = self.databases().await;
+        let args = self.restore_args();
+        let (code, stderr) = self.run_and_kill(&args, moment, kill);
+        let finished = code == Some(0);
+        if let (Some(expected), Moment::At(_)) = (kill.exit_code(), moment) {
+            assert_eq!(code, Some(expected), "{context}: exit code\n{stderr}");
+        }
+        assert_eq!(self.surviving_children(), Vec::<String>::new(), "{context}: children outlived drillbook");
+
+        let new: Vec<String> = self.databases().await.difference(&before).cloned().collect();
+        for database in &new {
+            if database.starts_with(incomplete::PREFIX) {
+                assert!(
+                    !kill.is_signal_handled(),
+                    "{context}: {database} was left although the signal was handled\n{stderr}"
+                );
+            } else {
+                // Under its final name only after verification: complete.
+                self.assert_complete(database, &context).await;
+            }
+        }
+        self.assert_temp_private(&context);
+        if kill.is_signal_handled() || finished {
+            let left: Vec<_> = self.temp_entries().into_iter().filter(|(p, _)| p.contains("drillbook-restore-")).collect();
+            assert_eq!(left, vec![], "{context}: the download outlived the command\n{stderr}");
+        }
+
+        // The next restore succeeds and removes what the killed one left.
+        let followup = self.restore_args();
+        self.run_ok(&followup);
+        let after = self.databases().await;
+        let incomplete_left: Vec<&String> = after.iter().filter(|d| d.starts_with(incomplete::PREFIX)).collect();
+        assert_eq!(incomplete_left, Vec::<&String>::new(), "{context}: the next restore reaps");
+        assert_eq!(self.temp_entries(), vec![], "{context}: the next restore reaps the temp dir");
+        for database in after.difference(&before) {
+            self.assert_complete(database, &context).await;
+            self.drop_database(database).await;
+        }
+    }
+
+    /// Every object under `daily/` is a complete dump whose manifest exists.
+    async fn assert_daily_complete(&self, context: &str) {
+        let daily = self.store().list(layout::DAILY).await.unwrap();
+        assert!(!daily.is_empty(), "{context}: the first backup is gone");
+        for object in &daily {
+            let stamp = layout::stamp_of_dump(&object.key)
+                .unwrap_or_else(|| panic!("{context}: {} under daily/ is not a dump", object.key));
+            let manifest = self
+                .store()
+                .get_bytes(&layout::manifest_key(stamp))
+                .await
+                .unwrap_or_else(|e| panic!("{context}: {} has no manifest: {e}", object.key));
+            let manifest = BackupManifest::from_json(&manifest).unwrap();
+            let dump = self.store().get_bytes(&object.key).await.unwrap();
+            assert_eq!(manifest.dump.key, object.key, "{context}");
+            assert_eq!(dump.len() as u64, manifest.dump.bytes, "{context}: {} is partial", object.key);
+            assert_eq!(hex::encode(Sha256::digest(&dump)), manifest.dump.sha256, "{context}: {}", object.key);
+        }
+    }
+
+    /// Nothing outside `daily/` but what its published dumps own.
+    async fn assert_no_backup_leftovers(&self, context: &str) {
+        let published: BTreeSet<String> = self
+            .store()
+            .list(layout::DAILY)
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|o| layout::stamp_of_dump(&o.key).map(str::to_owned))
+            .collect();
+        assert_eq!(self.store().list(layout::INCOMING).await.unwrap(), vec![], "{context}: incoming/ left");
+        for object in self.store().list(layout::MANIFESTS).await.unwrap() {
+            let stamp = layout::stamp_under(layout::MANIFESTS, &object.key).unwrap();
+            assert!(published.contains(stamp), "{context}: {} of no published dump", object.key);
+        }
+    }
+
+    async fn kill_a_backup(&mut self, moment: Moment, kill: Kill) {
+        let context = format!("backup killed ({kill:?}) at {moment:?}");
+        let args = self.backup_args();
+        let (code, stderr) = self.run_and_kill(&args, moment, kill);
+        if let (Some(expected), Moment::At(_)) = (kill.exit_code(), moment) {
+            assert_eq!(code, Some(expected), "{context}: exit code\n{stderr}");
+        }
+        assert_eq!(self.surviving_children(), Vec::<String>::new(), "{context}: children outlived drillbook");
+        self.assert_daily_complete(&context).await;
+        if kill.is_signal_handled() || code == Some(0) {
+            self.assert_no_backup_leftovers(&context).await;
+        }
+        self.assert_temp_private(&context);
+
+        self.run_ok(&args);
+        self.assert_daily_complete(&context).await;
+        self.assert_no_backup_leftovers(&context).await;
+    }
+}
+
+const RESTORE_POINTS: [&str; 3] = [
+    "restore::before_pg_restore",
+    "restore::before_verify",
+    "incomplete::before_rename",
+];
+
+const BACKUP_POINTS: [&str; 4] = [
+    "backup::before_dump",
+    "backup::before_manifest",
+    "backup::before_publish",
+    "backup::after_publish",
+];
+
+const MOMENTS_MS: [u64; 4] = [150, 500, 1_000, 2_000];
+
+async fn kill_restores_at_every_point(kills: &[Kill]) {
+    let mut bench = Bench::start().await;
+    let mut tried = 0;
+    for point in RESTORE_POINTS {
+        for &kill in kills {
+            bench.kill_a_restore(Moment::At(point), kill).await;
+            tried += 1;
+        }
+    }
+    eprintln!("restore: {tried} crash points x {kills:?} tried, invariants held");
+    bench.env.cleanup().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_sigkilled_at_every_crash_point_leave_nothing_that_looks_restored() {
+    kill_restores_at_every_point(&[Kill::Process, Kill::Group]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_interrupted_at_every_crash_point_drop_what_they_made() {
+    kill_restores_at_every_point(&[Kill::Term, Kill::Int]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_killed_at_timed_moments_leave_nothing_that_looks_restored() {
+    let mut bench = Bench::start().await;
+    let mut tried = 0;
+    for ms in MOMENTS_MS {
+        for kill in [Kill::Process, Kill::Term] {
+            bench.kill_a_restore(Moment::After(Duration::from_millis(ms)), kill).await;
+            tried += 1;
+        }
+    }
+    eprintln!("restore: {tried} timed kills tried, invariants held");
+    bench.env.cleanup().await.unwrap();
+}
+
+async fn kill_backups_at_every_point(kills: &[Kill]) {
+    let mut bench = Bench::start().await;
+    let mut tried = 0;
+    for point in BACKUP_POINTS {
+        for &kill in kills {
+            bench.kill_a_backup(Moment::At(point), kill).await;
+            tried += 1;
+        }
+    }
+    eprintln!("backup: {tried} crash points x {kills:?} tried, invariants held");
+    bench.env.cleanup().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_sigkilled_at_every_crash_point_keep_every_daily_object_a_complete_dump() {
+    kill_backups_at_every_point(&[Kill::Process, Kill::Group]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_interrupted_at_every_crash_point_keep_every_daily_object_a_complete_dump() {
+    kill_backups_at_every_point(&[Kill::Term, Kill::Int]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_killed_at_timed_moments_keep_the_newest_daily_object_a_complete_dump() {
+    let mut bench = Bench::start().await;
+    let mut tried = 0;
+    for ms in MOMENTS_MS {
+        for kill in [Kill::Process, Kill::Term] {
+            bench.kill_a_backup(Moment::After(Duration::from_millis(ms)), kill).await;
+            tried += 1;
+        }
+    }
+    eprintln!("backup: {tried} timed kills tried, invariants held");
+    bench.env.cleanup().await.unwrap();
+}
+
+/// Holds `work` at `point` in this process, then drops it, as a cancelled
+/// task is dropped.
+async fn hold_and_drop<T>(point: &'static str, work: impl std::future::Future<Output = T>) {
+    fail::cfg(point, "return").unwrap();
+    let reached = async {
+        while !drillbook::failpoint::was_reached(point) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        _ = work => panic!("the operation finished although held at {point}"),
+        () = reached => {}
+        () = tokio::time::sleep(Duration::from_secs(120)) => panic!("{point} never reached"),
+    }
+    fail::remove(point);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_table_restores_stopped_at_every_crash_point_leave_the_table_untouched() {
+    let bench = Bench::start().await;
+    let source = bench.env.source();
+    let admin = bench.admin();
+    let count = || async {
+        let mut conn = PgConnection::connect_with(&source.connect_options()).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM invoice_lines")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        n
+    };
+    let mut conn = PgConnection::connect_with(&source.connect_options()).await.unwrap();
+    sqlx::raw_sql("DELETE FROM invoice_lines WHERE id % 3 = 0")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let damaged = count().await;
+    for point in ["table_restore::before_pg_restore", "table_restore::before_replace"] {
+        hold_and_drop(
+            point,
+            drillbook::table_restore::restore_table(
+                bench.env.binaries(),
+                &admin,
+                &source,
+                bench.store(),
+                "invoice_lines",
+            ),
+        )
+        .await;
+        assert_eq!(count().await, damaged, "stopped at {point}: the table is untouched");
+        // What the command line does after a signal: its scratch database goes.
+        let reaped = incomplete::reap(&admin, true).await.unwrap();
+        assert!(
+            reaped.iter().all(|d| d.owner_gone),
+            "stopped at {point}: every scratch database is reaped: {reaped:?}"
+        );
+        assert!(
+            incomplete::reap(&admin, false).await.unwrap().is_empty(),
+            "stopped at {point}: no scratch database is left"
+        );
+    }
+    let report = drillbook::table_restore::restore_table(bench.env.binaries(), &admin, &source, bench.store(), "invoice_lines")
+        .await
+        .unwrap();
+    assert_eq!(count().await as u64, report.rows_restored, "a normal run after the stops restores");
+    assert!(report.rows_restored as i64 > damaged);
+    bench.env.cleanup().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_backups_stopped_at_every_crash_point_are_never_used_and_are_swept() {
+    let bench = Bench::start().await;
+    let admin = bench.admin();
+    let store = bench.store();
+    for point in [
+        "basebackup::before_tar",
+        "basebackup::before_manifest",
+        "basebackup::after_manifest",
+    ] {
+        hold_and_drop(point, take_base_backup(bench.env.binaries(), &admin, store)).await;
+        // Every base backup that counts is complete: its tar as the manifest says.
+        for manifest in list_base_backups(store).await.unwrap() {
+            let tar = store.size_of(&manifest.tar_key).await.unwrap();
+            assert_eq!(tar, Some(manifest.tar_bytes), "stopped at {point}: {}", manifest.tar_key);
+        }
+        // What the command line does after a signal.
+        sweep_base_backups(store, true).await.unwrap();
+        let finished: BTreeSet<String> = list_base_backups(store)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.stamp)
+            .collect();
+        for object in store.list("base/").await.unwrap() {
+            let stamp = layout::stamp_under("base/", &object.key).unwrap();
+            assert!(
+                finished.contains(stamp) && !object.key.ends_with("/owner"),
+                "stopped at {point}: {} left behind",
+                object.key
+            );
+        }
+    }
+    let taken = take_base_backup(bench.env.binaries(), &admin, store).await.unwrap();
+    assert!(list_base_backups(store).await.unwrap().iter().any(|m| m.stamp == taken.stamp));
+    bench.env.cleanup().await.unwrap();
+}
