@@ -144,6 +144,9 @@ async fn write_backup(
     crate::integrity::fidelity::record_fingerprints(&mut snapshot, &mut tables)
         .await
         .map_err(pg_error)?;
+    let grants = crate::integrity::fidelity::read_grants(&mut snapshot)
+        .await
+        .map_err(pg_error)?;
     // A savepoint keeps a failed anchor read from aborting the transaction
     // whose exported snapshot pg_dump is about to use.
     sqlx::raw_sql("SAVEPOINT drillbook_anchor")
@@ -204,6 +207,7 @@ async fn write_backup(
         tables,
         audit_chain_head,
         anchor,
+        grants: Some(grants),
     };
     let manifest_key = layout::manifest_key(stamp);
     store

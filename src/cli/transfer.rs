@@ -6,7 +6,7 @@ use clap::Args;
 use super::exit;
 use crate::backup::backup_database;
 use crate::pg::{ConnInfo, PgBinaries};
-use crate::restore::{BackupChoice, RestoreOptions, restore_database};
+use crate::restore::{BackupChoice, GrantsMode, RestoreOptions, restore_database};
 use crate::store::{S3Config, Store};
 
 /// Where the backups are. Credentials come from the default AWS chain
@@ -87,7 +87,7 @@ impl BackupArgs {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  drillbook restore --admin-url \"$ADMIN_DATABASE_URL\" --bucket s3://immoflowme-backups\n\nThe restore goes to a NEW database, <db>_restore_<UTC time>, never over an existing one."
+    after_help = "Example:\n  drillbook restore --admin-url \"$ADMIN_DATABASE_URL\" --bucket s3://immoflowme-backups\n\nThe restore goes to a NEW database, <db>_restore_<UTC time>, never over an existing one.\nIt re-applies the grants the backup recorded (pg_restore --no-acl drops them) and checks row counts,\ncontent fingerprints, the audit chain head and anchor, and the grants against the manifest."
 )]
 pub struct RestoreArgs {
     /// A URL of the server to restore onto, as a role that may create databases.
@@ -102,6 +102,11 @@ pub struct RestoreArgs {
     /// `pg_restore --jobs`.
     #[arg(long, default_value_t = 4)]
     jobs: usize,
+    /// Do not re-apply the grants the backup recorded: the playbook's bare
+    /// `pg_restore --no-acl`. The application role then cannot read the
+    /// restored tables; the report lists the grants it lacks.
+    #[arg(long)]
+    no_grants: bool,
     #[command(flatten)]
     s3: S3Args,
     /// Print the report as JSON on stdout.
@@ -118,20 +123,30 @@ impl RestoreArgs {
             backup: self.backup.map_or(BackupChoice::Newest, BackupChoice::Stamp),
             jobs: self.jobs,
             target_database: self.target_database,
+            grants: if self.no_grants {
+                GrantsMode::Bare
+            } else {
+                GrantsMode::Reapply
+            },
         };
         let report = restore_database(&bins, &admin, &store, &options).await?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             println!(
-                "restored backup {} into database {} on {}:{} (download {:.1}s, restore {:.1}s, row counts verified against the manifest)",
+                "restored backup {} into database {} on {}:{} (download {:.1}s, restore {:.1}s, verify {:.1}s)",
                 report.manifest.stamp,
                 report.database,
                 admin.host,
                 admin.port,
                 report.download.as_secs_f64(),
-                report.restore.as_secs_f64()
+                report.restore.as_secs_f64(),
+                report.verify.as_secs_f64()
             );
+            println!("compared with the backup's manifest:");
+            for line in report.verification.lines() {
+                println!("  {line}");
+            }
         }
         Ok(exit::SUCCESS)
     }
