@@ -26,8 +26,8 @@ use sqlx::{Connection, PgConnection};
 
 use crate::pg::tools::pg_restore;
 use crate::pg::{ConnInfo, PgBinaries, PgError, quote_ident};
-use crate::restore_checks::{MAX_IDENTIFIER_BYTES, check_manifest, check_target_absent, verify_restore};
 pub use crate::restore_checks::{GrantsCheck, GrantsMode, Verification};
+use crate::restore_checks::{MAX_IDENTIFIER_BYTES, check_manifest, check_target_absent, verify_restore};
 use crate::store::manifest::{BackupManifest, FORMAT};
 use crate::store::{Store, StoreError, layout};
 

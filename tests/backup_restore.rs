@@ -615,7 +615,9 @@ async fn a_restore_that_differs_from_its_manifest_is_dropped_and_named() {
                     m.tables.get_mut("public.invoice_lines").unwrap().fingerprint = Some(zeros.clone());
                 }
             }),
-            Box::new(|e| matches!(e, RestoreError::FingerprintMismatch { table, .. } if table == "public.invoice_lines")),
+            Box::new(
+                |e| matches!(e, RestoreError::FingerprintMismatch { table, .. } if table == "public.invoice_lines"),
+            ),
             vec![
                 "public.invoice_lines".to_owned(),
                 zeros.clone(),
@@ -650,7 +652,9 @@ async fn a_restore_that_differs_from_its_manifest_is_dropped_and_named() {
                     privilege: "SELECT".to_owned(),
                 })
             }),
-            Box::new(|e| matches!(e, RestoreError::GrantsMissing { missing } if missing == &["SELECT on no_such_table to immoflowme_app"])),
+            Box::new(
+                |e| matches!(e, RestoreError::GrantsMissing { missing } if missing == &["SELECT on no_such_table to immoflowme_app"]),
+            ),
             vec!["cannot read what it could at backup time".to_owned()],
         ),
     ];
