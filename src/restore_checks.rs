@@ -14,7 +14,7 @@
 //!   compared with the manifest. The first difference fails the restore
 //!   (the caller drops the database) with an error naming it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -305,10 +305,25 @@ async fn verify_on(
         None => GrantsCheck::NotRecorded,
         Some(recorded) => {
             let present: BTreeSet<Grant> = read_grants(&mut tx).await?.into_iter().collect();
+            // `--no-owner` makes the restoring role the owner; an owner holds
+            // every privilege without a grant of its own.
+            let owners: BTreeMap<String, String> = sqlx::query_as(
+                "SELECT c.relname::text, pg_get_userbyid(c.relowner)::text FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'",
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(PgError::sql("read the owners of the restored relations"))?
+            .into_iter()
+            .collect();
             let skipped = applied.as_ref().map(|a| a.skipped_roles.clone()).unwrap_or_default();
             let missing: Vec<&Grant> = recorded
                 .iter()
-                .filter(|grant| !present.contains(*grant) && !skipped.contains(&grant.grantee))
+                .filter(|grant| {
+                    !present.contains(*grant)
+                        && !skipped.contains(&grant.grantee)
+                        && owners.get(&grant.table) != Some(&grant.grantee)
+                })
                 .collect();
             let roles = |grants: &mut dyn Iterator<Item = &Grant>| -> Vec<String> {
                 grants
