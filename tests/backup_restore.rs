@@ -597,8 +597,9 @@ async fn a_restore_that_differs_from_its_manifest_is_dropped_and_named() {
     assert!(original.grants.as_ref().is_some_and(|g| !g.is_empty()));
 
     type Tamper = Box<dyn Fn(&mut BackupManifest)>;
+    type Expected = Box<dyn Fn(&RestoreError) -> bool>;
     let zeros = "0".repeat(64);
-    let cases: Vec<(&str, Tamper, Box<dyn Fn(&RestoreError) -> bool>, Vec<String>)> = vec![
+    let cases: Vec<(&str, Tamper, Expected, Vec<String>)> = vec![
         (
             "a non-critical table left out",
             Box::new(|m| {
@@ -732,6 +733,7 @@ async fn the_application_role_can_read_the_restore_unless_restored_bare() {
     let restored = restore(&env, &server, named("immoflowme_restore_grants", GrantsMode::Reapply))
         .await
         .unwrap();
+    assert_eq!(app_reads_invoice_lines(&restored.target).await, Ok(true));
     let verification = &restored.verification;
     assert_eq!(verification.tables, backup.manifest.tables.len());
     assert_eq!(
@@ -755,7 +757,6 @@ async fn the_application_role_can_read_the_restore_unless_restored_bare() {
     let json = serde_json::to_value(&restored).unwrap();
     assert_eq!(json["verification"]["grants"]["status"], "restored", "{json}");
     assert_eq!(json["verification"]["fingerprints"].as_array().unwrap().len(), 5);
-    assert_eq!(app_reads_invoice_lines(&restored.target).await, Ok(true));
 
     // Bare, as the playbook's --no-acl: the role lacks them and the report says so.
     let bare = restore(&env, &server, named("immoflowme_restore_bare", GrantsMode::Bare))
