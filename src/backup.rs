@@ -237,6 +237,9 @@ async fn write_backup(
     crate::integrity::fidelity::record_fingerprints(&mut snapshot, &mut tables)
         .await
         .map_err(pg_error)?;
+    let grants = crate::integrity::fidelity::read_grants(&mut snapshot)
+        .await
+        .map_err(pg_error)?;
     // A savepoint keeps a failed anchor read from aborting the transaction
     // whose exported snapshot pg_dump is about to use.
     sqlx::raw_sql("SAVEPOINT drillbook_anchor")
@@ -298,6 +301,7 @@ async fn write_backup(
         tables,
         audit_chain_head,
         anchor,
+        grants: Some(grants),
     };
     crate::failpoint!("backup::before_manifest");
     let manifest_key = layout::manifest_key(stamp);

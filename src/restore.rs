@@ -4,14 +4,19 @@
 //!    `sort | tail -1` does), or a named stamp, and read its manifest. A dump
 //!    without a manifest is refused: restoring an older backup instead would
 //!    silently lose data, restoring it unverified takes
-//!    [`restore_unverified_dump`], on the operator's explicit word.
+//!    [`restore_unverified_dump`], on the operator's explicit word. Refuse a
+//!    manifest without every critical table's row count, and a named target
+//!    database that exists, before downloading anything.
 //! 2. Check the dump exists with the manifest's size, download it to a
 //!    private temp dir hashing it on the way, and refuse it unless the
 //!    SHA-256 matches.
 //! 3. Create the cluster roles the backup recorded, if missing.
-//! 4. Create the database as `drillbook_incomplete_<random>`
+//! 4. Create the database as `drillbook_incomplete_<owner>_<random>`
 //!    ([`crate::pg::incomplete`]), `pg_restore --no-owner --no-acl --jobs=N`.
-//! 5. Compare every table's row count with the manifest.
+//! 5. Re-apply the grants the backup recorded (unless
+//!    [`GrantsMode::Bare`]), then compare row counts, content fingerprints,
+//!    the audit chain head and anchor, and the grants with the manifest
+//!    ([`crate::restore_checks`]); the report says what was compared.
 //! 6. Rename it to `<db>_restore_<time>` (or the chosen name).
 //!
 //! # Guarantees
@@ -31,10 +36,11 @@ use chrono::Utc;
 use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 
-use crate::backup::table_facts;
 use crate::pg::tools::pg_restore;
 use crate::pg::incomplete::IncompleteDatabase;
 use crate::pg::{ConnInfo, PgBinaries, PgError};
+pub use crate::restore_checks::{GrantsCheck, GrantsMode, Verification};
+use crate::restore_checks::{MAX_IDENTIFIER_BYTES, check_manifest, check_target_absent, verify_restore};
 use crate::store::manifest::{BackupManifest, FORMAT};
 use crate::store::{Store, StoreError, layout};
 
@@ -78,6 +84,17 @@ pub enum RestoreError {
         key: String,
         reason: String,
     },
+    #[error(
+        "manifest {location}{key} lists no row count for the critical table(s) {} (playbook 3.2 step 4), so a \
+         restore could not show it got them; the manifest was not written by `drillbook backup` or was altered: \
+         restore another backup with --backup <stamp> or take a new backup. Nothing was downloaded or created",
+        missing.join(", ")
+    )]
+    ManifestIncomplete {
+        location: String,
+        key: String,
+        missing: Vec<String>,
+    },
     #[error("manifest {key} has format {found}, newer than this drillbook reads ({FORMAT}); upgrade drillbook")]
     ManifestTooNew { key: String, found: u32 },
     #[error(
@@ -112,6 +129,34 @@ pub enum RestoreError {
     #[error("restored database is missing table {table} that the backup's manifest lists; the restore was dropped")]
     TableMissing { table: String },
     #[error(
+        "restored database has table {table} that the backup's manifest does not list (a manifest lists every \
+         table of the dump): the manifest does not describe this dump; the restore was dropped"
+    )]
+    TableNotInManifest { table: String },
+    #[error(
+        "restored table {table} has content fingerprint {actual} but the backup's manifest says {expected}: \
+         its rows differ from the backup's; the restore was dropped"
+    )]
+    FingerprintMismatch {
+        table: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "restored audit chain {what} is {actual} but the backup's manifest says {expected}; the restore was dropped"
+    )]
+    AuditChainMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "after re-applying the backup's grants the restored database still lacks {}: the application role \
+         cannot read what it could at backup time; the restore was dropped",
+        missing.join(", ")
+    )]
+    GrantsMissing { missing: Vec<String> },
+    #[error(
         "failed to restore into {database}; the partial database was dropped. The dump may be damaged \
          (try an older one with --backup <stamp>) or the server lacks what it needs (see the cause)"
     )]
@@ -133,9 +178,6 @@ pub enum RestoreError {
     TempDir(#[source] std::io::Error),
 }
 
-/// PostgreSQL's identifier limit (NAMEDATALEN - 1).
-const MAX_IDENTIFIER_BYTES: usize = 63;
-
 /// Which backup to restore.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum BackupChoice {
@@ -151,6 +193,9 @@ pub struct RestoreOptions {
     pub jobs: usize,
     /// Name of the database to create; `<db>_restore_<UTC time>` by default.
     pub target_database: Option<String>,
+    /// Re-apply the backup's grants (default) or restore bare, as the
+    /// playbook's `pg_restore --no-acl`.
+    pub grants: GrantsMode,
 }
 
 impl Default for RestoreOptions {
@@ -159,6 +204,7 @@ impl Default for RestoreOptions {
             backup: BackupChoice::Newest,
             jobs: 4,
             target_database: None,
+            grants: GrantsMode::default(),
         }
     }
 }
@@ -177,6 +223,8 @@ pub struct RestoreReport {
     pub restore: Duration,
     #[serde(with = "crate::serde_duration")]
     pub verify: Duration,
+    /// What was compared with the manifest.
+    pub verification: Verification,
 }
 
 /// The dumps under `daily/`, oldest first: `(stamp, key)`.
@@ -277,7 +325,11 @@ pub async fn restore_database(
     reap_leftovers(admin).await?;
     let location = store.config().location();
     let manifest = find_backup(store, &options.backup).await?;
+    check_manifest(&manifest, &location)?;
     let database = target_name(options, &manifest.database)?;
+    if options.target_database.is_some() {
+        check_target_absent(admin, &database).await?;
+    }
     let dump = &manifest.dump;
     match store.size_of(&dump.key).await? {
         None => {
@@ -324,11 +376,11 @@ pub async fn restore_database(
         let restore = restore_started.elapsed();
         let verify_started = Instant::now();
         crate::failpoint!("restore::before_verify");
-        verify_row_counts(&incomplete.conn(), &manifest).await?;
-        Ok::<_, RestoreError>((restore, verify_started.elapsed()))
+        let verification = verify_restore(&incomplete.conn(), &manifest, options.grants).await?;
+        Ok::<_, RestoreError>((restore, verify_started.elapsed(), verification))
     }
     .await;
-    let (restore, verify) = match restored {
+    let (restore, verify, verification) = match restored {
         Ok(timings) => timings,
         Err(e) => {
             incomplete.discard().await;
@@ -345,6 +397,7 @@ pub async fn restore_database(
         download,
         restore,
         verify,
+        verification,
     })
 }
 
@@ -385,6 +438,9 @@ pub async fn restore_unverified_dump(
         .unwrap_or("restored")
         .to_owned();
     let database = target_name(options, &source_database)?;
+    if options.target_database.is_some() {
+        check_target_absent(admin, &database).await?;
+    }
     tracing::warn!(%dump, stamp, "restoring a dump WITHOUT a manifest: nothing will be verified");
 
     let started = Instant::now();
@@ -457,27 +513,6 @@ async fn restore_archive(
             source,
         })?;
     phase.finish();
-    Ok(())
-}
-
-async fn verify_row_counts(target: &ConnInfo, manifest: &BackupManifest) -> Result<(), RestoreError> {
-    let mut conn = PgConnection::connect_with(&target.connect_options())
-        .await
-        .map_err(PgError::sql(format!("connect to {target}")))?;
-    let restored = table_facts(&mut conn).await?;
-    let _ = conn.close().await;
-    for (table, expected) in &manifest.tables {
-        let actual = restored
-            .get(table)
-            .ok_or_else(|| RestoreError::TableMissing { table: table.clone() })?;
-        if actual.rows != expected.rows {
-            return Err(RestoreError::RowCountMismatch {
-                table: table.clone(),
-                expected: expected.rows,
-                actual: actual.rows,
-            });
-        }
-    }
     Ok(())
 }
 

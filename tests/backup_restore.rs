@@ -24,11 +24,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use chrono::{DateTime, Utc};
 use drillbook::backup::{BackupReport, backup_database, table_facts};
 use drillbook::env::{APP_DATABASE, EmbeddedEnvironment};
-use drillbook::fixtures::{FixtureSpec, Profile, SeedSummary};
+use drillbook::fixtures::{CRITICAL_TABLES, FixtureSpec, Profile, SeedSummary};
 use drillbook::pg::{Cluster, ClusterOptions, ConnInfo, PgError, quote_ident};
 use drillbook::playbook::PlaybookAnswers;
-use drillbook::restore::{BackupChoice, RestoreError, RestoreOptions, RestoreReport, restore_database};
-use drillbook::store::manifest::BackupManifest;
+use drillbook::restore::{
+    BackupChoice, GrantsCheck, GrantsMode, RestoreError, RestoreOptions, RestoreReport, restore_database,
+};
+use drillbook::store::manifest::{BackupManifest, Grant};
 use drillbook::store::{Store, layout};
 use drillbook::workload::write_activity;
 use sha2::{Digest, Sha256};
@@ -533,6 +535,292 @@ async fn the_newest_backup_is_restored_unless_a_stamp_is_named() {
         ["immoflowme_restore_newest", "immoflowme_restore_older"]
     );
     env.cleanup().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 10. A manifest that lists fewer tables than it must (issue 11, row 6)
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_manifest_without_every_critical_table_is_refused_before_download() {
+    let _serial = isolated().await;
+    let (env, _) = seeded_env().await;
+    let backup = backup(&env).await;
+    let server = env.primary().admin();
+
+    let cases: [(&str, Vec<&str>); 2] = [
+        ("no tables", CRITICAL_TABLES.to_vec()),
+        ("payments left out", vec!["payments"]),
+    ];
+    for (case, missing) in cases {
+        tamper_manifest(&env, &backup, |m| {
+            for table in &missing {
+                m.tables.remove(&format!("public.{table}"));
+            }
+            if missing.len() == CRITICAL_TABLES.len() {
+                m.tables.clear();
+            }
+        })
+        .await;
+        let before = Leftovers::take(&env, &server).await;
+        let err = restore(&env, &server, RestoreOptions::default()).await.unwrap_err();
+        let mut expected: Vec<String> = missing.iter().map(|t| (*t).to_owned()).collect();
+        expected.sort_by_key(|t| CRITICAL_TABLES.iter().position(|c| c == t));
+        assert!(
+            matches!(&err, RestoreError::ManifestIncomplete { key, missing, .. }
+                if key == &backup.manifest_key && missing == &expected),
+            "{case}: {err:?}"
+        );
+        let message = err.to_string();
+        for part in [
+            expected.join(", ").as_str(),
+            backup.manifest_key.as_str(),
+            "critical table",
+            "--backup <stamp>",
+            "Nothing was downloaded or created",
+        ] {
+            assert!(message.contains(part), "{case}: message lacks {part:?}: {message}");
+        }
+        Leftovers::take(&env, &server).await.assert_same_as(&before);
+    }
+    env.cleanup().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 11. A manifest whose facts the restored database does not match (row 6)
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_restore_that_differs_from_its_manifest_is_dropped_and_named() {
+    let _serial = isolated().await;
+    let (env, _) = seeded_env().await;
+    let backup = backup(&env).await;
+    let server = env.primary().admin();
+    let original = backup.manifest.clone();
+    assert!(original.anchor.is_some() && original.audit_chain_head.is_some());
+    assert!(original.grants.as_ref().is_some_and(|g| !g.is_empty()));
+
+    type Tamper = Box<dyn Fn(&mut BackupManifest)>;
+    type Expected = Box<dyn Fn(&RestoreError) -> bool>;
+    let zeros = "0".repeat(64);
+    let cases: Vec<(&str, Tamper, Expected, Vec<String>)> = vec![
+        (
+            "a non-critical table left out",
+            Box::new(|m| {
+                m.tables.remove("public.ledger_entries");
+            }),
+            Box::new(|e| matches!(e, RestoreError::TableNotInManifest { table } if table == "public.ledger_entries")),
+            vec!["public.ledger_entries".to_owned(), "does not list".to_owned()],
+        ),
+        (
+            "a fingerprint",
+            Box::new({
+                let zeros = zeros.clone();
+                move |m| {
+                    m.tables.get_mut("public.invoice_lines").unwrap().fingerprint = Some(zeros.clone());
+                }
+            }),
+            Box::new(
+                |e| matches!(e, RestoreError::FingerprintMismatch { table, .. } if table == "public.invoice_lines"),
+            ),
+            vec![
+                "public.invoice_lines".to_owned(),
+                zeros.clone(),
+                original.tables["public.invoice_lines"].fingerprint.clone().unwrap(),
+                "content fingerprint".to_owned(),
+            ],
+        ),
+        (
+            "the head hash",
+            Box::new({
+                let zeros = zeros.clone();
+                move |m| m.audit_chain_head.as_mut().unwrap().hash = Some(zeros.clone())
+            }),
+            Box::new(|e| matches!(e, RestoreError::AuditChainMismatch { what, .. } if what == "head")),
+            vec!["audit chain head".to_owned(), zeros.clone()],
+        ),
+        (
+            "the anchor",
+            Box::new(|m| m.anchor.as_mut().unwrap().rows += 1),
+            Box::new(|e| matches!(e, RestoreError::AuditChainMismatch { what, .. } if what == "anchor")),
+            vec![
+                "audit chain anchor".to_owned(),
+                format!("{} rows", original.anchor.as_ref().unwrap().rows + 1),
+            ],
+        ),
+        (
+            "a grant on a relation the dump does not have",
+            Box::new(|m| {
+                m.grants.as_mut().unwrap().push(Grant {
+                    table: "no_such_table".to_owned(),
+                    grantee: "immoflowme_app".to_owned(),
+                    privilege: "SELECT".to_owned(),
+                })
+            }),
+            Box::new(
+                |e| matches!(e, RestoreError::GrantsMissing { missing } if missing == &["SELECT on no_such_table to immoflowme_app"]),
+            ),
+            vec!["cannot read what it could at backup time".to_owned()],
+        ),
+    ];
+    for (case, tamper, is_expected, parts) in cases {
+        let mut manifest = original.clone();
+        tamper(&mut manifest);
+        env.store()
+            .put_bytes(&backup.manifest_key, manifest.to_json(), "application/json")
+            .await
+            .unwrap();
+        let before = Leftovers::take(&env, &server).await;
+        let err = restore(&env, &server, RestoreOptions::default()).await.unwrap_err();
+        assert!(is_expected(&err), "{case}: {err:?}");
+        let message = err.to_string();
+        for part in parts.iter().map(String::as_str).chain(["restore was dropped"]) {
+            assert!(message.contains(part), "{case}: message lacks {part:?}: {message}");
+        }
+        assert_eq!(restore_databases(&server).await, Vec::<String>::new(), "{case}");
+        Leftovers::take(&env, &server).await.assert_same_as(&before);
+    }
+    env.cleanup().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 12. An existing target database is refused before the download (row 7)
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_existing_target_database_is_refused_before_the_download() {
+    let _serial = isolated().await;
+    let (env, _) = seeded_env().await;
+    let backup = backup(&env).await;
+    let dump = &backup.manifest.dump;
+    // Same size, other bytes: downloading it would end in ChecksumMismatch,
+    // so only a refusal before the download gives DatabaseExists.
+    let original = env.store().get_bytes(&dump.key).await.unwrap();
+    let garbage: Vec<u8> = original.iter().map(|b| b ^ 0xff).collect();
+    env.store()
+        .put_bytes(&dump.key, garbage, "application/octet-stream")
+        .await
+        .unwrap();
+
+    let server = env.primary().admin();
+    let before = Leftovers::take(&env, &server).await;
+    let options = RestoreOptions {
+        target_database: Some(APP_DATABASE.to_owned()),
+        ..RestoreOptions::default()
+    };
+    let err = restore(&env, &server, options).await.unwrap_err();
+    assert!(
+        matches!(&err, RestoreError::Postgres(PgError::DatabaseExists { database }) if database == APP_DATABASE),
+        "refused before downloading: {err:?}"
+    );
+    Leftovers::take(&env, &server).await.assert_same_as(&before);
+    env.cleanup().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 13. Grants: the application role can work on the restored database (row 11)
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_application_role_can_read_the_restore_unless_restored_bare() {
+    let _serial = isolated().await;
+    let (env, _) = seeded_env().await;
+    let backup = backup(&env).await;
+    let server = env.primary().admin();
+    let named = |name: &str, grants| RestoreOptions {
+        target_database: Some(name.to_owned()),
+        grants,
+        ..RestoreOptions::default()
+    };
+
+    // Default: the grants recorded at backup are re-applied and checked.
+    let restored = restore(&env, &server, named("immoflowme_restore_grants", GrantsMode::Reapply))
+        .await
+        .unwrap();
+    assert_eq!(app_reads_invoice_lines(&restored.target).await, Ok(true));
+    let verification = &restored.verification;
+    assert_eq!(verification.tables, backup.manifest.tables.len());
+    assert_eq!(
+        verification.rows,
+        backup.manifest.tables.values().map(|t| t.rows).sum::<u64>()
+    );
+    let critical: Vec<String> = CRITICAL_TABLES.iter().map(|t| format!("public.{t}")).collect();
+    let mut fingerprinted = verification.fingerprints.clone();
+    fingerprinted.sort();
+    let mut expected = critical.clone();
+    expected.sort();
+    assert_eq!(fingerprinted, expected);
+    assert_eq!(verification.audit_chain_head, backup.manifest.audit_chain_head);
+    assert!(verification.anchor_compared);
+    assert!(
+        matches!(&verification.grants, GrantsCheck::Restored { roles, skipped_roles, .. }
+            if roles == &["immoflowme_app"] && skipped_roles.is_empty()),
+        "{:?}",
+        verification.grants
+    );
+    let json = serde_json::to_value(&restored).unwrap();
+    assert_eq!(json["verification"]["grants"]["status"], "restored", "{json}");
+    assert_eq!(json["verification"]["fingerprints"].as_array().unwrap().len(), 5);
+
+    // Bare, as the playbook's --no-acl: the role lacks them and the report says so.
+    let bare = restore(&env, &server, named("immoflowme_restore_bare", GrantsMode::Bare))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&bare.verification.grants, GrantsCheck::NotRestored { roles, missing }
+            if roles == &["immoflowme_app"] && *missing == backup.manifest.grants.as_ref().unwrap().len()),
+        "{:?}",
+        bare.verification.grants
+    );
+    let lines = bare.verification.lines().join("\n");
+    assert!(lines.contains("grants: NOT restored"), "{lines}");
+    assert!(lines.contains("immoflowme_app lack"), "{lines}");
+    let denied = app_reads_invoice_lines(&bare.target).await.unwrap_err();
+    assert!(denied.contains("permission denied"), "{denied}");
+
+    // An older manifest without grants: restored, and the report says grants were not compared.
+    tamper_manifest(&env, &backup, |m| m.grants = None).await;
+    let older = restore(&env, &server, named("immoflowme_restore_older", GrantsMode::Reapply))
+        .await
+        .unwrap();
+    assert_eq!(older.verification.grants, GrantsCheck::NotRecorded);
+    let lines = older.verification.lines().join("\n");
+    assert!(lines.contains("grants: not compared"), "{lines}");
+    env.cleanup().await.unwrap();
+}
+
+/// As the application does: `SET ROLE immoflowme_app`, one tenant, and a
+/// read of a protected table. `Ok(true)` when it sees rows, `Err` with the
+/// server's message when refused.
+async fn app_reads_invoice_lines(target: &ConnInfo) -> Result<bool, String> {
+    let mut conn = connect(target).await;
+    let tenant: i64 = sqlx::query_scalar(
+        "SELECT mi.tenant_id FROM invoice_lines il JOIN monthly_invoices mi ON mi.id = il.invoice_id LIMIT 1",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET ROLE immoflowme_app; SET app.tenant_id = '{tenant}'"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let seen: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM invoice_lines")
+        .fetch_one(&mut conn)
+        .await;
+    conn.close().await.unwrap();
+    seen.map(|n| n > 0).map_err(|e| e.to_string())
+}
+
+/// Rewrites the backup's manifest in the store.
+async fn tamper_manifest(env: &EmbeddedEnvironment, backup: &BackupReport, change: impl FnOnce(&mut BackupManifest)) {
+    let mut manifest = backup.manifest.clone();
+    change(&mut manifest);
+    env.store()
+        .put_bytes(&backup.manifest_key, manifest.to_json(), "application/json")
+        .await
+        .unwrap();
 }
 
 // ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ use drillbook::integrity::fidelity::{compare_acl, compare_with_manifest};
 use drillbook::integrity::suite::connect_read_only;
 use drillbook::integrity::{CheckName, CheckStatus, IntegrityReport, SuiteOptions, run_suite};
 use drillbook::pg::ConnInfo;
-use drillbook::restore::{RestoreOptions, restore_database};
+use drillbook::restore::{GrantsMode, RestoreOptions, restore_database};
 use sqlx::{Connection, PgConnection};
 
 /// Deterministic rows: the same data (ids, times, hashes) on every run.
@@ -371,7 +371,12 @@ async fn restore_fidelity_shows_the_grants_no_acl_drops_and_content_changes() {
     let anchor = manifest.anchor.clone().expect("the backup records the chain anchor");
     assert_eq!(anchor.rows, 20_000);
 
-    let restored = restore_database(env.binaries(), &admin, env.store(), &RestoreOptions::default())
+    // The playbook's bare `--no-acl` restore, without re-applying the grants.
+    let bare = RestoreOptions {
+        grants: GrantsMode::Bare,
+        ..RestoreOptions::default()
+    };
+    let restored = restore_database(env.binaries(), &admin, env.store(), &bare)
         .await
         .unwrap();
     let target = restored.target.clone();

@@ -132,6 +132,18 @@ async fn long_commands_print_plain_progress_lines_when_stderr_is_not_a_terminal(
     let done = line(&stderr, "download ", "  done: ");
     assert!(has_bytes_and_rate(done), "no byte figure and rate in {done:?}");
     line(&stderr, &format!("pg_restore into {plain_db}"), "  done in ");
+    // What restore compared with the manifest, on stdout.
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    for part in [
+        "compared with the backup's manifest:",
+        "row counts: ",
+        "content fingerprints: 5 tables equal",
+        "audit chain head: id ",
+        "anchor (genesis hash, head, row count) equal",
+        "re-applied and present (to immoflowme_app)",
+    ] {
+        assert!(stdout.contains(part), "restore's report lacks {part:?}:\n{stdout}");
+    }
     for secret in &secrets {
         assert!(!stderr.contains(secret.as_str()), "a secret on stderr:\n{stderr}");
     }

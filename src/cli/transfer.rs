@@ -7,7 +7,9 @@ use super::exit;
 use super::interrupt::Interrupts;
 use crate::backup::{backup_database, sweep_leftovers};
 use crate::pg::{ConnInfo, PgBinaries};
-use crate::restore::{BackupChoice, RestoreError, RestoreOptions, restore_database, restore_unverified_dump};
+use crate::restore::{
+    BackupChoice, GrantsMode, RestoreError, RestoreOptions, restore_database, restore_unverified_dump,
+};
 use crate::store::{S3Config, Store};
 
 /// Where the backups are. Credentials come from the default AWS chain
@@ -102,7 +104,7 @@ impl BackupArgs {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  drillbook restore --admin-url \"$ADMIN_DATABASE_URL\" --bucket s3://immoflowme-backups\n\nThe restore goes to a NEW database, <db>_restore_<UTC time>, never over an existing one."
+    after_help = "Example:\n  drillbook restore --admin-url \"$ADMIN_DATABASE_URL\" --bucket s3://immoflowme-backups\n\nThe restore goes to a NEW database, <db>_restore_<UTC time>, never over an existing one.\nIt re-applies the grants the backup recorded (pg_restore --no-acl drops them) and checks row counts,\ncontent fingerprints, the audit chain head and anchor, and the grants against the manifest."
 )]
 pub struct RestoreArgs {
     /// A URL of the server to restore onto, as a role that may create databases.
@@ -122,6 +124,11 @@ pub struct RestoreArgs {
     /// dump is refused.
     #[arg(long)]
     accept_unverified: bool,
+    /// Do not re-apply the grants the backup recorded: the playbook's bare
+    /// `pg_restore --no-acl`. The application role then cannot read the
+    /// restored tables; the report lists the grants it lacks.
+    #[arg(long)]
+    no_grants: bool,
     #[command(flatten)]
     s3: S3Args,
     /// Print the report as JSON on stdout.
@@ -139,6 +146,11 @@ impl RestoreArgs {
             backup: self.backup.map_or(BackupChoice::Newest, BackupChoice::Stamp),
             jobs: self.jobs,
             target_database: self.target_database,
+            grants: if self.no_grants {
+                GrantsMode::Bare
+            } else {
+                GrantsMode::Reapply
+            },
         };
         let accept_unverified = self.accept_unverified;
         let restored = interrupts
@@ -149,7 +161,7 @@ impl RestoreArgs {
                             .await
                             .map(Restored::Unverified)
                     }
-                    other => other.map(Restored::Verified),
+                    other => other.map(|report| Restored::Verified(Box::new(report))),
                 }
             })
             .await;
@@ -172,7 +184,8 @@ impl RestoreArgs {
                 } else {
                     println!(
                         "restored the UNVERIFIED dump {} into database {} on {}:{}: it has no manifest, so nothing \
-                         was checked (size, checksum, roles, row counts); verify it before use (drillbook verify)",
+                         was checked (size, checksum, row counts, fingerprints, audit chain) and no roles or grants \
+                         were re-applied; verify it before use (drillbook verify)",
                         report.dump, report.database, admin.host, admin.port
                     );
                 }
@@ -183,20 +196,25 @@ impl RestoreArgs {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             println!(
-                "restored backup {} into database {} on {}:{} (download {:.1}s, restore {:.1}s, row counts verified against the manifest)",
+                "restored backup {} into database {} on {}:{} (download {:.1}s, restore {:.1}s, verify {:.1}s)",
                 report.manifest.stamp,
                 report.database,
                 admin.host,
                 admin.port,
                 report.download.as_secs_f64(),
-                report.restore.as_secs_f64()
+                report.restore.as_secs_f64(),
+                report.verify.as_secs_f64()
             );
+            println!("compared with the backup's manifest:");
+            for line in report.verification.lines() {
+                println!("  {line}");
+            }
         }
         Ok(exit::SUCCESS)
     }
 }
 
 enum Restored {
-    Verified(crate::restore::RestoreReport),
+    Verified(Box<crate::restore::RestoreReport>),
     Unverified(crate::restore::UnverifiedRestoreReport),
 }

@@ -28,7 +28,7 @@ use super::{CheckName, Finding};
 use crate::backup::table_facts;
 use crate::fixtures::CRITICAL_TABLES;
 use crate::pg::{ConnInfo, PgError, quote_ident};
-use crate::store::manifest::{BackupManifest, TableFacts};
+use crate::store::manifest::{BackupManifest, Grant as RecordedGrant, TableFacts};
 
 /// Session settings that fix COPY's text output, set `LOCAL` to the
 /// caller's transaction.
@@ -234,18 +234,11 @@ async fn connect(target: &ConnInfo) -> Result<PgConnection, PgError> {
 
 async fn read_acl(target: &ConnInfo) -> Result<(BTreeSet<Grant>, BTreeSet<Policy>), PgError> {
     let mut conn = connect(target).await?;
-    let grants: Vec<Grant> = sqlx::query_as(
-        "SELECT c.relname::text, coalesce(r.rolname::text, 'PUBLIC'), a.privilege_type
-         FROM pg_class c
-         JOIN pg_namespace n ON n.oid = c.relnamespace
-         CROSS JOIN LATERAL aclexplode(c.relacl) a
-         LEFT JOIN pg_roles r ON r.oid = a.grantee
-         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
-           AND a.grantee <> c.relowner",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .map_err(PgError::sql(format!("read the grants of {target}")))?;
+    let grants: Vec<Grant> = read_grants(&mut conn)
+        .await?
+        .into_iter()
+        .map(|g| (g.table, g.grantee, g.privilege))
+        .collect();
     let mut policies: Vec<Policy> = sqlx::query_as(
         "SELECT tablename::text, policyname::text,
                 format('%s %s to %s using %s check %s', permissive, cmd, roles::text,
@@ -273,4 +266,120 @@ async fn read_acl(target: &ConnInfo) -> Result<(BTreeSet<Grant>, BTreeSet<Policy
     }));
     let _ = conn.close().await;
     Ok((grants.into_iter().collect(), policies.into_iter().collect()))
+}
+
+/// The grants on the `public` relations (tables, views, sequences) other
+/// than the owner's, in the caller's transaction; sorted. At backup time,
+/// inside the dump's snapshot, they go into the manifest
+/// ([`BackupManifest::grants`]); after a restore they are compared with it.
+pub async fn read_grants(conn: &mut PgConnection) -> Result<Vec<RecordedGrant>, PgError> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, coalesce(r.rolname::text, 'PUBLIC'), a.privilege_type
+         FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         CROSS JOIN LATERAL aclexplode(c.relacl) a
+         LEFT JOIN pg_roles r ON r.oid = a.grantee
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+           AND a.grantee <> c.relowner",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(PgError::sql("read the grants"))?;
+    let mut grants: Vec<RecordedGrant> = rows
+        .into_iter()
+        .map(|(table, grantee, privilege)| RecordedGrant {
+            table,
+            grantee,
+            privilege,
+        })
+        .collect();
+    grants.sort();
+    grants.dedup();
+    Ok(grants)
+}
+
+/// What [`apply_grants`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedGrants {
+    /// Grants applied (or already present).
+    pub applied: usize,
+    /// Grantees that do not exist on the server: their grants were skipped.
+    pub skipped_roles: Vec<String>,
+    /// Relations the grants name that the database does not have.
+    pub missing_relations: Vec<String>,
+}
+
+/// Re-applies recorded grants (`pg_restore --no-acl` dropped them) to the
+/// database `conn` is connected to, as a role allowed to grant (the owner
+/// or a superuser). Grants to roles that do not exist on this server are
+/// skipped and named; `GRANT` of a privilege already held changes nothing.
+pub async fn apply_grants(conn: &mut PgConnection, grants: &[RecordedGrant]) -> Result<AppliedGrants, PgError> {
+    let roles: BTreeSet<String> = sqlx::query_scalar::<_, String>("SELECT rolname::text FROM pg_roles")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(PgError::sql("list the roles"))?
+        .into_iter()
+        .collect();
+    let kinds: BTreeMap<String, String> = sqlx::query_as::<_, (String, String)>(
+        "SELECT c.relname::text, c.relkind::text FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(PgError::sql("list the relations to grant on"))?
+    .into_iter()
+    .collect();
+    // One GRANT per (relation, grantee) with all its privileges.
+    let mut grouped: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+    let mut applied = AppliedGrants::default();
+    let mut skipped = BTreeSet::new();
+    let mut missing = BTreeSet::new();
+    for grant in grants {
+        if grant.grantee != "PUBLIC" && !roles.contains(&grant.grantee) {
+            skipped.insert(grant.grantee.clone());
+        } else if !kinds.contains_key(&grant.table) {
+            missing.insert(grant.table.clone());
+        } else {
+            grouped
+                .entry((grant.table.as_str(), grant.grantee.as_str()))
+                .or_default()
+                .push(grant.privilege.as_str());
+        }
+    }
+    for ((table, grantee), privileges) in grouped {
+        let on = if kinds.get(table).map(String::as_str) == Some("S") {
+            "SEQUENCE"
+        } else {
+            "TABLE"
+        };
+        // Privilege names come from aclexplode (keywords only); anything
+        // else is refused rather than spliced into SQL.
+        if let Some(odd) = privileges
+            .iter()
+            .find(|p| !p.bytes().all(|b| b.is_ascii_uppercase() || b == b' '))
+        {
+            return Err(PgError::sql(format!("re-apply the grants on {table}"))(
+                sqlx::Error::Protocol(format!("unexpected privilege {odd:?} in the manifest")),
+            ));
+        }
+        let to = if grantee == "PUBLIC" {
+            "PUBLIC".to_owned()
+        } else {
+            quote_ident(grantee)
+        };
+        let sql = format!(
+            "GRANT {} ON {on} public.{} TO {to}",
+            privileges.join(", "),
+            quote_ident(table)
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+            .map_err(PgError::sql(format!("re-apply the grants on {table} to {grantee}")))?;
+        applied.applied += privileges.len();
+    }
+    applied.skipped_roles = skipped.into_iter().collect();
+    applied.missing_relations = missing.into_iter().collect();
+    Ok(applied)
 }

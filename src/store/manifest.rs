@@ -31,6 +31,25 @@ pub struct BackupManifest {
     /// Absent in manifests written before anchors existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anchor: Option<Anchor>,
+    /// The grants on the `public` relations in the dump's snapshot, other
+    /// than those a relation's owner holds (see `integrity::fidelity`). The
+    /// dump is restored with `--no-acl`; a restore re-applies these and
+    /// checks them. Absent in manifests written before grants were recorded
+    /// (a restore then says it did not compare grants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Vec<Grant>>,
+}
+
+/// One privilege on a relation of the `public` schema, held by a role other
+/// than the relation's owner.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Grant {
+    /// The relation's name in the `public` schema.
+    pub table: String,
+    /// A role name, or `PUBLIC`.
+    pub grantee: String,
+    /// `SELECT`, `INSERT`, `USAGE`, ...
+    pub privilege: String,
 }
 
 /// Anchor format written by this version.
