@@ -5,6 +5,10 @@
 //! library suite and the binary) runs again and again during the writes and
 //! once after; every run must be clean and the playbook's 4.1 must count 0.
 //!
+//! And the trigger survives drillbook's own backup and restore
+//! (`pg_restore --no-owner --no-acl`): still SECURITY DEFINER with its fixed
+//! search_path, owned by the restoring superuser, it keeps one chain.
+//!
 //! This is issue 11's rows 8 and 9: verify used to report "rows were
 //! reordered" for ids drawn before the trigger's lock, and the trigger's head
 //! lookup, run under the application role's RLS, forked the chain per tenant.
@@ -14,11 +18,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use drillbook::backup::backup_database;
 use drillbook::env::EmbeddedEnvironment;
 use drillbook::fixtures::{FixtureSpec, Profile};
 use drillbook::integrity::{SuiteOptions, run_suite};
 use drillbook::pg::ConnInfo;
 use drillbook::playbook::AUDIT_HASH_CHAIN;
+use drillbook::restore::{RestoreOptions, restore_database};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sqlx::{Connection, PgConnection};
@@ -245,5 +251,75 @@ async fn verify_stays_clean_while_owner_and_tenants_write_concurrently() {
     }
     assert_eq!(binary_during.0, Some(0), "verify during the writes: {}", binary_during.1);
     assert_eq!(binary_after.0, Some(0), "verify after the writes: {}", binary_after.1);
+    env.cleanup().await.unwrap();
+}
+
+/// The newest audit row's tenant, and another tenant.
+async fn newest_and_other_tenant(conn: &mut PgConnection) -> (i64, i64) {
+    sqlx::query_as(
+        "WITH newest AS (SELECT tenant_id FROM audit_logs WHERE tenant_id IS NOT NULL
+                         ORDER BY created_at DESC, id DESC LIMIT 1)
+         SELECT n.tenant_id, (SELECT min(t.id) FROM tenants t WHERE t.id <> n.tenant_id) FROM newest n",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_restored_trigger_keeps_one_chain_for_every_tenant() {
+    let env = EmbeddedEnvironment::start().await.unwrap();
+    env.seed(FixtureSpec {
+        profile: Profile::Small,
+        seed: 12,
+        until: "2026-06-30T12:00:00Z".parse().unwrap(),
+    })
+    .await
+    .unwrap();
+    let (source, admin) = (env.source(), env.primary().admin());
+    backup_database(env.binaries(), &source, Some(&admin), env.store())
+        .await
+        .unwrap();
+    let restored = restore_database(env.binaries(), &admin, env.store(), &RestoreOptions::default())
+        .await
+        .unwrap();
+    let target = restored.target.clone();
+    let mut conn = connect(&target).await;
+
+    // What came back: a definer function with its search_path, owned by a
+    // role RLS does not apply to (the restoring superuser, or the owner).
+    let (definer, config, bypasses_rls): (bool, Option<Vec<String>>, bool) = sqlx::query_as(
+        "SELECT p.prosecdef, p.proconfig, r.rolsuper OR r.rolbypassrls OR r.oid = c.relowner
+         FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner, pg_class c
+         WHERE p.proname = 'audit_logs_chain' AND c.relname = 'audit_logs'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    // --no-acl dropped the application's grants: given back, as after a
+    // restore. Then a tenant writes while the newest row is another's.
+    exec(&mut conn, "GRANT SELECT, INSERT ON audit_logs TO immoflowme_app").await;
+    let (newest, other) = newest_and_other_tenant(&mut conn).await;
+    exec(
+        &mut conn,
+        &format!(
+            "SET ROLE immoflowme_app; SET app.tenant_id = '{other}';
+             INSERT INTO audit_logs (tenant_id, actor, action, entity_type, entity_id, payload)
+               VALUES ({other}, 'restored', 'invoice.paid', 'monthly_invoice', '1', '{{}}');
+             INSERT INTO audit_logs (tenant_id, actor, action, entity_type, entity_id, payload)
+               VALUES ({other}, 'restored', 'invoice.paid', 'monthly_invoice', '2', '{{}}');
+             RESET ROLE;"
+        ),
+    )
+    .await;
+    let chain = AUDIT_HASH_CHAIN.run(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    assert_ne!(newest, other);
+    assert_eq!(chain[0][0].1.as_deref(), Some("0"), "4.1 after tenant {other} wrote");
+    let report = run_suite(&target, &SuiteOptions::default()).await.unwrap();
+    assert!(report.is_clean(), "{}", report.human(false));
+    assert!(definer, "the restored trigger function is not SECURITY DEFINER");
+    assert_eq!(config, Some(vec!["search_path=pg_catalog, pg_temp".to_owned()]));
+    assert!(bypasses_rls, "the restored trigger function's owner is subject to RLS");
     env.cleanup().await.unwrap();
 }
