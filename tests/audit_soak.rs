@@ -236,10 +236,7 @@ async fn verify_stays_clean_while_owner_and_tenants_write_concurrently() {
 
     assert_eq!(inserted, writers.len() * ROWS_PER_WRITER);
     assert_eq!(rows_after - rows_before, inserted as i64);
-    assert!(
-        during >= 3,
-        "only {during} verifications ran during the writes"
-    );
+    assert!(during >= 3, "only {during} verifications ran during the writes");
     for (i, run) in runs.iter().enumerate() {
         assert_eq!(
             (run.findings, run.playbook_4_1),
@@ -249,7 +246,12 @@ async fn verify_stays_clean_while_owner_and_tenants_write_concurrently() {
             run.shown
         );
     }
-    assert_eq!(binary_during.0, Some(0), "verify during the writes: {}", binary_during.1);
+    assert_eq!(
+        binary_during.0,
+        Some(0),
+        "verify during the writes: {}",
+        binary_during.1
+    );
     assert_eq!(binary_after.0, Some(0), "verify after the writes: {}", binary_after.1);
     env.cleanup().await.unwrap();
 }
