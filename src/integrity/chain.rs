@@ -33,10 +33,12 @@
 //! normal, and a check on them pages people for a healthy chain. Nor a
 //! `created_at` tie as such: tied rows the ids order the way the chain links
 //! them are read correctly. What such checks were meant to catch, a row
-//! moved in time, is still caught: unhashed, by [`CheckName::ChainContent`]
-//! (`created_at` is hashed); re-hashed, by the links it breaks
-//! ([`CheckName::ChainLinks`]) or, for a re-hashed head, by the anchor
-//! (the property tests prove it on every row).
+//! moved in time, is still caught: not re-hashed, by
+//! [`CheckName::ChainContent`] (`created_at` is hashed); re-hashed, by the
+//! link it breaks ([`CheckName::ChainLinks`], or [`CheckName::ChainGenesis`]
+//! when the row after it becomes the first) or, for the head, by the anchor
+//! (`tests/integrity_properties.rs` proves it for every row, in the model
+//! and in SQL).
 //!
 //! Duplicate hashes ([`CheckName::ChainDuplicateHash`]) need memory
 //! proportional to the table and are left to SQL (or the in-memory model).
