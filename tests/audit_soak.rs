@@ -34,6 +34,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
 /// Rows each writer inserts, in transactions of 1 to 20 rows.
 const ROWS_PER_WRITER: usize = 100;
 
+/// Verifications that must finish while the writers still write: each
+/// writer holds its last transaction back until they have.
+const VERIFY_RUNS_DURING: u64 = 3;
+
 /// Who a writer session is.
 #[derive(Debug, Clone, Copy)]
 enum Writer {
@@ -56,8 +60,9 @@ async fn exec(conn: &mut PgConnection, sql: &str) {
 
 /// One writer session: its rows in transactions of 1 to 20, holding each
 /// transaction open a little between rows so that transactions overlap (one
-/// that started earlier often commits later).
-async fn write(target: ConnInfo, writer: Writer, seed: u64) -> usize {
+/// that started earlier often commits later). The last transaction waits
+/// until `verified` reaches [`VERIFY_RUNS_DURING`].
+async fn write(target: ConnInfo, writer: Writer, seed: u64, verified: Arc<AtomicU64>) -> usize {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut conn = connect(&target).await;
     let tenant = match writer {
@@ -74,6 +79,9 @@ async fn write(target: ConnInfo, writer: Writer, seed: u64) -> usize {
     let mut written = 0;
     while written < ROWS_PER_WRITER {
         let rows = rng.random_range(1..=20).min(ROWS_PER_WRITER - written);
+        while written + rows == ROWS_PER_WRITER && verified.load(Ordering::SeqCst) < VERIFY_RUNS_DURING {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let mut tx = conn.begin().await.unwrap();
         for _ in 0..rows {
             written += 1;
@@ -178,7 +186,14 @@ async fn verify_stays_clean_while_owner_and_tenants_write_concurrently() {
     let handles: Vec<_> = writers
         .iter()
         .enumerate()
-        .map(|(i, writer)| tokio::spawn(write(target.clone(), *writer, 1_000 + i as u64)))
+        .map(|(i, writer)| {
+            tokio::spawn(write(
+                target.clone(),
+                *writer,
+                1_000 + i as u64,
+                verified_during.clone(),
+            ))
+        })
         .collect();
 
     // Verify while the writers write: the library suite in a loop, and the
@@ -236,7 +251,10 @@ async fn verify_stays_clean_while_owner_and_tenants_write_concurrently() {
 
     assert_eq!(inserted, writers.len() * ROWS_PER_WRITER);
     assert_eq!(rows_after - rows_before, inserted as i64);
-    assert!(during >= 3, "only {during} verifications ran during the writes");
+    assert!(
+        during >= VERIFY_RUNS_DURING,
+        "only {during} verifications ran during the writes"
+    );
     for (i, run) in runs.iter().enumerate() {
         assert_eq!(
             (run.findings, run.playbook_4_1),
