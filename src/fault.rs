@@ -135,6 +135,7 @@ pub enum Fault {
     TamperAmount,
     TamperAuditPayload,
     TamperAndRehash,
+    MoveAuditRow,
     ForgeGenesis,
     NullHash,
     TruncateChainTail,
@@ -597,6 +598,71 @@ pub async fn tamper_and_rehash(d: &Disposable, id: i64) -> Result<Injected> {
             AUDIT_TABLE,
             Some(head.to_string()),
         )],
+    })
+}
+
+/// Moves one audit row in time: `created_at` set to `to`, and with
+/// `rehash` the row's hash recomputed for its new time (the rest of the
+/// chain left as it was). Expects, not re-hashed, a content finding on the
+/// row; re-hashed, a broken link on the row that linked to it (a genesis
+/// finding if that row is now the chain's first), or, when nothing linked
+/// to it (the head), the anchor check to report the anchored head gone.
+/// Nothing when `to` is the row's time already.
+pub async fn move_audit_row(d: &Disposable, id: i64, to: DateTime<Utc>, rehash: bool) -> Result<Injected> {
+    let mut conn = d.connect().await?;
+    let mut tx = conn.begin().await.map_err(PgError::sql("begin"))?;
+    let mut row = fetch_audit_row(&mut tx, d, id).await?;
+    let mut expect = Vec::new();
+    if row.created_at != to {
+        let successor: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM audit_logs WHERE previous_hash = $1 AND id <> $2 ORDER BY created_at, id LIMIT 1",
+        )
+        .bind(&row.hash)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(PgError::sql(format!("find the row linked to audit row {id}")))?;
+        let old_hash = row.hash.clone();
+        row.created_at = to;
+        let hash = if rehash {
+            Some(row.canonical_hash())
+        } else {
+            old_hash.clone()
+        };
+        sqlx::query("UPDATE audit_logs SET created_at = $2, hash = $3 WHERE id = $1")
+            .bind(id)
+            .bind(to)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(PgError::sql(format!("move audit row {id} in time")))?;
+        let (check, key) = match (rehash, successor) {
+            (false, _) if old_hash.is_none() => (None, id),
+            (false, _) => (Some(CheckName::ChainContent), id),
+            (true, None) => (Some(CheckName::ChainAnchor), id),
+            (true, Some(successor)) => {
+                let first: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM audit_logs ORDER BY created_at, id LIMIT 1")
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(PgError::sql("read the chain's first row"))?;
+                let check = if first == Some(successor) {
+                    CheckName::ChainGenesis
+                } else {
+                    CheckName::ChainLinks
+                };
+                (Some(check), successor)
+            }
+        };
+        expect.extend(check.map(|check| Expected::new(check, AUDIT_TABLE, Some(key.to_string()))));
+    }
+    commit(tx, "the moved audit row").await?;
+    let _ = conn.close().await;
+    Ok(Injected {
+        fault: Fault::MoveAuditRow,
+        table: AUDIT_TABLE.to_owned(),
+        keys: vec![id.to_string()],
+        expect,
     })
 }
 

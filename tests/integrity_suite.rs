@@ -89,7 +89,7 @@ async fn clean_fixture_has_no_findings_and_each_check_finds_its_planted_fault() 
         }
         ids
     };
-    let (content, null_hash, genesis, duplicate, tie, link) = (ids[0], ids[1], ids[2], ids[3], ids[4], ids[5]);
+    let (content, null_hash, genesis, duplicate, moved, link) = (ids[0], ids[1], ids[2], ids[3], ids[4], ids[5]);
     let next_of_null: i64 = chain_id(&mut conn, 3_001).await;
     // ChainContent: a payload edited without re-hashing.
     exec(
@@ -117,12 +117,14 @@ async fn clean_fixture_has_no_findings_and_each_check_finds_its_planted_fault() 
         ),
     )
     .await;
-    // ChainOrdering: a row moved to its predecessor's time (a tie).
-    let tie_prev = chain_id(&mut conn, 8_999).await;
+    // ChainOrdering: a row moved to just before its predecessor in time, so
+    // the predecessor now follows the row that links to it.
+    let moved_prev = chain_id(&mut conn, 8_999).await;
     exec(
         &mut conn,
         &format!(
-            "UPDATE audit_logs SET created_at = (SELECT created_at FROM audit_logs WHERE id = {tie_prev}) WHERE id = {tie}"
+            "UPDATE audit_logs SET created_at = (SELECT created_at FROM audit_logs WHERE id = {moved_prev}) \
+             - interval '1 microsecond' WHERE id = {moved}"
         ),
     )
     .await;
@@ -197,8 +199,10 @@ async fn clean_fixture_has_no_findings_and_each_check_finds_its_planted_fault() 
         keys(&report, CheckName::ChainDuplicateHash).contains(&content.min(duplicate).to_string()),
         "{shown}"
     );
+    assert_eq!(keys(&report, CheckName::ChainOrdering), set(&[moved_prev]), "{shown}");
+    // The move is in the row's content too (created_at is hashed).
     assert!(
-        keys(&report, CheckName::ChainOrdering).contains(&tie.to_string()),
+        keys(&report, CheckName::ChainContent).contains(&moved.to_string()),
         "{shown}"
     );
     let links = keys(&report, CheckName::ChainLinks);

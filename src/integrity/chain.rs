@@ -14,20 +14,38 @@
 //!   `previous_hash`, and the first row does link to `'GENESIS'` (otherwise the
 //!   oldest rows were deleted).
 //! - [`CheckName::ChainNullHash`]: rows whose `hash` is NULL (4.1 skips them).
-//! - [`CheckName::ChainOrdering`]: `created_at` ties with the previous row, and
-//!   ids lower than the previous row's (rows moved in time).
+//! - [`CheckName::ChainOrdering`]: the previous row in chain order links to
+//!   this one (its `previous_hash` is this row's `hash`): the chain runs
+//!   backwards here, so `ORDER BY created_at, id` (and 4.1 with it) reads
+//!   two linked rows swapped, through a `created_at` tie the ids break the
+//!   wrong way or a row moved in time.
 //! - [`CheckName::ChainAnchor`]: with an [`Anchor`], the recorded head is still
 //!   there with the same hash (its absence means the newest rows were
 //!   deleted; a different hash means history was rewritten, e.g. a payload
 //!   edited and the rest of the chain re-hashed), and the chain still starts
 //!   at the anchor's genesis row.
 //!
+//! # What it does not judge
+//!
+//! Ids. Under concurrent writers an id comes from the identity default
+//! before the audit trigger takes the chain's lock, so a transaction that
+//! drew a lower id can join the chain later: ids out of chain order are
+//! normal, and a check on them pages people for a healthy chain. Nor a
+//! `created_at` tie as such: tied rows the ids order the way the chain links
+//! them are read correctly. What such checks were meant to catch, a row
+//! moved in time, is still caught: not re-hashed, by
+//! [`CheckName::ChainContent`] (`created_at` is hashed); re-hashed, by the
+//! link it breaks ([`CheckName::ChainLinks`], or [`CheckName::ChainGenesis`]
+//! when the row after it becomes the first) or, for the head, by the anchor
+//! (`tests/integrity_properties.rs` proves it for every row, in the model
+//! and in SQL).
+//!
 //! Duplicate hashes ([`CheckName::ChainDuplicateHash`]) need memory
 //! proportional to the table and are left to SQL (or the in-memory model).
 //!
 //! # Guarantees
 //!
-//! Memory is flat: the verifier keeps the previous row's hash, time and id,
+//! Memory is flat: the verifier keeps the previous row's hashes, time and id,
 //! and at most [`FINDINGS_CAP`] findings per check (the rest are counted and
 //! reported as one summary finding with no key).
 //!
@@ -120,6 +138,7 @@ struct Capped {
 struct Previous {
     id: i64,
     created_at: DateTime<Utc>,
+    previous_hash: String,
 }
 
 /// What the verifier learned about the anchor while streaming.
@@ -236,19 +255,24 @@ impl ChainVerifier {
             });
         }
 
-        if let Some(previous) = &self.previous {
-            let (prev_id, prev_at) = (previous.id, previous.created_at);
-            if row.created_at == prev_at {
-                self.report(CheckName::ChainOrdering, row.id, || {
-                    format!("created_at ties with the previous row (id {prev_id}): chain order depends on ids")
-                });
-            } else if row.id < prev_id {
-                self.report(CheckName::ChainOrdering, row.id, || {
+        // The previous row links to this one: the chain ran this row first.
+        if let (Some(previous), Some(hash)) = (&self.previous, &row.hash)
+            && previous.previous_hash == *hash
+        {
+            let (prev_id, tie) = (previous.id, previous.created_at == row.created_at);
+            self.report(CheckName::ChainOrdering, row.id, || {
+                if tie {
                     format!(
-                        "id is lower than the previous row's (id {prev_id}) in created_at order: rows were reordered"
+                        "created_at ties with the previous row (id {prev_id}), which links to this row: the ids \
+                         order the tie against the chain, so 4.1's ORDER BY created_at, id reads the two swapped"
                     )
-                });
-            }
+                } else {
+                    format!(
+                        "the previous row (id {prev_id}, earlier created_at) links to this row: the chain runs \
+                         backwards in time here, a row was moved in time"
+                    )
+                }
+            });
         }
 
         if let Some(state) = &mut self.anchor
@@ -269,11 +293,13 @@ impl ChainVerifier {
             Some(previous) => {
                 previous.id = row.id;
                 previous.created_at = row.created_at;
+                previous.previous_hash.clone_from(&row.previous_hash);
             }
             None => {
                 self.previous = Some(Previous {
                     id: row.id,
                     created_at: row.created_at,
+                    previous_hash: row.previous_hash.clone(),
                 })
             }
         }
@@ -578,23 +604,62 @@ mod tests {
         );
     }
 
+    /// Re-keys rows as concurrent writers do: the id is drawn before the
+    /// chain's lock, so ids need not follow chain order.
+    fn with_ids(rows: &mut [AuditRow], ids: &[i64]) {
+        for (row, id) in rows.iter_mut().zip(ids) {
+            row.id = *id;
+        }
+        rehash_from(rows, 0);
+    }
+
     #[test]
-    fn ties_and_reordering_are_ordering_findings() {
+    fn ids_out_of_chain_order_and_ties_in_link_order_are_not_findings() {
+        let mut rows = chain(6);
+        with_ids(&mut rows, &[1, 3, 2, 6, 4, 5]);
+        assert_eq!(verify(&rows, None).unwrap(), vec![]);
+        assert_eq!(verify(&rows, Some(&anchor_of(&rows))).unwrap(), vec![]);
+
+        // A tie the ids order as the chain links it: read correctly.
         let mut rows = chain(6);
         rows[3].created_at = rows[2].created_at;
         rehash_from(&mut rows, 3);
-        assert_eq!(
-            checks(&verify(&rows, None).unwrap()),
-            vec![(CheckName::ChainOrdering, key(4))]
-        );
+        assert_eq!(verify(&rows, None).unwrap(), vec![]);
+    }
 
+    #[test]
+    fn a_chain_running_backwards_is_an_ordering_finding() {
+        // A tie the ids order against the links: the chain runs 1,2,4,3,5,6
+        // (row 3 links to row 4), 4.1's order reads 1,2,3,4,5,6.
         let mut rows = chain(6);
-        // Row 5 moved before row 4 in time: chain order is now 1,2,3,5,4,6.
+        with_ids(&mut rows, &[1, 2, 4, 3, 5, 6]);
+        rows[3].created_at = rows[2].created_at;
+        rehash_from(&mut rows, 3);
+        rows.swap(2, 3);
+        let findings = verify(&rows, None).unwrap();
+        assert_eq!(
+            checks(&findings),
+            vec![
+                (CheckName::ChainLinks, key(3)),
+                (CheckName::ChainLinks, key(4)),
+                (CheckName::ChainLinks, key(5)),
+                (CheckName::ChainOrdering, key(4)),
+            ]
+        );
+        assert!(findings[3].detail.contains("ties"), "{}", findings[3].detail);
+
+        // Row 5 moved before row 4 in time (not re-hashed): 4.1 reads
+        // 1,2,3,5,4,6, and row 5 still links to row 4, which now follows it.
+        let mut rows = chain(6);
         rows[4].created_at = rows[3].created_at - Duration::milliseconds(1);
         rows.swap(3, 4);
         let findings = verify(&rows, None).unwrap();
         assert!(
             checks(&findings).contains(&(CheckName::ChainOrdering, key(4))),
+            "{findings:?}"
+        );
+        assert!(
+            checks(&findings).contains(&(CheckName::ChainContent, key(5))),
             "{findings:?}"
         );
     }

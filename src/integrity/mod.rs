@@ -47,7 +47,10 @@ pub enum CheckName {
     ChainNullHash,
     /// No two rows share a `hash`.
     ChainDuplicateHash,
-    /// `created_at` strictly increases along the chain: no ties, no reordering.
+    /// The chain links rows in `ORDER BY created_at, id` order: no row links to
+    /// the row that follows it (a row moved in time, or a `created_at` tie the
+    /// ids break against the chain). Ids themselves are not judged: concurrent
+    /// writers draw them before the chain's lock, out of chain order.
     ChainOrdering,
     /// The chain still reaches the head recorded outside the database.
     ChainAnchor,

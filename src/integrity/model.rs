@@ -17,6 +17,9 @@
 //! - 4.2: every run neither `completed` nor `rolled_back` (the suite lists
 //!   all of them, not the first 10).
 //! - Duplicate hashes: one finding per shared hash, keyed by its lowest id.
+//! - Chain order is `(created_at, id)`, as 4.1's; ids are not judged
+//!   ([`Ledger::as_written_concurrently`] shows why: a valid chain whose ids
+//!   concurrent writers drew out of chain order).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -286,6 +289,36 @@ impl Ledger {
             ledger.audit_logs.push(row);
         }
         ledger
+    }
+
+    /// Leaves the chain as concurrent writers leave it, still valid: each id
+    /// was drawn from the identity default before its writer took the chain's
+    /// lock, so ids run out of chain order (each moved at most 3 places);
+    /// and some rows share their predecessor's `created_at` where the ids
+    /// still order the tie as the chain links it. The chain is re-linked and
+    /// re-hashed in its order; no check may find anything.
+    pub fn as_written_concurrently(&mut self, seed: u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        self.audit_logs.sort_by_key(|r| (r.created_at, r.id));
+        let n = self.audit_logs.len();
+        let mut ids: Vec<i64> = self.audit_logs.iter().map(|r| r.id).collect();
+        ids.sort_unstable();
+        for i in 0..n {
+            let j = rng.random_range(i..(i + 4).min(n));
+            ids.swap(i, j);
+        }
+        let mut previous = GENESIS.to_owned();
+        for i in 0..n {
+            self.audit_logs[i].id = ids[i];
+            if i > 0 && ids[i - 1] < ids[i] && rng.random_bool(0.2) {
+                self.audit_logs[i].created_at = self.audit_logs[i - 1].created_at;
+            }
+            let row = &mut self.audit_logs[i];
+            row.previous_hash = std::mem::take(&mut previous);
+            let hash = row.canonical_hash();
+            previous.clone_from(&hash);
+            row.hash = Some(hash);
+        }
     }
 
     /// The audit rows in chain order (`ORDER BY created_at, id`).
@@ -767,6 +800,49 @@ impl Ledger {
                 Some(id.to_string()),
             )]
         }
+    }
+
+    /// Moves a row in time: its `created_at` set to `to`, and with `rehash`
+    /// its hash recomputed for the moved row (the rest left as it was). The
+    /// ordering check once judged ids to catch this; now the others do: not
+    /// re-hashed, a content finding on the row; re-hashed, the row that
+    /// linked to it no longer does (a genesis finding if it is now first);
+    /// a re-hashed head (nothing links to it) is the anchor's to see.
+    pub fn move_audit_row(&mut self, id: i64, to: DateTime<Utc>, rehash: bool) -> Vec<Expected> {
+        let Some(index) = self.audit_index(id) else {
+            return vec![];
+        };
+        let row = &self.audit_logs[index];
+        if row.created_at == to {
+            return vec![];
+        }
+        let old_hash = row.hash.clone();
+        let successor = self
+            .chain()
+            .iter()
+            .find(|r| r.id != id && old_hash.as_ref() == Some(&r.previous_hash))
+            .map(|r| r.id);
+        let row = &mut self.audit_logs[index];
+        row.created_at = to;
+        if !rehash {
+            return old_hash
+                .map(|_| Expected::new(CheckName::ChainContent, AUDIT_TABLE, Some(id.to_string())))
+                .into_iter()
+                .collect();
+        }
+        row.hash = Some(row.canonical_hash());
+        let expected = match successor {
+            Some(successor) => {
+                let check = if self.chain_ids().first() == Some(&successor) {
+                    CheckName::ChainGenesis
+                } else {
+                    CheckName::ChainLinks
+                };
+                Expected::new(check, AUDIT_TABLE, Some(successor.to_string()))
+            }
+            None => Expected::new(CheckName::ChainAnchor, AUDIT_TABLE, Some(id.to_string())),
+        };
+        vec![expected]
     }
 
     /// Sets a row's hash to NULL.
