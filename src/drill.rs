@@ -27,9 +27,14 @@
 //!
 //! - **RTO** runs from the incident to verified healthy on the *monotonic*
 //!   clock, so a wall-clock step (NTP, a resumed VM) cannot bend it.
-//! - **RPO** is the incident's wall time minus the wall time of the newest
-//!   committed data that survived recovery. Both ends are wall timestamps
-//!   because one of them is read out of the data.
+//! - **RPO** is the incident's wall time minus the [`RecoveryPoint`]: the
+//!   moment up to which the recovered data is complete, with what proves it
+//!   (a backup's snapshot, the end of WAL replay, a promoted standby's last
+//!   replayed commit, the newest surviving canary). Never the age of the
+//!   newest row: a database that was quiet before its backup lost nothing.
+//!   Both ends are wall timestamps because one of them is read out of the
+//!   data. The rows actually lost are reported beside it where a drill
+//!   counts them ([`Drill::rows_lost`]).
 //!
 //! Time comes from a [`Clock`]: [`SystemClock`] in real drills,
 //! [`ManualClock`] in tests that need four hours to pass instantly.
@@ -435,8 +440,79 @@ pub const HARNESS_PROPERTIES: &[&str] = &[
     "rpo_target_seconds",
     "incident_at",
     "verified_at",
-    "newest_surviving_data_at",
+    "recovery_point_at",
+    "recovery_point_source",
+    "rows_lost",
 ];
+
+/// What proves the recovered data complete up to a [`RecoveryPoint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RecoverySource {
+    /// A logical backup's snapshot (its manifest's `snapshot_at`): every
+    /// transaction committed before it is in the dump.
+    Snapshot,
+    /// The commit time of the last transaction point-in-time recovery replayed.
+    ReplayEnd,
+    /// The last commit a promoted standby had replayed.
+    LastReplayedCommit,
+    /// The newest canary found in the recovered data.
+    Canary,
+}
+
+impl RecoverySource {
+    /// The name in reports (`snapshot`, `replay_end`, ...).
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::Snapshot => "snapshot",
+            Self::ReplayEnd => "replay_end",
+            Self::LastReplayedCommit => "last_replayed_commit",
+            Self::Canary => "canary",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Snapshot => "the backup's snapshot",
+            Self::ReplayEnd => "the last commit WAL replay applied",
+            Self::LastReplayedCommit => "the standby's last replayed commit",
+            Self::Canary => "the newest surviving canary",
+        }
+    }
+}
+
+impl fmt::Display for RecoverySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.slug())
+    }
+}
+
+/// The moment up to which the recovered data is complete, and what proves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RecoveryPoint {
+    pub at: DateTime<Utc>,
+    pub source: RecoverySource,
+}
+
+impl RecoveryPoint {
+    pub fn new(source: RecoverySource, at: DateTime<Utc>) -> Self {
+        Self { at, source }
+    }
+
+    /// A logical restore of `manifest`'s backup: complete up to its snapshot,
+    /// however old the newest row in it.
+    pub fn snapshot(manifest: &crate::store::manifest::BackupManifest) -> Self {
+        Self::new(RecoverySource::Snapshot, manifest.snapshot_at)
+    }
+
+    /// The data lost to an incident at `incident`: `incident − self`, zero
+    /// when the recovered data reaches the incident.
+    pub fn rpo(&self, incident: DateTime<Utc>) -> Duration {
+        (incident - self.at).to_std().unwrap_or(Duration::ZERO)
+    }
+}
 
 /// A timed step of the drill.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -528,7 +604,9 @@ pub struct DrillSummary {
     pub duration: Duration,
     pub incident: Option<Incident>,
     pub verified_at: Option<DateTime<Utc>>,
-    pub newest_surviving_data: Option<DateTime<Utc>>,
+    pub recovery_point: Option<RecoveryPoint>,
+    /// Rows the incident lost, where the drill counted them.
+    pub rows_lost: Option<u64>,
     pub rto: Option<Duration>,
     pub rpo: Option<Duration>,
     pub phases: Vec<Phase>,
@@ -586,7 +664,7 @@ impl DrillSummary {
         match self.rpo {
             None => Some(format!(
                 "an RPO target of {} is set but no RPO was measured \
-                 (call `Drill::incident` and `Drill::newest_surviving_data`)",
+                 (call `Drill::incident` and `Drill::recovery_point`)",
                 format_duration(target)
             )),
             Some(rpo) if rpo > target => Some(format!(
@@ -643,7 +721,8 @@ pub struct Drill {
     started: Mark,
     incident: Option<(Mark, String)>,
     verified: Option<Mark>,
-    newest_surviving_data: Option<DateTime<Utc>>,
+    recovery_point: Option<RecoveryPoint>,
+    rows_lost: Option<u64>,
     phases: Vec<Phase>,
     checks: Vec<Check>,
     properties: BTreeMap<String, String>,
@@ -674,7 +753,8 @@ impl Drill {
             history_dir: None,
             incident: None,
             verified: None,
-            newest_surviving_data: None,
+            recovery_point: None,
+            rows_lost: None,
             phases: Vec::new(),
             checks: Vec::new(),
             properties: BTreeMap::new(),
@@ -821,16 +901,29 @@ impl Drill {
         self.verified = Some(at);
     }
 
-    /// Records when the newest committed data that survived recovery was
-    /// written, for the RPO. The last call wins.
-    pub fn newest_surviving_data(&mut self, at: DateTime<Utc>) {
+    /// Records evidence of the moment up to which the recovered data is
+    /// complete, for the RPO. Each piece proves completeness up to its own
+    /// moment, so with several (a replay end and a canary) the latest is the
+    /// recovery point.
+    pub fn recovery_point(&mut self, point: RecoveryPoint) {
         let now = self.now();
         let message = format!(
-            "newest surviving data was committed at {}",
-            at.to_rfc3339_opts(SecondsFormat::Millis, true)
+            "recovered data complete up to {} ({})",
+            point.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            point.source.describe()
         );
         self.record(now, message, false);
-        self.newest_surviving_data = Some(at);
+        if self.recovery_point.is_none_or(|known| point.at > known.at) {
+            self.recovery_point = Some(point);
+        }
+    }
+
+    /// Records how many rows the incident lost (written after the recovery
+    /// point, absent from the recovered data), reported beside the RPO.
+    pub fn rows_lost(&mut self, rows: u64) {
+        let now = self.now();
+        self.record(now, format!("rows lost: {rows}"), false);
+        self.rows_lost = Some(rows);
     }
 
     /// Records a named check, such as `row counts match manifest`.
@@ -873,12 +966,10 @@ impl Drill {
         Some(self.verified?.monotonic.saturating_sub(incident.monotonic))
     }
 
-    /// Incident minus the newest surviving data, zero if that data is newer
-    /// than the incident (nothing was lost).
+    /// Incident minus the recovery point ([`RecoveryPoint::rpo`]).
     pub fn rpo(&self) -> Option<Duration> {
         let (incident, _) = self.incident.as_ref()?;
-        let lost = incident.wall - self.newest_surviving_data?;
-        Some(lost.to_std().unwrap_or(Duration::ZERO))
+        Some(self.recovery_point?.rpo(incident.wall))
     }
 
     /// Judges what was recorded so far. Passes iff the incident and verified
@@ -903,7 +994,8 @@ impl Drill {
                 description: description.clone(),
             }),
             verified_at: self.verified.map(|mark| mark.wall),
-            newest_surviving_data: self.newest_surviving_data,
+            recovery_point: self.recovery_point,
+            rows_lost: self.rows_lost,
             rto: self.rto(),
             rpo: self.rpo(),
             phases: self.phases.clone(),
@@ -1096,11 +1188,12 @@ mod tests {
     }
 
     #[test]
-    fn rpo_is_incident_minus_newest_surviving_data() {
+    fn rpo_is_incident_minus_the_recovery_point() {
         let mut fx = fixture("pitr", Scenario::DbCorruptionFull);
         fx.clock.advance(40 * MINUTE);
         fx.drill.incident("corrupted every table");
-        fx.drill.newest_surviving_data(t0() + 10 * MINUTE);
+        fx.drill
+            .recovery_point(RecoveryPoint::new(RecoverySource::ReplayEnd, t0() + 10 * MINUTE));
         fx.clock.advance(HOUR);
         fx.drill.verified();
         assert_eq!(fx.drill.rpo(), Some(30 * MINUTE));
@@ -1118,8 +1211,53 @@ mod tests {
     fn rpo_saturates_at_zero_when_surviving_data_is_newer_than_the_incident() {
         let mut fx = fixture("failover", Scenario::DataCenterFailure);
         fx.drill.incident("region lost");
-        fx.drill.newest_surviving_data(t0() + 5 * MINUTE);
+        fx.drill.recovery_point(RecoveryPoint::new(
+            RecoverySource::LastReplayedCommit,
+            t0() + 5 * MINUTE,
+        ));
         assert_eq!(fx.drill.rpo(), Some(Duration::ZERO));
+    }
+
+    /// Issue 11 row 12: a staging backup taken 2 s before the incident, the
+    /// database quiet for 19 minutes before it. Nothing was lost: RPO 2 s,
+    /// not the newest row's age.
+    #[test]
+    fn rpo_of_a_restore_is_the_backups_snapshot_not_the_newest_rows_age() {
+        let mut fx = fixture("full_restore", Scenario::CompleteInfrastructureLoss);
+        fx.clock.advance(HOUR);
+        let incident = fx.drill.incident("primary declared lost");
+        let newest_row = incident - chrono::Duration::milliseconds(19 * 60_000 + 18_900);
+        let manifest: crate::store::manifest::BackupManifest = serde_json::from_value(serde_json::json!({
+            "format": 1,
+            "stamp": "20260501T085958.000Z",
+            "snapshot_at": incident - chrono::Duration::seconds(2),
+            "database": "immoflowme",
+            "dump": { "key": "daily/20260501T085958.000Z/immoflowme.dump", "bytes": 1, "sha256": "00" },
+            "server_version": "15",
+            "pg_dump_version": "15",
+            "tables": { "audit_logs": { "rows": 3, "newest_created_at": newest_row } },
+        }))
+        .expect("a manifest");
+        assert_eq!(manifest.newest_data(), Some(newest_row));
+        fx.drill.recovery_point(RecoveryPoint::snapshot(&manifest));
+        fx.drill.rows_lost(0);
+        let summary = fx.drill.summary();
+        assert_eq!(summary.rpo, Some(Duration::from_secs(2)));
+        assert_eq!(summary.recovery_point.map(|p| p.source), Some(RecoverySource::Snapshot));
+        assert_eq!(summary.rows_lost, Some(0));
+    }
+
+    #[test]
+    fn the_latest_evidence_is_the_recovery_point() {
+        let mut fx = fixture("pitr", Scenario::DbCorruptionFull);
+        fx.clock.advance(HOUR);
+        fx.drill.incident("corrupted every table");
+        let canary = RecoveryPoint::new(RecoverySource::Canary, t0() + 50 * MINUTE);
+        fx.drill.recovery_point(canary);
+        fx.drill
+            .recovery_point(RecoveryPoint::new(RecoverySource::ReplayEnd, t0() + 40 * MINUTE));
+        assert_eq!(fx.drill.summary().recovery_point, Some(canary));
+        assert_eq!(fx.drill.rpo(), Some(10 * MINUTE));
     }
 
     #[test]
@@ -1225,7 +1363,8 @@ mod tests {
         fx.drill.event("seeded");
         fx.clock.advance(MINUTE);
         fx.drill.incident("killed the pod");
-        fx.drill.newest_surviving_data(t0());
+        fx.drill
+            .recovery_point(RecoveryPoint::new(RecoverySource::Canary, t0()));
         fx.clock.advance(MINUTE);
         fx.drill.verified();
         let timeline = fx.drill.summary().timeline;
@@ -1235,7 +1374,7 @@ mod tests {
             [
                 "2026-05-01T08:00:00.000Z          +0.0s  seeded",
                 "2026-05-01T08:01:00.000Z      +1m 00.0s  incident: killed the pod",
-                "2026-05-01T08:01:00.000Z      +1m 00.0s  newest surviving data was committed at 2026-05-01T08:00:00.000Z",
+                "2026-05-01T08:01:00.000Z      +1m 00.0s  recovered data complete up to 2026-05-01T08:00:00.000Z (the newest surviving canary)",
                 "2026-05-01T08:02:00.000Z      +2m 00.0s  verified healthy",
             ]
         );

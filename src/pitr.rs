@@ -163,6 +163,9 @@ pub struct Recovered {
     pub base_backup: BaseBackupManifest,
     /// The last replayed LSN.
     pub replayed_lsn: Option<String>,
+    /// Commit time of the last transaction replayed: the recovered data is
+    /// complete up to here (the drills' recovery point).
+    pub last_replayed_commit: Option<DateTime<Utc>>,
     /// Where recovery stopped, from the server log ("recovery stopping ...").
     pub stop_line: Option<String>,
     /// Bytes of WAL replayed (base backup end LSN to replayed LSN).
@@ -318,11 +321,12 @@ pub async fn recover_on(
                 .await
                 .ok();
             if in_recovery == Some(false) {
-                let replayed: Option<String> = sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text")
-                    .fetch_one(&mut conn)
-                    .await
-                    .ok()
-                    .flatten();
+                // Both stay as recovery left them after promotion.
+                let (replayed, last_replayed_commit): (Option<String>, Option<DateTime<Utc>>) =
+                    sqlx::query_as("SELECT pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()")
+                        .fetch_one(&mut conn)
+                        .await
+                        .unwrap_or((None, None));
                 let _ = sqlx::Connection::close(conn).await;
                 let log = host.log(&server).await;
                 let stop_line = log.lines().find(|l| l.contains("recovery stopping")).map(str::to_owned);
@@ -334,6 +338,7 @@ pub async fn recover_on(
                     server,
                     base_backup: base,
                     replayed_lsn: replayed,
+                    last_replayed_commit,
                     stop_line,
                     wal_bytes_replayed,
                     download_and_verify,

@@ -341,3 +341,181 @@ async fn containers_of_a_killed_process_are_reaped() {
     assert!(drillbook::env::containers::reap_orphans().await.is_empty());
     mine.cleanup().await.unwrap();
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
+
+/// `drillbook <args>` configured as PostgreSQL's archive commands are: only
+/// through the environment (BACKUP_BUCKET, AWS_ENDPOINT_URL, credentials).
+fn drillbook_at(config: &drillbook::store::S3Config, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(drillbook::wal::server_env(config))
+        .env("DRILL_PROGRESS", "off")
+        .output()
+        .expect("run drillbook")
+}
+
+fn no_such_bucket_code<E: aws_sdk_s3::error::ProvideErrorMetadata>(result: Result<impl std::fmt::Debug, E>) -> String {
+    let err = result.expect_err("a request into a missing bucket must fail");
+    err.code().unwrap_or("<no code>").to_owned()
+}
+
+/// Every object request into a missing bucket is NoSuchBucket, as on AWS;
+/// nothing creates the bucket; `wal-fetch` takes it as fatal (126), not as
+/// the end of the archive (1); `backup` and `restore` refuse it (2) naming
+/// the bucket. `existing` is the environment's own bucket, `source` its
+/// application database.
+async fn a_missing_bucket_is_never_created_nor_taken_for_an_empty_one(
+    existing: &drillbook::store::Store,
+    source: &ConnInfo,
+) {
+    use drillbook::store::{S3Config, Store, StoreError};
+    let bucket = format!("no-such-bucket-{}", std::process::id());
+    let missing_config = S3Config {
+        bucket: bucket.clone(),
+        ..existing.config().clone()
+    };
+    let missing = Store::connect(missing_config.clone()).await;
+    let client = missing.client();
+    existing
+        .put_bytes("probe/source", b"probe".to_vec(), "text/plain")
+        .await
+        .unwrap();
+
+    let put = client
+        .put_object()
+        .bucket(&bucket)
+        .key("daily/x")
+        .body(b"x".to_vec().into())
+        .send()
+        .await;
+    assert_eq!(no_such_bucket_code(put), "NoSuchBucket", "PutObject");
+    let list2 = client.list_objects_v2().bucket(&bucket).send().await;
+    assert_eq!(no_such_bucket_code(list2), "NoSuchBucket", "ListObjectsV2");
+    let list1 = client.list_objects().bucket(&bucket).send().await;
+    assert_eq!(no_such_bucket_code(list1), "NoSuchBucket", "ListObjects");
+    let multipart = client
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("daily/x")
+        .send()
+        .await;
+    assert_eq!(no_such_bucket_code(multipart), "NoSuchBucket", "CreateMultipartUpload");
+    let source_key = format!("{}/{}probe/source", existing.config().bucket, existing.config().prefix);
+    let copy = client
+        .copy_object()
+        .bucket(&bucket)
+        .key("daily/x")
+        .copy_source(source_key)
+        .send()
+        .await;
+    assert_eq!(no_such_bucket_code(copy), "NoSuchBucket", "CopyObject");
+    let get = client.get_object().bucket(&bucket).key("daily/x").send().await;
+    assert_eq!(no_such_bucket_code(get), "NoSuchBucket", "GetObject");
+    // HEAD responses have no body: S3 answers a bare 404 for a missing bucket too.
+    assert!(
+        client
+            .head_object()
+            .bucket(&bucket)
+            .key("daily/x")
+            .send()
+            .await
+            .is_err()
+    );
+
+    // The library names it for what it is, whichever request found it.
+    for err in [
+        missing.size_of("daily/x").await.unwrap_err(),
+        missing.get_bytes("daily/x").await.unwrap_err(),
+        missing.list("daily/").await.unwrap_err(),
+        missing
+            .put_bytes("daily/x", b"x".to_vec(), "text/plain")
+            .await
+            .unwrap_err(),
+        missing.require_bucket().await.unwrap_err(),
+    ] {
+        assert!(matches!(err, StoreError::NoSuchBucket { .. }), "{err}");
+        assert!(err.to_string().contains(&bucket), "{err}");
+    }
+    existing.require_bucket().await.unwrap();
+    assert_eq!(
+        existing.size_of("probe/absent").await.unwrap(),
+        None,
+        "a missing key is still None"
+    );
+
+    let dest = tempfile::tempdir().unwrap();
+    let dest = dest.path().join("RECOVERYXLOG");
+    let dest = dest.to_str().unwrap();
+    let segment = "000000010000000000000042";
+    let fetched = drillbook_at(&missing_config, &["wal-fetch", segment, dest]);
+    let stderr = String::from_utf8_lossy(&fetched.stderr);
+    assert_eq!(fetched.status.code(), Some(126), "a missing bucket is fatal: {stderr}");
+    assert!(
+        stderr.contains(&bucket) && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    // The contrast: a missing key in an existing bucket is the archive's end.
+    let end = drillbook_at(existing.config(), &["wal-fetch", segment, dest]);
+    assert_eq!(end.status.code(), Some(1), "{}", String::from_utf8_lossy(&end.stderr));
+
+    let wal_dir = tempfile::tempdir().unwrap();
+    let wal = wal_dir.path().join(segment);
+    std::fs::write(&wal, vec![0u8; 8192]).unwrap();
+    let pushed = drillbook_at(&missing_config, &["wal-push", wal.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&pushed.stderr);
+    assert_eq!(pushed.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&bucket), "{stderr}");
+
+    let url = source.url();
+    let backup = drillbook_at(&missing_config, &["backup", "--database-url", &url]);
+    let restore = drillbook_at(
+        &missing_config,
+        &["restore", "--admin-url", &source.with_database("postgres").url()],
+    );
+    for (command, out) in [("backup", backup), ("restore", restore)] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains(&format!("bucket \"{bucket}\" does not exist")) && stderr.contains("aws s3 mb"),
+            "{command} names the bucket and what to do: {stderr}"
+        );
+        assert!(
+            !stderr.contains("caused by"),
+            "{command}: one clear line, no SDK dump: {stderr}"
+        );
+    }
+
+    // Nothing above created it.
+    let head = client.head_bucket().bucket(&bucket).send().await;
+    assert!(head.is_err(), "the missing bucket was created: {head:?}");
+    existing.delete("probe/source").await.unwrap();
+}
+
+#[tokio::test]
+async fn embedded_s3_answers_no_such_bucket_as_s3_does() {
+    let env = EmbeddedEnvironment::start().await.unwrap();
+    a_missing_bucket_is_never_created_nor_taken_for_an_empty_one(env.store(), &env.source()).await;
+    let buckets: Vec<_> = std::fs::read_dir(env.s3().root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    assert_eq!(
+        buckets,
+        vec![drillbook::env::BACKUP_BUCKET.to_owned()],
+        "no bucket dir created"
+    );
+    env.cleanup().await.unwrap();
+}
+
+/// The same against moto, the containers lane's S3.
+#[tokio::test]
+#[ignore = "needs Docker and the images built by ci/images/build.sh"]
+async fn containers_s3_answers_no_such_bucket_as_s3_does() {
+    let env = ContainersEnvironment::start().await.unwrap();
+    a_missing_bucket_is_never_created_nor_taken_for_an_empty_one(env.store(), &env.source()).await;
+    env.cleanup().await.unwrap();
+}

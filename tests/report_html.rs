@@ -29,7 +29,10 @@ fn drill(dirs: &Path, name: &str, scenario: Scenario, at: &str, rto: Duration, r
     drill.event("seeded 20000 audit rows");
     clock.advance(MINUTE);
     let incident = drill.incident(format!("{name}: primary lost"));
-    drill.newest_surviving_data(incident - chrono::Duration::from_std(rpo).unwrap());
+    drill.recovery_point(drillbook::drill::RecoveryPoint::new(
+        drillbook::drill::RecoverySource::Snapshot,
+        incident - chrono::Duration::from_std(rpo).unwrap(),
+    ));
     clock.advance(rto);
     drill.check("4.1 broken links = 0", true, "0 broken links");
     drill.verified();

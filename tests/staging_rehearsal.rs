@@ -110,6 +110,13 @@ async fn row_counts(source: &ConnInfo) -> Vec<(String, i64)> {
     counts
 }
 
+/// The value of JUnit property `name` in `xml`.
+fn property(xml: &str, name: &str) -> String {
+    let start = format!("name=\"{name}\" value=\"");
+    let from = xml.find(&start).unwrap_or_else(|| panic!("no property {name}: {xml}")) + start.len();
+    xml[from..][..xml[from..].find('"').unwrap()].to_owned()
+}
+
 /// Every file under `dir`, recursively.
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -234,8 +241,25 @@ async fn staging_rehearsal() {
     }
     let full_restore = std::fs::read_to_string(reports.join("complete-infrastructure-loss.xml")).unwrap();
     assert!(
-        full_restore.contains(&format!("name=\"lost_audit_rows\" value=\"{}\"", late.audit_ids.len())),
+        full_restore.contains(&format!("name=\"rows_lost\" value=\"{}\"", late.audit_ids.len())),
         "{full_restore}"
+    );
+    // Honest RPO: the restored backup is complete up to its snapshot, so the
+    // loss is incident − snapshot, however old the newest row in it is.
+    let manifest = drillbook::restore::find_backup(&store, &drillbook::restore::BackupChoice::Newest)
+        .await
+        .unwrap();
+    assert!(
+        full_restore.contains(&format!("name=\"backup_stamp\" value=\"{}\"", manifest.stamp)),
+        "{full_restore}"
+    );
+    assert_eq!(property(&full_restore, "recovery_point_source"), "snapshot");
+    let incident_at: chrono::DateTime<chrono::Utc> = property(&full_restore, "incident_at").parse().unwrap();
+    let rpo_seconds: f64 = property(&full_restore, "rpo_seconds").parse().unwrap();
+    let expected = (incident_at - manifest.snapshot_at).num_milliseconds() as f64 / 1000.0;
+    assert!(
+        (rpo_seconds - expected).abs() <= 0.002,
+        "RPO {rpo_seconds} s, but the backup's snapshot was {expected} s before the incident: {full_restore}"
     );
     let recorded = files(&history);
     assert!(!recorded.is_empty(), "the drill history was written");

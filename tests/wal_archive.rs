@@ -124,3 +124,35 @@ fn the_server_user_can_run_the_test_binary() {
         drillbook::pg::Cluster::check_executable_by_server(&copy).unwrap();
     }
 }
+
+/// Only a missing key is the end of the archive (1). A missing bucket or an
+/// archive nobody answers for must stop recovery (126): taken as the end,
+/// PostgreSQL would promote a database that silently lacks everything after.
+#[tokio::test]
+async fn wal_fetch_without_a_bucket_or_a_server_is_fatal_not_the_end_of_the_archive() {
+    let s3 = EmbeddedS3::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("RECOVERYXLOG");
+    let dest = dest.to_str().unwrap();
+
+    let missing = Store::connect(s3.config("no-such-bucket")).await;
+    let out = run(&missing, &["wal-fetch", SEGMENT, dest]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{stderr}");
+    assert!(stderr.contains("\"no-such-bucket\" does not exist"), "{stderr}");
+    assert!(!s3.root().join("no-such-bucket").exists(), "the bucket was created");
+
+    // A port nobody listens on: the archive is unreachable.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut config = s3.config(BUCKET);
+    config.endpoint = Some(endpoint.clone());
+    let unreachable = Store::connect(config).await;
+    let out = run(&unreachable, &["wal-fetch", SEGMENT, dest]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{stderr}");
+    assert!(stderr.contains(SEGMENT), "{stderr}");
+    assert!(!Path::new(dest).exists());
+    s3.cleanup();
+}

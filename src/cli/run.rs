@@ -190,6 +190,21 @@ fn vs(measured: Option<Duration>, target: Option<Duration>) -> String {
     }
 }
 
+/// RPO against target, with what bounds it and the rows lost where counted.
+fn rpo_text(summary: &crate::drill::DrillSummary) -> String {
+    let mut text = vs(summary.rpo, summary.targets.rpo);
+    let detail: Vec<String> = summary
+        .recovery_point
+        .map(|p| p.source.to_string())
+        .into_iter()
+        .chain(summary.rows_lost.map(|n| format!("{n} rows lost")))
+        .collect();
+    if !detail.is_empty() {
+        text.push_str(&format!(" ({})", detail.join(", ")));
+    }
+    text
+}
+
 fn print_table(outcomes: &[Outcome]) {
     println!("{:<30} {:<8} {:<24} RPO / TARGET", "DRILL", "VERDICT", "RTO / TARGET");
     for outcome in outcomes {
@@ -197,7 +212,7 @@ fn print_table(outcomes: &[Outcome]) {
             Ok(s) => (
                 if s.verdict.passed() { "passed" } else { "FAILED" },
                 vs(s.rto, Some(s.targets.rto)),
-                vs(s.rpo, s.targets.rpo),
+                rpo_text(s),
             ),
             Err(_) => ("FAILED", "-".to_owned(), "-".to_owned()),
         };

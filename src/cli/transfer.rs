@@ -27,16 +27,20 @@ pub struct S3Args {
 }
 
 impl S3Args {
+    /// The store, once its bucket is known to exist: a misspelt bucket fails
+    /// here, before a dump of hours, and is never created.
     async fn store(&self) -> anyhow::Result<Store> {
         let (bucket, prefix) = S3Config::parse_location(&self.bucket)?;
-        Ok(Store::connect(S3Config {
+        let store = Store::connect(S3Config {
             endpoint: self.s3_endpoint.clone(),
             region: self.region.clone(),
             bucket,
             prefix,
             credentials: None,
         })
-        .await)
+        .await;
+        store.require_bucket().await?;
+        Ok(store)
     }
 }
 

@@ -14,7 +14,8 @@ use crate::wal::{Fetched, WalArchive};
 /// `wal-fetch`: the file is not in the archive. PostgreSQL reads any exit
 /// status up to 125 as "not available" and ends (or waits for) recovery there.
 pub const WAL_MISSING: u8 = 1;
-/// `wal-fetch`: the archived file is damaged or the archive unreachable.
+/// `wal-fetch`: the archived file is damaged, or the archive unreachable or
+/// its bucket missing (never "the end of the archive").
 /// PostgreSQL treats an exit status above 125 from `restore_command` as
 /// fatal, so recovery stops instead of taking the archive as ended early.
 pub const WAL_FATAL: u8 = 126;
@@ -39,7 +40,7 @@ impl WalPushArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  restore_command = 'drillbook wal-fetch %f %p'\n\n\
     Exit codes: 0 restored, 1 not in the archive (quietly: the normal end of the archive), \
-    126 corrupt object or unreachable archive (PostgreSQL aborts recovery).")]
+    126 corrupt object, missing bucket or unreachable archive (PostgreSQL aborts recovery).")]
 pub struct WalFetchArgs {
     /// The file name PostgreSQL asks for (%f).
     name: String,

@@ -13,7 +13,7 @@
 //! restored copy of the newest backup (see `workbench.rs`), and the table
 //! is restored into that copy.
 
-use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::drill::{Drill, DrillSummary, RecoveryPoint, Scenario};
 use crate::fault;
 use crate::fixtures::Profile;
 use crate::integrity::CheckName;
@@ -113,7 +113,7 @@ pub async fn run() -> DrillSummary {
     // Playbook section 7: resume backups, then the post-recovery checklist.
     super::post_recovery_checklist(&mut drill, &source, bench.resume_backups(&admin)).await;
     // Nothing was written after the backup: the table restore loses nothing.
-    drill.newest_surviving_data(bench.manifest.snapshot_at);
+    drill.recovery_point(RecoveryPoint::snapshot(&bench.manifest));
 
     bench.env.cleanup().await.unwrap();
     drill.finish().expect("drill report written")

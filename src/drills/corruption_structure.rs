@@ -12,7 +12,7 @@
 //! Runs on every backend: on staging the damage goes into the drill's own
 //! restored copy of the newest backup (see `workbench.rs`).
 
-use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::drill::{Drill, DrillSummary, RecoveryPoint, Scenario};
 use crate::fault;
 use crate::fixtures::Profile;
 use crate::integrity::CheckName;
@@ -94,7 +94,7 @@ pub async fn run() -> DrillSummary {
     drill.verified();
     // Playbook section 7: resume backups, then the post-recovery checklist.
     super::post_recovery_checklist(&mut drill, &restored.target, bench.resume_backups(&admin)).await;
-    drill.newest_surviving_data(bench.manifest.snapshot_at);
+    drill.recovery_point(RecoveryPoint::snapshot(&bench.manifest));
 
     bench.env.cleanup().await.unwrap();
     drill.finish().expect("drill report written")

@@ -125,7 +125,8 @@ pub async fn run_with(program: &Path) -> DrillSummary {
         Some((&env.bins, &recovered.server.admin(), env.store())),
     )
     .await;
-    drill.newest_surviving_data(report.newest_surviving.expect("canaries survived"));
+    super::steps::record_replay_end(&mut drill, &recovered);
+    super::steps::record_canaries(&mut drill, &report);
     drill.property("canaries_acknowledged", report.acknowledged);
     drill.property("canaries_surviving", report.surviving);
 

@@ -144,7 +144,8 @@ pub async fn run_with(program: &Path) -> DrillSummary {
         Some((&env.bins, &recovered.server.admin(), env.store())),
     )
     .await;
-    drill.newest_surviving_data(report.newest_surviving.expect("canaries survived"));
+    super::steps::record_replay_end(&mut drill, &recovered);
+    super::steps::record_canaries(&mut drill, &report);
 
     recovered.server.cleanup().await.unwrap();
     env.cleanup().await.unwrap();

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::drill::{Drill, DrillSummary, RecoveryPoint, Scenario};
 use crate::playbook::PlaybookAnswers;
 use crate::table_restore::restore_table;
 use crate::workload::write_activity;
@@ -102,7 +102,7 @@ pub async fn run() -> DrillSummary {
     // Playbook section 7: resume backups, then the post-recovery checklist.
     super::post_recovery_checklist(&mut drill, &source, bench.resume_backups(&admin)).await;
     // The table is back to the backup's snapshot: what it had later is the loss.
-    drill.newest_surviving_data(bench.manifest.snapshot_at);
+    drill.recovery_point(RecoveryPoint::snapshot(&bench.manifest));
     conn.close().await.unwrap();
 
     bench.env.cleanup().await.unwrap();

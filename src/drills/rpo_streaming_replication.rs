@@ -49,7 +49,7 @@ pub async fn run() -> DrillSummary {
     drill.phase("promote standby", promote(&standby)).await.unwrap();
     let report = super::steps::verdict_on_promoted_standby(&mut drill, &env, &standby, &canaries.committed).await;
     let newest = report.newest_surviving.expect("canaries survived");
-    let rpo = (incident - newest).to_std().unwrap_or_default();
+    let rpo = drill.rpo().expect("incident and recovery point recorded");
     let lost_in_stall = canaries.committed.iter().filter(|c| c.written_at > stalled_at).count();
     drill.check(
         "measured RPO reflects the standby's lag",

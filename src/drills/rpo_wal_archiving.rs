@@ -39,7 +39,7 @@ pub async fn run_with(program: &Path) -> DrillSummary {
         .unwrap();
     // Long enough for archive_timeout to close and archive a few segments.
     tokio::time::sleep(ARCHIVE_TIMEOUT * 3 + Duration::from_millis(1500)).await;
-    let incident = drill.incident(match env.backend() {
+    drill.incident(match env.backend() {
         crate::env::Backend::Containers => "primary lost with its disks: its container removed",
         _ => "primary lost with its disks: postgres SIGKILLed, data directory deleted",
     });
@@ -76,10 +76,9 @@ pub async fn run_with(program: &Path) -> DrillSummary {
         Some((&env.bins, &recovered.server.admin(), env.store())),
     )
     .await;
-    let newest = report.newest_surviving.expect("canaries survived");
-    drill.newest_surviving_data(newest);
-    let rpo = (incident - newest).to_std().unwrap_or_default();
-    drill.property("canaries_lost", report.acknowledged.saturating_sub(report.surviving));
+    super::steps::record_replay_end(&mut drill, &recovered);
+    super::steps::record_canaries(&mut drill, &report);
+    let rpo = drill.rpo().expect("incident and recovery point recorded");
     drill.check(
         "loss within archive_timeout plus one segment",
         rpo <= ARCHIVE_TIMEOUT + ONE_SEGMENT_ALLOWANCE,

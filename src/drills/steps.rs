@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use crate::basebackup::{BaseBackupManifest, take_base_backup};
 use crate::canary::{Canary, CanaryReport, check_canaries};
-use crate::drill::Drill;
+use crate::drill::{Drill, RecoveryPoint, RecoverySource};
 use crate::env::{APP_DATABASE, Environment};
-use crate::failover::wait_caught_up;
+use crate::failover::{replay_state, wait_caught_up};
 use crate::fixtures::{FixtureSpec, Profile, seed};
 use crate::pg::ConnInfo;
 use crate::pitr::ArchivingEnvironment;
@@ -112,7 +112,27 @@ pub(super) async fn verdict_on_promoted_standby(
     drill.verified();
     // Playbook section 7: resume backups, then the post-recovery checklist.
     super::post_recovery_checklist(drill, &target, Some((env.binaries(), standby, env.store()))).await;
-    drill.newest_surviving_data(report.newest_surviving.expect("canaries survived"));
-    drill.property("canaries_lost", report.acknowledged.saturating_sub(report.surviving));
+    let replay = replay_state(standby).await.unwrap();
+    if let Some(at) = replay.last_replayed_commit {
+        drill.recovery_point(RecoveryPoint::new(RecoverySource::LastReplayedCommit, at));
+    }
+    record_canaries(drill, &report);
     report
+}
+
+/// What the canaries found in recovered data say: the newest bounds the
+/// recovery point, the acknowledged ones missing are the rows lost.
+pub(super) fn record_canaries(drill: &mut Drill, report: &CanaryReport) {
+    let newest = report.newest_surviving.expect("canaries survived");
+    drill.recovery_point(RecoveryPoint::new(RecoverySource::Canary, newest));
+    let lost = report.acknowledged.saturating_sub(report.surviving);
+    drill.property("canaries_lost", lost);
+    drill.rows_lost(lost as u64);
+}
+
+/// Where point-in-time recovery's replay ended, as the recovery point.
+pub(super) fn record_replay_end(drill: &mut Drill, recovered: &crate::pitr::Recovered) {
+    if let Some(at) = recovered.last_replayed_commit {
+        drill.recovery_point(RecoveryPoint::new(RecoverySource::ReplayEnd, at));
+    }
 }

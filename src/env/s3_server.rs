@@ -11,7 +11,9 @@ use std::thread::JoinHandle;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::SimpleAuth;
+use s3s::path::S3Path;
 use s3s::service::S3ServiceBuilder;
 use tokio::sync::oneshot;
 
@@ -77,6 +79,7 @@ impl EmbeddedS3 {
                 access_key.clone(),
                 secret_key.expose().to_owned(),
             ));
+            builder.set_access(BucketsMustExist { root: root.clone() });
             builder.build()
         };
         let (shutdown, mut stopped) = oneshot::channel::<()>();
@@ -172,6 +175,35 @@ impl EmbeddedS3 {
 impl Drop for EmbeddedS3 {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// s3s-fs creates a missing bucket's directory on PutObject,
+/// CreateMultipartUpload and CopyObject, and answers NoSuchKey for a GetObject
+/// in one: a backup to a misspelt bucket would succeed and `wal-fetch` would
+/// take a missing archive for its normal end. Real S3 answers NoSuchBucket to
+/// every object request into a missing bucket; so does this check, which runs
+/// after authentication and before s3s-fs sees the request.
+struct BucketsMustExist {
+    root: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl S3Access for BucketsMustExist {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> s3s::S3Result<()> {
+        if cx.credentials().is_none() {
+            return Err(s3s::s3_error!(AccessDenied, "Signature is required"));
+        }
+        let bucket = match cx.s3_path() {
+            S3Path::Object { bucket, .. } => bucket,
+            S3Path::Bucket { bucket } if cx.s3_op().name() != "CreateBucket" => bucket,
+            _ => return Ok(()),
+        };
+        // s3s has already validated the name (no '/', no "..").
+        match tokio::fs::metadata(self.root.join(&**bucket)).await {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            _ => Err(s3s::s3_error!(NoSuchBucket, "The specified bucket does not exist")),
+        }
     }
 }
 

@@ -744,7 +744,10 @@ mod tests {
         fx.drill.property("server_version", "17.2");
         fx.clock.advance(MINUTE);
         fx.drill.incident("dropped the ledger database");
-        fx.drill.newest_surviving_data(t0());
+        fx.drill.recovery_point(crate::drill::RecoveryPoint::new(
+            crate::drill::RecoverySource::Snapshot,
+            t0(),
+        ));
         fx.clock.advance(3 * MINUTE);
         fx.drill.check("row counts match manifest", true, "7 tables");
         fx.drill.check("4.1 broken links = 0", false, "3 broken links");

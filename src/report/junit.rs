@@ -83,7 +83,12 @@ fn properties(summary: &DrillSummary) -> Vec<Property> {
         ("rpo_target_seconds", targets.rpo.map(seconds)),
         ("incident_at", summary.incident.as_ref().map(|i| timestamp(i.at))),
         ("verified_at", summary.verified_at.map(timestamp)),
-        ("newest_surviving_data_at", summary.newest_surviving_data.map(timestamp)),
+        ("recovery_point_at", summary.recovery_point.map(|p| timestamp(p.at))),
+        (
+            "recovery_point_source",
+            summary.recovery_point.map(|p| p.source.slug().to_owned()),
+        ),
+        ("rows_lost", summary.rows_lost.map(|n| n.to_string())),
     ];
     let measured = measured
         .into_iter()
@@ -197,7 +202,10 @@ mod tests {
         backup.await.unwrap();
         fx.clock.advance(20 * MINUTE);
         fx.drill.incident("dropped the ledger database");
-        fx.drill.newest_surviving_data(t0() + 5 * MINUTE);
+        fx.drill.recovery_point(crate::drill::RecoveryPoint::new(
+            crate::drill::RecoverySource::Snapshot,
+            t0() + 5 * MINUTE,
+        ));
         let restore = fx.drill.phase("restore", async {
             clock.advance(3 * HOUR);
             Ok::<_, String>(())
@@ -266,7 +274,8 @@ mod tests {
                 ("rpo_target_seconds", "3600.000"),
                 ("incident_at", "2026-05-01T08:25:00.000Z"),
                 ("verified_at", "2026-05-01T12:24:00.000Z"),
-                ("newest_surviving_data_at", "2026-05-01T08:05:00.000Z"),
+                ("recovery_point_at", "2026-05-01T08:05:00.000Z"),
+                ("recovery_point_source", "snapshot"),
                 ("dataset_rows", "48213"),
             ]
         );
@@ -340,7 +349,11 @@ mod tests {
         let mut fx = fixture("all_properties", Scenario::SinglePodCrash);
         fx.drill = fx.drill.with_rpo_target(MINUTE);
         fx.drill.incident("killed the pod");
-        fx.drill.newest_surviving_data(t0());
+        fx.drill.recovery_point(crate::drill::RecoveryPoint::new(
+            crate::drill::RecoverySource::Canary,
+            t0(),
+        ));
+        fx.drill.rows_lost(0);
         fx.drill.verified();
         let names: Vec<_> = properties(&fx.drill.summary())
             .into_iter()

@@ -595,7 +595,10 @@ mod tests {
         fx.drill.property("dataset_profile", "small");
         fx.clock.advance(Duration::from_mins(1));
         fx.drill.incident("dropped the ledger database");
-        fx.drill.newest_surviving_data(t0());
+        fx.drill.recovery_point(crate::drill::RecoveryPoint::new(
+            crate::drill::RecoverySource::Snapshot,
+            t0(),
+        ));
         fx.clock.advance(Duration::from_mins(3));
         fx.drill.check("4.1 broken links = 0", false, "3 broken links");
         fx.drill.verified();

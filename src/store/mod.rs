@@ -12,6 +12,7 @@ pub mod owner;
 use std::path::Path;
 
 use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::ProvideErrorMetadata as _;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use chrono::{DateTime, Utc};
@@ -42,6 +43,14 @@ pub enum StoreError {
     },
     #[error("s3://{bucket}/{key} does not exist")]
     NotFound { bucket: String, key: String },
+    /// Distinct from [`StoreError::NotFound`]: a missing object can be the
+    /// normal end of an archive, a missing bucket never is.
+    #[error(
+        "bucket {bucket:?} does not exist{at}: check the bucket name (--bucket / BACKUP_BUCKET), or create it first \
+         (`aws s3 mb s3://{bucket}`); drillbook never creates a bucket it was given",
+        at = endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default()
+    )]
+    NoSuchBucket { bucket: String, endpoint: Option<String> },
     #[error("failed to {context}")]
     Io {
         context: String,
@@ -174,11 +183,36 @@ impl Store {
         aws_sdk_s3::Error: From<E>,
     {
         let (bucket, key) = (self.config.bucket.clone(), self.full_key(key));
-        move |e| StoreError::Request {
-            operation,
-            bucket,
-            key,
-            source: Box::new(aws_sdk_s3::Error::from(e)),
+        let endpoint = self.config.endpoint.clone();
+        move |e| {
+            let source = aws_sdk_s3::Error::from(e);
+            if source.code() == Some("NoSuchBucket") {
+                return StoreError::NoSuchBucket { bucket, endpoint };
+            }
+            StoreError::Request {
+                operation,
+                bucket,
+                key,
+                source: Box::new(source),
+            }
+        }
+    }
+
+    fn no_such_bucket(&self) -> StoreError {
+        StoreError::NoSuchBucket {
+            bucket: self.config.bucket.clone(),
+            endpoint: self.config.endpoint.clone(),
+        }
+    }
+
+    /// Fails with [`StoreError::NoSuchBucket`] unless the bucket exists; for
+    /// commands to check before any work (a dump of hours) rather than after.
+    pub async fn require_bucket(&self) -> Result<()> {
+        match self.client.head_bucket().bucket(&self.config.bucket).send().await {
+            Ok(_) => Ok(()),
+            // HEAD has no body: a missing bucket is a bare 404.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Err(self.no_such_bucket()),
+            Err(e) => Err(self.request_error("check bucket", "")(e)),
         }
     }
 
@@ -254,7 +288,11 @@ impl Store {
             .await
         {
             Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            // A bare 404 also when the bucket is missing: tell the two apart.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
+                self.require_bucket().await?;
+                Ok(None)
+            }
             Err(e) => Err(self.request_error("head", key)(e)),
         }
     }
