@@ -87,7 +87,10 @@ pub async fn backup_database(
     }
     let manifest = result?;
     // Published: what is left in incoming/ is housekeeping, not the backup.
-    for key in [layout::incoming_key(&stamp, &manifest.database), layout::incoming_owner_key(&stamp)] {
+    for key in [
+        layout::incoming_key(&stamp, &manifest.database),
+        layout::incoming_owner_key(&stamp),
+    ] {
         if let Err(e) = store.delete(&key).await {
             tracing::warn!(key, error = %e, "could not remove a finished backup's incoming object; the next backup will");
         }
@@ -166,7 +169,12 @@ pub async fn sweep_leftovers(store: &Store, also_this_process: bool) -> Result<S
         for key in &keys {
             store.delete(key).await?;
         }
-        tracing::warn!(stamp, objects = keys.len(), finished, "removed the leftovers of an interrupted backup");
+        tracing::warn!(
+            stamp,
+            objects = keys.len(),
+            finished,
+            "removed the leftovers of an interrupted backup"
+        );
         sweep.removed.push(stamp);
     }
     Ok(sweep)

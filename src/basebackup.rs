@@ -91,8 +91,8 @@ fn owner_key(stamp: &str) -> String {
 /// `this_process_stopped`), and stale owner markers of finished ones.
 /// Returns the stamps cleaned.
 pub async fn sweep_leftovers(store: &Store, this_process_stopped: bool) -> Result<Vec<String>> {
-    use std::collections::BTreeMap;
     use crate::store::owner::{self, Writer};
+    use std::collections::BTreeMap;
 
     let mut by_stamp: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for object in store.list(BASE_PREFIX).await? {
@@ -116,7 +116,11 @@ pub async fn sweep_leftovers(store: &Store, this_process_stopped: bool) -> Resul
         for key in &keys {
             store.delete(key).await?;
         }
-        tracing::warn!(stamp, objects = keys.len(), "removed the leftovers of an interrupted base backup");
+        tracing::warn!(
+            stamp,
+            objects = keys.len(),
+            "removed the leftovers of an interrupted base backup"
+        );
         cleaned.push(stamp);
     }
     Ok(cleaned)
@@ -139,7 +143,9 @@ pub async fn take_base_backup(bins: &PgBinaries, admin: &ConnInfo, store: &Store
     crate::store::owner::mark(store, &owner_key(&stamp)).await?;
     let taken = write_base_backup(bins, admin, store, &stamp, tar_key, start_time).await;
     match &taken {
-        Ok(manifest) => tracing::info!(stamp, bytes = manifest.tar_bytes, elapsed = ?started.elapsed(), "base backup in S3"),
+        Ok(manifest) => {
+            tracing::info!(stamp, bytes = manifest.tar_bytes, elapsed = ?started.elapsed(), "base backup in S3")
+        }
         Err(_) => {
             let _ = store.delete(&format!("{BASE_PREFIX}{stamp}/base.tar")).await;
         }

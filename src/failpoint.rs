@@ -31,7 +31,10 @@ macro_rules! failpoint {
 pub fn reached(name: &str) -> bool {
     if fail::list().iter().any(|(point, _)| point == name) {
         eprintln!("drillbook: failpoint {name} reached");
-        REACHED.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned());
+        REACHED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned());
     }
     fail::eval(name, |_| ()).is_some()
 }

@@ -36,8 +36,8 @@ use chrono::Utc;
 use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 
-use crate::pg::tools::pg_restore;
 use crate::pg::incomplete::IncompleteDatabase;
+use crate::pg::tools::pg_restore;
 use crate::pg::{ConnInfo, PgBinaries, PgError};
 pub use crate::restore_checks::{GrantsCheck, GrantsMode, Verification};
 use crate::restore_checks::{MAX_IDENTIFIER_BYTES, check_manifest, check_target_absent, verify_restore};
@@ -245,15 +245,17 @@ async fn find_dump(store: &Store, choice: &BackupChoice) -> Result<(String, Stri
     let dumps = published_dumps(store).await?;
     match choice {
         BackupChoice::Newest => dumps.last().cloned().ok_or(RestoreError::NoBackups { location }),
-        BackupChoice::Stamp(wanted) => dumps
-            .iter()
-            .find(|(stamp, _)| stamp == wanted)
-            .cloned()
-            .ok_or_else(|| RestoreError::NoSuchBackup {
-                stamp: wanted.clone(),
-                location,
-                available: dumps.into_iter().map(|(stamp, _)| stamp).collect(),
-            }),
+        BackupChoice::Stamp(wanted) => {
+            dumps
+                .iter()
+                .find(|(stamp, _)| stamp == wanted)
+                .cloned()
+                .ok_or_else(|| RestoreError::NoSuchBackup {
+                    stamp: wanted.clone(),
+                    location,
+                    available: dumps.into_iter().map(|(stamp, _)| stamp).collect(),
+                })
+        }
     }
 }
 
@@ -282,7 +284,12 @@ pub async fn find_backup(store: &Store, choice: &BackupChoice) -> Result<BackupM
     let Some((key, bytes)) = read_manifest(store, &stamp).await? else {
         // Name the newest backup that could be restored instead, and the cost.
         let mut described = None;
-        for (older, _) in published_dumps(store).await?.into_iter().rev().filter(|(s, _)| *s < stamp) {
+        for (older, _) in published_dumps(store)
+            .await?
+            .into_iter()
+            .rev()
+            .filter(|(s, _)| *s < stamp)
+        {
             if read_manifest(store, &older).await?.is_some() {
                 described = Some(older);
                 break;

@@ -29,8 +29,8 @@ use futures::TryStreamExt;
 use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 
-use crate::pg::tools::pg_restore_table;
 use crate::pg::incomplete::IncompleteDatabase;
+use crate::pg::tools::pg_restore_table;
 use crate::pg::{ConnInfo, PgBinaries, PgError, quote_ident};
 use crate::restore::{BackupChoice, RestoreError, find_backup};
 use crate::store::Store;

@@ -346,7 +346,10 @@ async fn round_trip_restores_what_the_manifest_says_and_the_playbook_finds_the_d
         .into_iter()
         .map(|o| o.key)
         .collect();
-    assert_eq!(side_files, [layout::roles_key(stamp), layout::manifest_key(stamp)].into());
+    assert_eq!(
+        side_files,
+        [layout::roles_key(stamp), layout::manifest_key(stamp)].into()
+    );
     assert_eq!(
         env.store().list(layout::INCOMING).await.unwrap(),
         vec![],

@@ -279,7 +279,11 @@ impl Bench {
     fn assert_temp_private(&self, context: &str) {
         for (path, mode) in self.temp_entries() {
             let limit = if Path::new(&path).is_dir() { 0o700 } else { 0o600 };
-            assert_eq!(mode & !limit, 0, "{context}: {path} has mode {mode:o}, readable by others");
+            assert_eq!(
+                mode & !limit,
+                0,
+                "{context}: {path} has mode {mode:o}, readable by others"
+            );
         }
     }
 
@@ -315,7 +319,10 @@ impl Bench {
             .await
             .unwrap();
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(database));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
     }
 
     /// One restore killed at `moment` with `kill`, the invariants, then a
@@ -329,7 +336,11 @@ impl Bench {
         if let (Some(expected), Moment::At(_)) = (kill.exit_code(), moment) {
             assert_eq!(code, Some(expected), "{context}: exit code\n{stderr}");
         }
-        assert_eq!(self.surviving_children(), Vec::<String>::new(), "{context}: children outlived drillbook");
+        assert_eq!(
+            self.surviving_children(),
+            Vec::<String>::new(),
+            "{context}: children outlived drillbook"
+        );
 
         let new: Vec<String> = self.databases().await.difference(&before).cloned().collect();
         for database in &new {
@@ -345,7 +356,11 @@ impl Bench {
         }
         self.assert_temp_private(&context);
         if kill.is_signal_handled() || finished {
-            let left: Vec<_> = self.temp_entries().into_iter().filter(|(p, _)| p.contains("drillbook-restore-")).collect();
+            let left: Vec<_> = self
+                .temp_entries()
+                .into_iter()
+                .filter(|(p, _)| p.contains("drillbook-restore-"))
+                .collect();
             assert_eq!(left, vec![], "{context}: the download outlived the command\n{stderr}");
         }
 
@@ -354,8 +369,16 @@ impl Bench {
         self.run_ok(&followup);
         let after = self.databases().await;
         let incomplete_left: Vec<&String> = after.iter().filter(|d| d.starts_with(incomplete::PREFIX)).collect();
-        assert_eq!(incomplete_left, Vec::<&String>::new(), "{context}: the next restore reaps");
-        assert_eq!(self.temp_entries(), vec![], "{context}: the next restore reaps the temp dir");
+        assert_eq!(
+            incomplete_left,
+            Vec::<&String>::new(),
+            "{context}: the next restore reaps"
+        );
+        assert_eq!(
+            self.temp_entries(),
+            vec![],
+            "{context}: the next restore reaps the temp dir"
+        );
         for database in after.difference(&before) {
             self.assert_complete(database, &context).await;
             self.drop_database(database).await;
@@ -377,8 +400,18 @@ impl Bench {
             let manifest = BackupManifest::from_json(&manifest).unwrap();
             let dump = self.store().get_bytes(&object.key).await.unwrap();
             assert_eq!(manifest.dump.key, object.key, "{context}");
-            assert_eq!(dump.len() as u64, manifest.dump.bytes, "{context}: {} is partial", object.key);
-            assert_eq!(hex::encode(Sha256::digest(&dump)), manifest.dump.sha256, "{context}: {}", object.key);
+            assert_eq!(
+                dump.len() as u64,
+                manifest.dump.bytes,
+                "{context}: {} is partial",
+                object.key
+            );
+            assert_eq!(
+                hex::encode(Sha256::digest(&dump)),
+                manifest.dump.sha256,
+                "{context}: {}",
+                object.key
+            );
         }
     }
 
@@ -392,10 +425,18 @@ impl Bench {
             .iter()
             .filter_map(|o| layout::stamp_of_dump(&o.key).map(str::to_owned))
             .collect();
-        assert_eq!(self.store().list(layout::INCOMING).await.unwrap(), vec![], "{context}: incoming/ left");
+        assert_eq!(
+            self.store().list(layout::INCOMING).await.unwrap(),
+            vec![],
+            "{context}: incoming/ left"
+        );
         for object in self.store().list(layout::MANIFESTS).await.unwrap() {
             let stamp = layout::stamp_under(layout::MANIFESTS, &object.key).unwrap();
-            assert!(published.contains(stamp), "{context}: {} of no published dump", object.key);
+            assert!(
+                published.contains(stamp),
+                "{context}: {} of no published dump",
+                object.key
+            );
         }
     }
 
@@ -406,7 +447,11 @@ impl Bench {
         if let (Some(expected), Moment::At(_)) = (kill.exit_code(), moment) {
             assert_eq!(code, Some(expected), "{context}: exit code\n{stderr}");
         }
-        assert_eq!(self.surviving_children(), Vec::<String>::new(), "{context}: children outlived drillbook");
+        assert_eq!(
+            self.surviving_children(),
+            Vec::<String>::new(),
+            "{context}: children outlived drillbook"
+        );
         self.assert_daily_complete(&context).await;
         if kill.is_signal_handled() || code == Some(0) {
             self.assert_no_backup_leftovers(&context).await;
@@ -463,7 +508,9 @@ async fn restores_killed_at_timed_moments_leave_nothing_that_looks_restored() {
     let mut tried = 0;
     for ms in MOMENTS_MS {
         for kill in [Kill::Process, Kill::Term] {
-            bench.kill_a_restore(Moment::After(Duration::from_millis(ms)), kill).await;
+            bench
+                .kill_a_restore(Moment::After(Duration::from_millis(ms)), kill)
+                .await;
             tried += 1;
         }
     }
@@ -500,7 +547,9 @@ async fn backups_killed_at_timed_moments_keep_the_newest_daily_object_a_complete
     let mut tried = 0;
     for ms in MOMENTS_MS {
         for kill in [Kill::Process, Kill::Term] {
-            bench.kill_a_backup(Moment::After(Duration::from_millis(ms)), kill).await;
+            bench
+                .kill_a_backup(Moment::After(Duration::from_millis(ms)), kill)
+                .await;
             tried += 1;
         }
     }
@@ -568,10 +617,15 @@ async fn single_table_restores_stopped_at_every_crash_point_leave_the_table_unto
             "stopped at {point}: no scratch database is left"
         );
     }
-    let report = drillbook::table_restore::restore_table(bench.env.binaries(), &admin, &source, bench.store(), "invoice_lines")
-        .await
-        .unwrap();
-    assert_eq!(count().await as u64, report.rows_restored, "a normal run after the stops restores");
+    let report =
+        drillbook::table_restore::restore_table(bench.env.binaries(), &admin, &source, bench.store(), "invoice_lines")
+            .await
+            .unwrap();
+    assert_eq!(
+        count().await as u64,
+        report.rows_restored,
+        "a normal run after the stops restores"
+    );
     assert!(report.rows_restored as i64 > damaged);
     bench.env.cleanup().await.unwrap();
 }
@@ -590,7 +644,12 @@ async fn base_backups_stopped_at_every_crash_point_are_never_used_and_are_swept(
         // Every base backup that counts is complete: its tar as the manifest says.
         for manifest in list_base_backups(store).await.unwrap() {
             let tar = store.size_of(&manifest.tar_key).await.unwrap();
-            assert_eq!(tar, Some(manifest.tar_bytes), "stopped at {point}: {}", manifest.tar_key);
+            assert_eq!(
+                tar,
+                Some(manifest.tar_bytes),
+                "stopped at {point}: {}",
+                manifest.tar_key
+            );
         }
         // What the command line does after a signal.
         sweep_base_backups(store, true).await.unwrap();
@@ -610,6 +669,12 @@ async fn base_backups_stopped_at_every_crash_point_are_never_used_and_are_swept(
         }
     }
     let taken = take_base_backup(bench.env.binaries(), &admin, store).await.unwrap();
-    assert!(list_base_backups(store).await.unwrap().iter().any(|m| m.stamp == taken.stamp));
+    assert!(
+        list_base_backups(store)
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.stamp == taken.stamp)
+    );
     bench.env.cleanup().await.unwrap();
 }

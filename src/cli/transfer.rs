@@ -163,7 +163,7 @@ impl RestoreArgs {
                     Err(RestoreError::ManifestMissing { .. }) if accept_unverified => {
                         restore_unverified_dump(&bins, &admin, &store, &options)
                             .await
-                            .map(Restored::Unverified)
+                            .map(|report| Restored::Unverified(Box::new(report)))
                     }
                     other => other.map(|report| Restored::Verified(Box::new(report))),
                 }
@@ -220,5 +220,5 @@ impl RestoreArgs {
 
 enum Restored {
     Verified(Box<crate::restore::RestoreReport>),
-    Unverified(crate::restore::UnverifiedRestoreReport),
+    Unverified(Box<crate::restore::UnverifiedRestoreReport>),
 }

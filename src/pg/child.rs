@@ -110,6 +110,9 @@ mod tests {
         ]);
         let output = output(command).await.unwrap();
         assert!(output.status.success(), "{output:?}");
-        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), libc::SIGKILL.to_string());
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            libc::SIGKILL.to_string()
+        );
     }
 }

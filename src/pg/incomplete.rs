@@ -47,7 +47,11 @@ impl IncompleteDatabase {
         let name = format!("{PREFIX}{owner}_{}", random_suffix());
         super::create_database(admin, &name).await?;
         let comment = format!("{COMMENT_TAG} final={final_name}");
-        let sql = format!("COMMENT ON DATABASE {} IS {}", quote_ident(&name), quote_literal(&comment));
+        let sql = format!(
+            "COMMENT ON DATABASE {} IS {}",
+            quote_ident(&name),
+            quote_literal(&comment)
+        );
         let incomplete = Self {
             admin: admin.clone(),
             name,

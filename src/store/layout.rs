@@ -71,7 +71,9 @@ pub fn incoming_owner_key(stamp: &str) -> String {
 /// The stamp of a `daily/<stamp>/<db>.dump` key.
 pub fn stamp_of_dump(key: &str) -> Option<&str> {
     let (stamp, file) = key.strip_prefix(DAILY)?.split_once('/')?;
-    let is_dump = file.strip_suffix(".dump").is_some_and(|db| !db.is_empty() && !db.contains('/'));
+    let is_dump = file
+        .strip_suffix(".dump")
+        .is_some_and(|db| !db.is_empty() && !db.contains('/'));
     (is_dump && parse_stamp(stamp).is_some()).then_some(stamp)
 }
 
@@ -110,8 +112,16 @@ mod tests {
     #[test]
     fn nothing_but_dumps_is_written_under_daily() {
         let stamp = "20260109T235959.999Z";
-        for key in [manifest_key(stamp), roles_key(stamp), incoming_key(stamp, "db"), incoming_owner_key(stamp)] {
-            assert!(!key.starts_with(DAILY), "{key} would sort into the playbook's daily/ listing");
+        for key in [
+            manifest_key(stamp),
+            roles_key(stamp),
+            incoming_key(stamp, "db"),
+            incoming_owner_key(stamp),
+        ] {
+            assert!(
+                !key.starts_with(DAILY),
+                "{key} would sort into the playbook's daily/ listing"
+            );
         }
         assert!(dump_key(stamp, "db").starts_with(DAILY));
     }

@@ -38,6 +38,7 @@ pub async fn writer(store: &Store, key: &str, this_process_stopped: bool) -> Res
         Err(e) => return Err(e),
     };
     let me = crate::pg::reaper::machine_owner_label();
-    let gone = crate::pg::reaper::machine_owner_is_gone(&label) || (this_process_stopped && me.as_deref() == Some(&label));
+    let gone =
+        crate::pg::reaper::machine_owner_is_gone(&label) || (this_process_stopped && me.as_deref() == Some(&label));
     Ok(if gone { Writer::Gone } else { Writer::Unknown })
 }
