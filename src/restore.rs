@@ -508,8 +508,9 @@ async fn restore_archive(
 ) -> Result<(), RestoreError> {
     crate::failpoint!("restore::before_pg_restore");
     // pg_restore reports no byte progress: shown as a phase with its elapsed time.
+    // Named after the database the operator asked for; it gets that name once verified.
     let phase = crate::progress::task(
-        format!("pg_restore into {}", incomplete.name()),
+        format!("pg_restore into {database}"),
         crate::progress::Unit::Elapsed,
         None,
     );

@@ -541,6 +541,62 @@ async fn the_newest_backup_is_restored_unless_a_stamp_is_named() {
 }
 
 // ---------------------------------------------------------------------------
+// 9b. The newest dump without its manifest (issue 11, row 5)
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_newest_dump_without_a_manifest_is_refused_never_swapped_for_an_older_backup() {
+    let _serial = isolated().await;
+    let (env, _) = seeded_env().await;
+    let older = backup(&env).await.manifest;
+    write_activity(&env.source(), 3).await.unwrap();
+    let newer = backup(&env).await;
+    env.store().delete(&newer.manifest_key).await.unwrap();
+    // The playbook's listing still shows the newer dump.
+    assert_eq!(playbook_latest_backup(env.store()).await, newer.manifest.dump.key);
+
+    let server = env.primary().admin();
+    let before = Leftovers::take(&env, &server).await;
+    let err = restore(&env, &server, RestoreOptions::default()).await.unwrap_err();
+    let RestoreError::ManifestMissing {
+        dump, newest_described, ..
+    } = &err
+    else {
+        panic!("expected ManifestMissing, got {err:?}")
+    };
+    assert_eq!(dump, &newer.manifest.dump.key);
+    assert_eq!(newest_described.as_deref(), Some(older.stamp.as_str()));
+    let message = err.to_string();
+    for part in [
+        newer.manifest.dump.key.as_str(),
+        older.stamp.as_str(),
+        "older",
+        "--backup",
+        "--accept-unverified",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+    Leftovers::take(&env, &server).await.assert_same_as(&before);
+
+    // On the operator's explicit word, the newer dump itself, unverified.
+    let options = RestoreOptions {
+        target_database: Some("immoflowme_restore_unverified".into()),
+        ..RestoreOptions::default()
+    };
+    let report = drillbook::restore::restore_unverified_dump(env.binaries(), &server, env.store(), &options)
+        .await
+        .unwrap();
+    assert!(!report.verified);
+    assert_eq!(report.dump, newer.manifest.dump.key);
+    assert_eq!(
+        count_rows(&report.target, "audit_logs").await,
+        newer.manifest.rows_in("audit_logs").unwrap(),
+        "the newer dump's data, not the older backup's"
+    );
+    env.cleanup().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
 // 10. A manifest that lists fewer tables than it must (issue 11, row 6)
 // ---------------------------------------------------------------------------
 

@@ -51,8 +51,10 @@ pub struct EmbeddedS3 {
 impl EmbeddedS3 {
     pub fn start() -> Result<Self, S3ServerError> {
         let io = |context| move |source| S3ServerError::Io { context, source };
+        // Owner-only: the objects are dumps of the ledger.
         let root = tempfile::Builder::new()
             .prefix("drillbook-s3-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .map_err(io("create the S3 data dir"))?
             .keep();
