@@ -479,82 +479,84 @@ const BACKUP_POINTS: [&str; 4] = [
 
 const MOMENTS_MS: [u64; 4] = [150, 500, 1_000, 2_000];
 
-async fn kill_restores_at_every_point(kills: &[Kill]) {
+#[derive(Debug, Clone, Copy)]
+enum Operation {
+    Backup,
+    Restore,
+}
+
+fn at_points(points: &[&'static str]) -> Vec<Moment> {
+    points.iter().map(|&point| Moment::At(point)).collect()
+}
+
+fn timed() -> Vec<Moment> {
+    MOMENTS_MS
+        .iter()
+        .map(|&ms| Moment::After(Duration::from_millis(ms)))
+        .collect()
+}
+
+/// Kills `operation` at every moment with every kill, on one bench.
+async fn kill_at_every(operation: Operation, moments: &[Moment], kills: &[Kill]) {
     let mut bench = Bench::start().await;
-    let mut tried = 0;
-    for point in RESTORE_POINTS {
+    for &moment in moments {
         for &kill in kills {
-            bench.kill_a_restore(Moment::At(point), kill).await;
-            tried += 1;
+            match operation {
+                Operation::Backup => bench.kill_a_backup(moment, kill).await,
+                Operation::Restore => bench.kill_a_restore(moment, kill).await,
+            }
         }
     }
-    eprintln!("restore: {tried} crash points x {kills:?} tried, invariants held");
+    eprintln!(
+        "{operation:?}: {} moments x {kills:?} tried, invariants held",
+        moments.len()
+    );
     bench.env.cleanup().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restores_sigkilled_at_every_crash_point_leave_nothing_that_looks_restored() {
-    kill_restores_at_every_point(&[Kill::Process, Kill::Group]).await;
+    kill_at_every(
+        Operation::Restore,
+        &at_points(&RESTORE_POINTS),
+        &[Kill::Process, Kill::Group],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restores_interrupted_at_every_crash_point_drop_what_they_made() {
-    kill_restores_at_every_point(&[Kill::Term, Kill::Int]).await;
+    kill_at_every(
+        Operation::Restore,
+        &at_points(&RESTORE_POINTS),
+        &[Kill::Term, Kill::Int],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restores_killed_at_timed_moments_leave_nothing_that_looks_restored() {
-    let mut bench = Bench::start().await;
-    let mut tried = 0;
-    for ms in MOMENTS_MS {
-        for kill in [Kill::Process, Kill::Term] {
-            bench
-                .kill_a_restore(Moment::After(Duration::from_millis(ms)), kill)
-                .await;
-            tried += 1;
-        }
-    }
-    eprintln!("restore: {tried} timed kills tried, invariants held");
-    bench.env.cleanup().await.unwrap();
-}
-
-async fn kill_backups_at_every_point(kills: &[Kill]) {
-    let mut bench = Bench::start().await;
-    let mut tried = 0;
-    for point in BACKUP_POINTS {
-        for &kill in kills {
-            bench.kill_a_backup(Moment::At(point), kill).await;
-            tried += 1;
-        }
-    }
-    eprintln!("backup: {tried} crash points x {kills:?} tried, invariants held");
-    bench.env.cleanup().await.unwrap();
+    kill_at_every(Operation::Restore, &timed(), &[Kill::Process, Kill::Term]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_sigkilled_at_every_crash_point_keep_every_daily_object_a_complete_dump() {
-    kill_backups_at_every_point(&[Kill::Process, Kill::Group]).await;
+    kill_at_every(
+        Operation::Backup,
+        &at_points(&BACKUP_POINTS),
+        &[Kill::Process, Kill::Group],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_interrupted_at_every_crash_point_keep_every_daily_object_a_complete_dump() {
-    kill_backups_at_every_point(&[Kill::Term, Kill::Int]).await;
+    kill_at_every(Operation::Backup, &at_points(&BACKUP_POINTS), &[Kill::Term, Kill::Int]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backups_killed_at_timed_moments_keep_the_newest_daily_object_a_complete_dump() {
-    let mut bench = Bench::start().await;
-    let mut tried = 0;
-    for ms in MOMENTS_MS {
-        for kill in [Kill::Process, Kill::Term] {
-            bench
-                .kill_a_backup(Moment::After(Duration::from_millis(ms)), kill)
-                .await;
-            tried += 1;
-        }
-    }
-    eprintln!("backup: {tried} timed kills tried, invariants held");
-    bench.env.cleanup().await.unwrap();
+async fn backups_killed_at_timed_moments_keep_every_daily_object_a_complete_dump() {
+    kill_at_every(Operation::Backup, &timed(), &[Kill::Process, Kill::Term]).await;
 }
 
 /// Holds `work` at `point` in this process, then drops it, as a cancelled
