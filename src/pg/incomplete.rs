@@ -39,11 +39,8 @@ impl IncompleteDatabase {
     /// Creates an empty incomplete database meant to become `final_name`,
     /// owned by this process.
     pub async fn create(admin: &ConnInfo, final_name: &str) -> Result<Self> {
-        let owner = match (super::reaper::boot_id(), super::reaper::Owner::current()) {
-            (Some(boot), Some(me)) => format!("{}_{}_{}", short_boot(&boot), me.pid(), me.started()),
-            // Unjudgeable: never reaped, dropped only on this process's own failure path.
-            _ => "unknown".to_owned(),
-        };
+        // "unknown" is unjudgeable: never reaped, dropped only on this process's own failure path.
+        let owner = this_process().map_or_else(|| "unknown".to_owned(), |me| tag(&me));
         let name = format!("{PREFIX}{owner}_{}", random_suffix());
         super::create_database(admin, &name).await?;
         let comment = format!("{COMMENT_TAG} final={final_name}");
@@ -150,7 +147,7 @@ pub async fn reap(admin: &ConnInfo, also_this_process: bool) -> Result<Vec<Lefto
     .map_err(PgError::sql("list incomplete databases"))?;
     let _ = conn.close().await;
 
-    let me = owner_in_name(&format!("{PREFIX}{}_x", this_process_tag().unwrap_or_default()));
+    let me = this_process();
     let mut found = Vec::new();
     for (name, comment) in rows {
         let final_name = comment.as_deref().and_then(final_name_in_comment);
@@ -181,10 +178,14 @@ pub async fn reap(admin: &ConnInfo, also_this_process: bool) -> Result<Vec<Lefto
     Ok(found)
 }
 
-/// This process as an incomplete database's name records it.
-fn this_process_tag() -> Option<String> {
-    let (boot, me) = (super::reaper::boot_id()?, super::reaper::Owner::current()?);
-    Some(format!("{}_{}_{}", short_boot(&boot), me.pid(), me.started()))
+/// This process as an incomplete database's name records it: `(boot, owner)`.
+fn this_process() -> Option<(String, super::reaper::Owner)> {
+    Some((short_boot(&super::reaper::boot_id()?), super::reaper::Owner::current()?))
+}
+
+/// `<boot>_<pid>_<start>`, the owner part of an incomplete database's name.
+fn tag((boot, owner): &(String, super::reaper::Owner)) -> String {
+    format!("{boot}_{}_{}", owner.pid(), owner.started())
 }
 
 /// The first 8 hex digits of a boot id: enough to tell this boot from another.
@@ -253,11 +254,12 @@ mod tests {
 
     #[test]
     fn names_record_their_owner_fit_postgres_identifiers_and_say_what_they_are() {
-        let tag = this_process_tag().expect("this process has /proc");
-        let name = format!("{PREFIX}{tag}_{}", random_suffix());
+        let me = this_process().expect("this process has /proc");
+        let name = format!("{PREFIX}{}_{}", tag(&me), random_suffix());
         assert!(name.len() <= 63, "{name} ({} bytes)", name.len());
         assert!(name.contains("incomplete"));
         let (boot, owner) = owner_in_name(&name).expect("the owner is in the name");
+        assert_eq!((boot.clone(), owner), me, "the name reads back as this process");
         assert_eq!(boot.len(), 8);
         assert!(owner.is_alive(), "this process owns it");
         assert_eq!(owner_in_name("drillbook_incomplete_unknown_abc"), None);
