@@ -680,3 +680,97 @@ async fn base_backups_stopped_at_every_crash_point_are_never_used_and_are_swept(
     );
     bench.env.cleanup().await.unwrap();
 }
+
+/// Set in the child process of the test below: the admin URL it connects to.
+const SESSION_CHILD: &str = "DRILLBOOK_SESSION_CHILD";
+
+/// A drillbook killed while the server works for it leaves that work
+/// running: the server notices a vanished client only when it next writes
+/// to it, so a `CREATE DATABASE` or `pg_restore` load goes on and may commit
+/// after a reap has listed the databases. The reap therefore ends the
+/// sessions of gone drillbooks first, and waits for them; a living
+/// process's sessions are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_drillbooks_server_sessions_are_ended_before_its_databases_are_reaped() {
+    if let Some(url) = std::env::var_os(SESSION_CHILD) {
+        let admin: ConnInfo = url.to_str().unwrap().parse().unwrap();
+        let mut conn = PgConnection::connect_with(&admin.connect_options()).await.unwrap();
+        let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        println!("backend {backend}");
+        let _ = sqlx::raw_sql("SELECT pg_sleep(600)").execute(&mut conn).await;
+        return;
+    }
+    let bins = drillbook::pg::PgBinaries::discover().unwrap();
+    let cluster = drillbook::pg::Cluster::start(&bins, drillbook::pg::ClusterOptions::default())
+        .await
+        .unwrap();
+    let admin = cluster.admin();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_killed_drillbooks_server_sessions_are_ended_before_its_databases_are_reaped",
+            "--nocapture",
+        ])
+        .env(SESSION_CHILD, admin.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let backend: i32 = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("backend ")?.parse().ok())
+        .expect("the child reports its session");
+
+    let mut watcher = PgConnection::connect_with(&admin.connect_options()).await.unwrap();
+    let state = async |watcher: &mut PgConnection| -> Option<(String, String)> {
+        sqlx::query_as("SELECT coalesce(state, ''), application_name FROM pg_stat_activity WHERE pid = $1")
+            .bind(backend)
+            .fetch_optional(watcher)
+            .await
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state(&mut watcher).await.is_none_or(|(state, _)| state != "active") {
+        assert!(Instant::now() < deadline, "the child's session never became active");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A living process's busy session: this one, in the background.
+    let mut living = PgConnection::connect_with(&admin.connect_options()).await.unwrap();
+    let living_backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut living)
+        .await
+        .unwrap();
+    let busy = tokio::spawn(async move { sqlx::raw_sql("SELECT pg_sleep(600)").execute(&mut living).await });
+
+    Kill::Process.send(&child);
+    child.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, application) = state(&mut watcher)
+        .await
+        .expect("the server still works for the killed client: the case this test is about");
+    assert!(
+        application.starts_with("drillbook/") && application.contains(&format!("_{}_", child.id())),
+        "a session names its drillbook process: {application}"
+    );
+
+    let reaped = incomplete::reap(&admin, false).await.unwrap();
+    assert!(reaped.is_empty(), "no incomplete database here: {reaped:?}");
+    assert_eq!(
+        state(&mut watcher).await,
+        None,
+        "the killed drillbook's session was ended, and waited for"
+    );
+    let alive: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+        .bind(living_backend)
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+    assert!(alive && !busy.is_finished(), "a living process's session is left alone");
+    busy.abort();
+    drop(watcher);
+    cluster.cleanup().await.unwrap();
+}

@@ -94,7 +94,7 @@ impl ConnInfo {
             .username(&self.user)
             .password(self.password.expose())
             .database(&self.database)
-            .application_name("drillbook")
+            .application_name(session_name())
     }
 
     /// libpq environment for child programs (`PGHOST`, `PGPASSWORD`, ...).
@@ -106,8 +106,24 @@ impl ConnInfo {
             ("PGPASSWORD", self.password.expose().to_owned()),
             ("PGDATABASE", self.database.clone()),
             ("PGCONNECT_TIMEOUT", "10".to_owned()),
+            ("PGAPPNAME", session_name().to_owned()),
         ]
     }
+}
+
+/// What every drillbook session's `application_name` starts with.
+pub(crate) const SESSION_PREFIX: &str = "drillbook/";
+
+/// The `application_name` of this process's sessions, its own and its
+/// child programs': `drillbook/<boot>_<pid>_<start>`. Naming the process
+/// lets a later reap end the sessions of a drillbook that was stopped
+/// while the server still worked for it ([`super::incomplete::reap`]).
+pub(crate) fn session_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| match super::reaper::ProcessTag::current() {
+        Some(tag) => format!("{SESSION_PREFIX}{tag}"),
+        None => "drillbook".to_owned(),
+    })
 }
 
 impl fmt::Debug for ConnInfo {

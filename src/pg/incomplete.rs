@@ -18,8 +18,11 @@
 //! running) is dropped and logged. An owner on another machine cannot be
 //! judged from here: its database is logged and left alone.
 
+use std::time::{Duration, Instant};
+
 use sqlx::{Connection, PgConnection};
 
+use super::reaper::ProcessTag;
 use super::{ConnInfo, PgError, Result, quote_ident};
 
 /// Every incomplete database's name starts with this.
@@ -40,7 +43,7 @@ impl IncompleteDatabase {
     /// owned by this process.
     pub async fn create(admin: &ConnInfo, final_name: &str) -> Result<Self> {
         // "unknown" is unjudgeable: never reaped, dropped only on this process's own failure path.
-        let owner = this_process().map_or_else(|| "unknown".to_owned(), |me| tag(&me));
+        let owner = ProcessTag::current().map_or_else(|| "unknown".to_owned(), ToString::to_string);
         let name = format!("{PREFIX}{owner}_{}", random_suffix());
         super::create_database(admin, &name).await?;
         let comment = format!("{COMMENT_TAG} final={final_name}");
@@ -134,9 +137,16 @@ pub struct Leftover {
 /// Drops the incomplete databases on `admin`'s server whose owner is gone
 /// (see the module docs) and returns every incomplete database found.
 /// `also_this_process` drops this process's own too: for a command that
-/// was interrupted and has stopped everything that wrote to them.
+/// was interrupted and has dropped the work that wrote to them.
+///
+/// The server sessions of those owners are terminated first, and waited
+/// for: a `CREATE DATABASE` or `pg_restore` whose client is gone runs on
+/// until the server next talks to it, and would otherwise commit a database
+/// after the listing below.
 pub async fn reap(admin: &ConnInfo, also_this_process: bool) -> Result<Vec<Leftover>> {
+    let judge = |tag: &ProcessTag| tag.is_gone() || (also_this_process && tag.is_this_process());
     let mut conn = connect(admin).await?;
+    stop_sessions(&mut conn, judge).await?;
     let rows: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database \
          WHERE starts_with(datname, $1) ORDER BY datname",
@@ -147,15 +157,11 @@ pub async fn reap(admin: &ConnInfo, also_this_process: bool) -> Result<Vec<Lefto
     .map_err(PgError::sql("list incomplete databases"))?;
     let _ = conn.close().await;
 
-    let me = this_process();
     let mut found = Vec::new();
     for (name, comment) in rows {
         let final_name = comment.as_deref().and_then(final_name_in_comment);
         let owner = owner_in_name(&name);
-        let owner_gone = owner.as_ref().is_some_and(|(boot, owner)| {
-            let this_boot = super::reaper::boot_id().is_some_and(|id| short_boot(&id) == *boot);
-            (this_boot && !owner.is_alive()) || (also_this_process && me.as_ref() == Some(&(boot.clone(), *owner)))
-        });
+        let owner_gone = owner.as_ref().is_some_and(judge);
         if owner_gone {
             tracing::warn!(
                 database = name,
@@ -163,7 +169,7 @@ pub async fn reap(admin: &ConnInfo, also_this_process: bool) -> Result<Vec<Lefto
                 "dropping an incomplete database whose restore was interrupted"
             );
             drop_database(admin, &name).await;
-        } else if owner.is_none() || owner != me {
+        } else if !owner.as_ref().is_some_and(ProcessTag::is_this_process) {
             tracing::info!(
                 database = name,
                 "an incomplete database of another process (running, or on another machine) is left alone"
@@ -178,27 +184,68 @@ pub async fn reap(admin: &ConnInfo, also_this_process: bool) -> Result<Vec<Lefto
     Ok(found)
 }
 
-/// This process as an incomplete database's name records it: `(boot, owner)`.
-fn this_process() -> Option<(String, super::reaper::Owner)> {
-    Some((short_boot(&super::reaper::boot_id()?), super::reaper::Owner::current()?))
+/// How long [`reap`] waits for terminated sessions to end.
+const SESSIONS_END_WITHIN: Duration = Duration::from_secs(30);
+
+/// Terminates the drillbook sessions whose process `judge` says is gone
+/// (every session names its process: [`super::conn::session_name`]) and
+/// waits until they have ended.
+async fn stop_sessions(conn: &mut PgConnection, judge: impl Fn(&ProcessTag) -> bool) -> Result<()> {
+    let sessions: Vec<(i32, String)> = sqlx::query_as(
+        "SELECT pid, application_name FROM pg_stat_activity \
+         WHERE starts_with(application_name, $1) AND pid <> pg_backend_pid()",
+    )
+    .bind(super::conn::SESSION_PREFIX)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(PgError::sql("list drillbook's sessions"))?;
+    let doomed: Vec<i32> = sessions
+        .into_iter()
+        .filter(|(_, name)| {
+            let tag = name.strip_prefix(super::conn::SESSION_PREFIX);
+            tag.and_then(ProcessTag::parse_prefix)
+                .is_some_and(|(tag, _)| judge(&tag))
+        })
+        .map(|(pid, _)| pid)
+        .collect();
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        sessions = doomed.len(),
+        "terminating the server sessions of a stopped drillbook"
+    );
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid")
+        .bind(&doomed)
+        .execute(&mut *conn)
+        .await
+        .map_err(PgError::sql("terminate a stopped drillbook's sessions"))?;
+    let deadline = Instant::now() + SESSIONS_END_WITHIN;
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
+            .bind(&doomed)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(PgError::sql("wait for terminated sessions"))?;
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            // Reaping on is still right: a database committed later is
+            // dropped by the next reap, its owner still gone.
+            tracing::warn!(
+                sessions = left,
+                "terminated sessions still running after {SESSIONS_END_WITHIN:?}"
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
-/// `<boot>_<pid>_<start>`, the owner part of an incomplete database's name.
-fn tag((boot, owner): &(String, super::reaper::Owner)) -> String {
-    format!("{boot}_{}_{}", owner.pid(), owner.started())
-}
-
-/// The first 8 hex digits of a boot id: enough to tell this boot from another.
-fn short_boot(boot_id: &str) -> String {
-    boot_id.chars().filter(char::is_ascii_hexdigit).take(8).collect()
-}
-
-/// `(boot, owner)` recorded in an incomplete database's name.
-fn owner_in_name(name: &str) -> Option<(String, super::reaper::Owner)> {
-    let mut parts = name.strip_prefix(PREFIX)?.split('_');
-    let (boot, pid, started) = (parts.next()?, parts.next()?, parts.next()?);
-    let owner = super::reaper::Owner::parse(&format!("{pid} {started}"))?;
-    (boot.len() == 8).then(|| (boot.to_owned(), owner))
+/// The owner recorded in an incomplete database's name.
+fn owner_in_name(name: &str) -> Option<ProcessTag> {
+    ProcessTag::parse_prefix(name.strip_prefix(PREFIX)?).map(|(tag, _)| tag)
 }
 
 /// The final name a comment written by [`IncompleteDatabase::create`] records.
@@ -254,14 +301,15 @@ mod tests {
 
     #[test]
     fn names_record_their_owner_fit_postgres_identifiers_and_say_what_they_are() {
-        let me = this_process().expect("this process has /proc");
-        let name = format!("{PREFIX}{}_{}", tag(&me), random_suffix());
+        let me = ProcessTag::current().expect("this process has /proc");
+        let name = format!("{PREFIX}{me}_{}", random_suffix());
         assert!(name.len() <= 63, "{name} ({} bytes)", name.len());
         assert!(name.contains("incomplete"));
-        let (boot, owner) = owner_in_name(&name).expect("the owner is in the name");
-        assert_eq!((boot.clone(), owner), me, "the name reads back as this process");
-        assert_eq!(boot.len(), 8);
-        assert!(owner.is_alive(), "this process owns it");
+        assert_eq!(
+            owner_in_name(&name).as_ref(),
+            Some(me),
+            "the name reads back as this process"
+        );
         assert_eq!(owner_in_name("drillbook_incomplete_unknown_abc"), None);
     }
 }
