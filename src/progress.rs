@@ -10,11 +10,13 @@
 //! the progress goes is decided once per process, by the command line, with
 //! [`install`]:
 //!
-//! - [`Sink::Terminal`]: one line on stderr, redrawn in place (`\r` + clear)
-//!   at most [`TERMINAL_INTERVAL`] apart by a background thread:
+//! - [`Sink::Terminal`]: one live line per running task on stderr, drawn by
+//!   [`indicatif`] (redraw in place, terminal width, several tasks at once,
+//!   a steady tick for tasks that count nothing):
 //!   `download daily/…/immoflowme.dump  41.2 MiB / 85.9 MiB  48%  12.3 MiB/s  ETA 4s`.
-//!   Log lines written through [`log_writer`] clear it first, so they never
-//!   mix with it. A finished task leaves one permanent line.
+//!   Log lines written through [`log_writer`] are printed with the live
+//!   lines hidden, so they never mix. A finished task leaves one permanent
+//!   line.
 //! - [`Sink::Lines`] (stderr is not a terminal: CI logs, pipes): plain
 //!   lines, never a carriage return. One when a task starts, one every
 //!   [`LINES_INTERVAL`] while it runs, and one at the end with the total,
@@ -26,9 +28,11 @@
 //! ([`choose_sink`]). Progress always goes to stderr: stdout stays for
 //! results and `--json`.
 //!
-//! Everything that decides what a line says or when one is due is a pure
-//! function of explicit values ([`Snapshot`], [`Throttle`]), so it is tested
-//! without sleeping or a clock.
+//! The plain lines are written here rather than by indicatif, which draws
+//! nothing when stderr is not a terminal: CI logs rely on them. What a line
+//! says (the same figures in both sinks) and when one is due are pure
+//! functions of explicit values ([`Snapshot`], [`Throttle`]), so they are
+//! tested without sleeping or a clock.
 //!
 //! # Caveats
 //!
@@ -36,6 +40,8 @@
 //! a transfer that slows down shows an optimistic ETA for a while.
 
 use std::io::{IsTerminal as _, Write};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -44,7 +50,8 @@ use std::time::{Duration, Instant};
 /// `off` (or `auto`, the default).
 pub const ENV_VAR: &str = "DRILL_PROGRESS";
 
-/// At most this often the terminal line is redrawn (10 times a second).
+/// A task that counts nothing ([`Unit::Elapsed`]) has its terminal line
+/// redrawn this often, so its elapsed time moves.
 pub const TERMINAL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// While a task runs, [`Sink::Lines`] writes a line this often.
@@ -121,16 +128,17 @@ pub fn install(sink: Sink) -> bool {
         installed = true;
         Shared {
             sink,
-            output: Mutex::new(Output { line_drawn: false }),
+            output: Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
+            live: (sink == Sink::Terminal).then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
         }
     });
-    if installed {
+    if installed && sink == Sink::Lines {
         let spawned = std::thread::Builder::new()
             .name("drillbook-progress".to_owned())
-            .spawn(move || ticker(shared));
+            .spawn(move || write_running_lines(shared));
         if let Err(error) = spawned {
-            tracing::warn!(%error, "could not start the progress display; progress is shown at start and end only");
+            tracing::warn!(%error, "could not start the progress lines; progress is shown at start and end only");
         }
     }
     installed
@@ -139,15 +147,27 @@ pub fn install(sink: Sink) -> bool {
 /// Starts a task. Cheap when nothing is installed.
 pub fn task(label: impl Into<String>, unit: Unit, total: Option<u64>) -> Task {
     let now = Instant::now();
+    let label = label.into();
+    let shared = SHARED.get();
+    let live = shared.and_then(|shared| shared.live.as_ref()).map(|live| {
+        let bar = live.add(ProgressBar::with_draw_target(total, ProgressDrawTarget::hidden()));
+        bar.set_style(live_style(unit));
+        bar.set_message(label.clone());
+        if unit == Unit::Elapsed {
+            bar.enable_steady_tick(TERMINAL_INTERVAL);
+        }
+        bar
+    });
     let state = Arc::new(TaskState {
-        label: label.into(),
+        label,
         unit,
         total,
         started: now,
         done: AtomicU64::new(0),
         next_line: Mutex::new(Throttle::new(LINES_INTERVAL)),
+        live,
     });
-    if let Some(shared) = SHARED.get() {
+    if let Some(shared) = shared {
         lock(&state.next_line).ready(now);
         if shared.sink == Sink::Lines {
             shared.print_line(&state.snapshot(now).start_line());
@@ -155,6 +175,30 @@ pub fn task(label: impl Into<String>, unit: Unit, total: Option<u64>) -> Task {
         lock(&shared.tasks).push(Arc::clone(&state));
     }
     Task { state: Some(state) }
+}
+
+/// A live line: the label, shortened by indicatif to fit the terminal, then
+/// the same figures as a plain line ([`Snapshot::figures`]).
+fn live_style(unit: Unit) -> ProgressStyle {
+    let template = match unit {
+        Unit::Elapsed => "{spinner} {wide_msg}  {figures}",
+        Unit::Bytes | Unit::Rows => "{wide_msg}  {figures}",
+    };
+    ProgressStyle::with_template(template)
+        .expect("the live line templates are valid")
+        .with_key(
+            "figures",
+            move |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+                let snapshot = Snapshot {
+                    label: String::new(),
+                    unit,
+                    done: state.pos(),
+                    total: state.len(),
+                    elapsed: state.elapsed(),
+                };
+                let _ = out.write_str(&snapshot.figures());
+            },
+        )
 }
 
 /// A phase in progress; see [`task`]. Dropping it without [`Task::finish`]
@@ -169,7 +213,7 @@ impl Task {
     /// Counts `n` more bytes or rows done.
     pub fn advance(&self, n: u64) {
         if let Some(state) = &self.state {
-            state.done.fetch_add(n, Ordering::Relaxed);
+            state.advance(n);
         }
     }
 
@@ -200,6 +244,10 @@ impl Task {
             return;
         };
         lock(&shared.tasks).retain(|task| !Arc::ptr_eq(task, &state));
+        if let (Some(live), Some(bar)) = (&shared.live, &state.live) {
+            bar.finish_and_clear();
+            live.remove(bar);
+        }
         shared.print_line(&state.snapshot(Instant::now()).end_line(outcome));
     }
 }
@@ -220,7 +268,7 @@ impl Counter {
     /// Counts `n` more bytes or rows done.
     pub fn advance(&self, n: u64) {
         if let Some(state) = &self.state {
-            state.done.fetch_add(n, Ordering::Relaxed);
+            state.advance(n);
         }
     }
 }
@@ -288,19 +336,6 @@ impl Snapshot {
     /// `label  figures`: what [`Sink::Lines`] prints while a task runs.
     pub fn running_line(&self) -> String {
         format!("{}  {}", self.label, self.figures())
-    }
-
-    /// The terminal line, at most `width - 1` characters (the last column
-    /// is left free so the cursor never wraps): a long label is shortened
-    /// in the middle before any figure is cut.
-    pub fn terminal_line(&self, width: usize) -> String {
-        let room = width.saturating_sub(1);
-        let figures = self.figures();
-        let label_room = room.saturating_sub(figures.chars().count() + 2);
-        if label_room >= 12 {
-            return format!("{}  {figures}", shorten_middle(&self.label, label_room));
-        }
-        self.running_line().chars().take(room).collect()
     }
 
     /// `download x  done: 85.9 MiB in 7.0s (12.3 MiB/s)`, or `stopped
@@ -440,24 +475,6 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
-/// `text` in at most `max` characters, with `…` in the middle if cut.
-pub fn shorten_middle(text: &str, max: usize) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    if chars.len() <= max {
-        return text.to_owned();
-    }
-    if max == 0 {
-        return String::new();
-    }
-    let keep = max - 1;
-    let head = keep / 2;
-    let tail = keep - head;
-    let mut out: String = chars[..head].iter().collect();
-    out.push('…');
-    out.extend(&chars[chars.len() - tail..]);
-    out
-}
-
 /// A [`tracing_subscriber`] writer for stderr that first clears the
 /// terminal progress line, so log lines never mix with it (the next redraw
 /// brings it back). Plain stderr when no terminal sink is installed.
@@ -471,15 +488,12 @@ pub struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match SHARED.get() {
-            Some(shared) if shared.sink == Sink::Terminal => {
-                let mut output = lock(&shared.output);
-                let mut stderr = std::io::stderr().lock();
-                output.clear(&mut stderr);
-                stderr.write_all(buf)?;
+        match SHARED.get().and_then(|shared| shared.live.as_ref()) {
+            Some(live) => {
+                live.suspend(|| std::io::stderr().lock().write_all(buf))?;
                 Ok(buf.len())
             }
-            _ => std::io::stderr().write(buf),
+            None => std::io::stderr().write(buf),
         }
     }
 
@@ -492,54 +506,39 @@ static SHARED: OnceLock<Shared> = OnceLock::new();
 
 struct Shared {
     sink: Sink,
-    /// Serializes everything written to stderr by this module.
-    output: Mutex<Output>,
+    /// Serializes the lines this module writes to stderr itself.
+    output: Mutex<()>,
     /// Running tasks, oldest first.
     tasks: Mutex<Vec<Arc<TaskState>>>,
-}
-
-struct Output {
-    /// A terminal progress line is on screen (no newline after it yet).
-    line_drawn: bool,
-}
-
-impl Output {
-    fn clear(&mut self, out: &mut impl Write) {
-        if self.line_drawn {
-            let _ = out.write_all(b"\r\x1b[2K");
-            self.line_drawn = false;
-        }
-    }
+    /// [`Sink::Terminal`]'s live lines.
+    live: Option<MultiProgress>,
 }
 
 impl Shared {
-    /// A permanent line (clears the terminal line first).
+    /// A permanent line (with the live lines hidden while it is written).
     fn print_line(&self, line: &str) {
-        let mut output = lock(&self.output);
-        let mut stderr = std::io::stderr().lock();
-        output.clear(&mut stderr);
-        let _ = writeln!(stderr, "{line}");
-        let _ = stderr.flush();
+        let _serial = lock(&self.output);
+        let write = || {
+            let mut stderr = std::io::stderr().lock();
+            let _ = writeln!(stderr, "{line}");
+            let _ = stderr.flush();
+        };
+        match &self.live {
+            Some(live) => live.suspend(write),
+            None => write(),
+        }
     }
 
-    /// A running task's line: redrawn in place ([`Sink::Terminal`]) or
-    /// printed ([`Sink::Lines`]), unless `task` ended meanwhile (its end
-    /// line is then already out, and must stay its last word).
-    fn show_running(&self, task: &Arc<TaskState>, line: &str) {
-        let mut output = lock(&self.output);
+    /// [`Sink::Lines`]: a running task's line, unless `task` ended
+    /// meanwhile (its end line is then already out, and must stay its last
+    /// word).
+    fn print_running(&self, task: &Arc<TaskState>, line: &str) {
+        let _serial = lock(&self.output);
         if !lock(&self.tasks).iter().any(|running| Arc::ptr_eq(running, task)) {
             return;
         }
         let mut stderr = std::io::stderr().lock();
-        match self.sink {
-            Sink::Terminal => {
-                let _ = write!(stderr, "\r\x1b[2K{line}");
-                output.line_drawn = true;
-            }
-            Sink::Lines => {
-                let _ = writeln!(stderr, "{line}");
-            }
-        }
+        let _ = writeln!(stderr, "{line}");
         let _ = stderr.flush();
     }
 }
@@ -553,9 +552,18 @@ struct TaskState {
     done: AtomicU64,
     /// When [`Sink::Lines`] writes this task's next line.
     next_line: Mutex<Throttle>,
+    /// Its live line under [`Sink::Terminal`].
+    live: Option<ProgressBar>,
 }
 
 impl TaskState {
+    fn advance(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+        if let Some(bar) = &self.live {
+            bar.inc(n);
+        }
+    }
+
     fn snapshot(&self, now: Instant) -> Snapshot {
         Snapshot {
             label: self.label.clone(),
@@ -567,53 +575,19 @@ impl TaskState {
     }
 }
 
-/// The background thread: redraws the terminal line, or writes the periodic
-/// plain lines. Runs until the process exits.
-fn ticker(shared: &'static Shared) {
-    let tick = match shared.sink {
-        Sink::Terminal => TERMINAL_INTERVAL,
-        Sink::Lines => Duration::from_millis(250),
-    };
+/// [`Sink::Lines`]'s background thread: each running task's line, every
+/// [`LINES_INTERVAL`]. Runs until the process exits.
+fn write_running_lines(shared: &'static Shared) {
     loop {
-        std::thread::sleep(tick);
+        std::thread::sleep(Duration::from_millis(250));
         let now = Instant::now();
         let tasks: Vec<Arc<TaskState>> = lock(&shared.tasks).clone();
-        match shared.sink {
-            Sink::Terminal => {
-                let Some(newest) = tasks.last() else {
-                    continue;
-                };
-                let mut line = newest.snapshot(now).terminal_line(terminal_width());
-                if tasks.len() > 1 {
-                    line = format!("{line}  (+{} more)", tasks.len() - 1);
-                    line = line.chars().take(terminal_width().saturating_sub(1)).collect();
-                }
-                shared.show_running(newest, &line);
-            }
-            Sink::Lines => {
-                for task in &tasks {
-                    if lock(&task.next_line).ready(now) {
-                        shared.show_running(task, &task.snapshot(now).running_line());
-                    }
-                }
+        for task in &tasks {
+            if lock(&task.next_line).ready(now) {
+                shared.print_running(task, &task.snapshot(now).running_line());
             }
         }
     }
-}
-
-/// Columns of the terminal on stderr: the kernel's idea, else `COLUMNS`, else 80.
-fn terminal_width() -> usize {
-    // SAFETY: TIOCGWINSZ only writes a `winsize` into the struct we pass.
-    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
-    if ok && size.ws_col > 0 {
-        return usize::from(size.ws_col);
-    }
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .filter(|&c| c > 0)
-        .unwrap_or(80)
 }
 
 /// A poisoned lock only means another thread panicked mid-line: keep going.
@@ -734,25 +708,28 @@ mod tests {
     }
 
     #[test]
-    fn terminal_lines_fit_the_width_shortening_the_label_first() {
-        let mut s = snapshot(Unit::Bytes, 48 * MIB, Some(100 * MIB), Duration::from_secs(4));
-        s.label = format!("download daily/20261129T023000.000Z/{}.dump", "x".repeat(60));
-        let line = s.terminal_line(80);
-        assert_eq!(line.chars().count(), 79, "{line}");
-        assert!(
-            line.ends_with("48.0 MiB / 100.0 MiB  48%  12.0 MiB/s  ETA 4.3s"),
-            "{line}"
-        );
-        assert!(
-            line.starts_with("download daily") && line.contains(".dump  48.0") && line.contains('…'),
-            "{line}"
-        );
-        let wide = s.terminal_line(500);
-        assert_eq!(wide, s.running_line(), "nothing cut when it fits");
-        let narrow = s.terminal_line(20);
-        assert_eq!(narrow.chars().count(), 19, "{narrow}");
-        assert_eq!(shorten_middle("abcdefghij", 5), "ab…ij");
-        assert_eq!(shorten_middle("abc", 5), "abc");
+    fn live_lines_fit_the_terminal_and_show_the_plain_lines_figures() {
+        let terminal = indicatif::InMemoryTerm::new(4, 80);
+        let label = format!("download daily/20261129T023000.000Z/{}.dump", "x".repeat(60));
+        for (unit, total, figures) in [
+            (Unit::Bytes, Some(100 * MIB), "48.0 MiB / 100.0 MiB  48%"),
+            (Unit::Rows, None, "50,331,648 rows"),
+            (Unit::Elapsed, None, "running, "),
+        ] {
+            let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::term_like(Box::new(terminal.clone())));
+            bar.set_style(live_style(unit));
+            bar.set_message(label.clone());
+            bar.set_position(48 * MIB);
+            bar.tick();
+            let line = terminal.contents();
+            assert!(line.contains(figures), "{unit:?}: {line:?}");
+            assert!(line.starts_with("download daily/") || unit == Unit::Elapsed, "{line:?}");
+            assert!(
+                line.lines().all(|l| l.chars().count() <= 80),
+                "wider than the terminal: {line:?}"
+            );
+            bar.finish_and_clear();
+        }
     }
 
     #[test]
