@@ -1,6 +1,7 @@
 //! The command-line front end: argument parsing and output. Everything it
 //! does is a call into the library; anyhow is used only here, at the edge.
 
+mod basebackup;
 mod config;
 mod env_up;
 mod interrupt;
@@ -21,7 +22,7 @@ pub mod exit {
     /// The command could not do its work: bad input, unreachable server,
     /// refused backup. The message says what and how to fix it.
     pub const ERROR: u8 = 2;
-    /// `backup` or `restore` stopped by SIGINT (128 + 2) or SIGTERM
+    /// `backup`, `basebackup` or `restore` stopped by SIGINT (128 + 2) or SIGTERM
     /// (128 + 15): what it had made was removed.
     pub const INTERRUPTED: [u8; 2] = [130, 143];
 }
@@ -33,7 +34,7 @@ Examples:
   drillbook restore --admin-url \"$ADMIN_DATABASE_URL\" --bucket s3://immoflowme-backups
 
 Exit codes: 0 success, 1 a check failed, 2 could not run (the message says why);
-130/143 backup or restore stopped by SIGINT/SIGTERM (what it had made was removed).
+130/143 backup, basebackup or restore stopped by SIGINT/SIGTERM (what it had made was removed).
 Logs go to stderr; RUST_LOG=drillbook=debug shows more.
 Progress of run, backup, restore and verify goes to stderr too: one line redrawn in place on a
 terminal, plain lines otherwise; DRILL_PROGRESS=plain|terminal|off overrides.";
@@ -55,6 +56,8 @@ enum Command {
     Backup(transfer::BackupArgs),
     /// Restore the newest (or a chosen) backup from S3 into a new database.
     Restore(transfer::RestoreArgs),
+    /// Take a physical base backup to S3 (pg_basebackup + manifest under base/), the start of PITR.
+    Basebackup(basebackup::BaseBackupArgs),
     /// Archive one WAL file to S3 (PostgreSQL's archive_command).
     WalPush(wal::WalPushArgs),
     /// Restore one WAL file from S3 (PostgreSQL's restore_command).
@@ -77,13 +80,14 @@ impl Cli {
         // The long commands show progress on stderr (DRILL_PROGRESS=plain|terminal|off).
         if matches!(
             self.command,
-            Command::Run(_) | Command::Backup(_) | Command::Restore(_) | Command::Verify(_)
+            Command::Run(_) | Command::Backup(_) | Command::Basebackup(_) | Command::Restore(_) | Command::Verify(_)
         ) {
             crate::progress::install_from_env();
         }
         match self.command {
             Command::Env(command) => command.run().await,
             Command::Backup(args) => args.run().await,
+            Command::Basebackup(args) => args.run().await,
             Command::Restore(args) => args.run().await,
             Command::WalPush(args) => args.run().await,
             Command::WalFetch(args) => args.run().await,

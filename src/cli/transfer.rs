@@ -29,7 +29,7 @@ pub struct S3Args {
 impl S3Args {
     /// The store, once its bucket is known to exist: a misspelt bucket fails
     /// here, before a dump of hours, and is never created.
-    async fn store(&self) -> anyhow::Result<Store> {
+    pub(super) async fn store(&self) -> anyhow::Result<Store> {
         let (bucket, prefix) = S3Config::parse_location(&self.bucket)?;
         let store = Store::connect(S3Config {
             endpoint: self.s3_endpoint.clone(),
