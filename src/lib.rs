@@ -22,7 +22,6 @@ pub mod progress;
 pub mod reindex;
 pub mod report;
 pub mod restore;
-pub mod restore_checks;
 mod serde_duration;
 pub mod sessions;
 pub mod store;

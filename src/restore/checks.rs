@@ -1,4 +1,4 @@
-//! What a full restore ([`crate::restore`]) checks besides the dump's size
+//! What a full restore ([`super`]) checks besides the dump's size
 //! and checksum, and what it reports having compared.
 //!
 //! - **Before anything is downloaded:** the manifest lists every critical
@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 
+use super::RestoreError;
 use crate::backup::{chain_head, table_facts};
 use crate::fixtures::CRITICAL_TABLES;
 use crate::integrity::anchor::Anchor;
 use crate::integrity::fidelity::{apply_grants, fingerprint_table, read_grants};
 use crate::pg::{ConnInfo, PgError};
-use crate::restore::RestoreError;
 use crate::store::layout;
 use crate::store::manifest::{BackupManifest, ChainHead, Grant};
 

@@ -16,7 +16,7 @@
 //! 5. Re-apply the grants the backup recorded (unless
 //!    [`GrantsMode::Bare`]), then compare row counts, content fingerprints,
 //!    the audit chain head and anchor, and the grants with the manifest
-//!    ([`crate::restore_checks`]); the report says what was compared.
+//!    ([`checks`]); the report says what was compared.
 //! 6. Rename it to `<db>_restore_<time>` (or the chosen name).
 //!
 //! # Guarantees
@@ -36,13 +36,16 @@ use chrono::Utc;
 use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 
+pub mod checks;
+
 use crate::pg::incomplete::IncompleteDatabase;
 use crate::pg::tools::pg_restore;
 use crate::pg::{ConnInfo, PgBinaries, PgError};
-pub use crate::restore_checks::{GrantsCheck, GrantsMode, Verification};
-use crate::restore_checks::{MAX_IDENTIFIER_BYTES, check_manifest, check_target_absent, verify_restore};
 use crate::store::manifest::{BackupManifest, FORMAT};
+
 use crate::store::{Store, StoreError, layout};
+pub use checks::{GrantsCheck, GrantsMode, Verification};
+use checks::{MAX_IDENTIFIER_BYTES, check_manifest, check_target_absent, verify_restore};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
