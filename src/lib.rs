@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod basebackup;
 pub mod canary;
+pub mod check;
 pub mod checklist;
 pub mod cli;
 pub mod drill;

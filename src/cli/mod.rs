@@ -2,6 +2,7 @@
 //! does is a call into the library; anyhow is used only here, at the edge.
 
 mod basebackup;
+mod check;
 mod config;
 mod env_up;
 mod interrupt;
@@ -62,6 +63,8 @@ enum Command {
     WalPush(wal::WalPushArgs),
     /// Restore one WAL file from S3 (PostgreSQL's restore_command).
     WalFetch(wal::WalFetchArgs),
+    /// Check backup health: newest dump, base backups, WAL continuity, archive lag, anchors (exit 1 on a problem).
+    Check(check::CheckArgs),
     /// Verify a database's integrity, read-only (the playbook's daily audit chain validation).
     Verify(verify::VerifyArgs),
     /// Record the audit chain's head in S3 (anchors/<stamp>.json) for `verify --anchor`.
@@ -80,7 +83,12 @@ impl Cli {
         // The long commands show progress on stderr (DRILL_PROGRESS=plain|terminal|off).
         if matches!(
             self.command,
-            Command::Run(_) | Command::Backup(_) | Command::Basebackup(_) | Command::Restore(_) | Command::Verify(_)
+            Command::Run(_)
+                | Command::Backup(_)
+                | Command::Basebackup(_)
+                | Command::Restore(_)
+                | Command::Verify(_)
+                | Command::Check(_)
         ) {
             crate::progress::install_from_env();
         }
@@ -91,6 +99,7 @@ impl Cli {
             Command::Restore(args) => args.run().await,
             Command::WalPush(args) => args.run().await,
             Command::WalFetch(args) => args.run().await,
+            Command::Check(args) => args.run().await,
             Command::Verify(args) => args.run().await,
             Command::Anchor(args) => args.run().await,
             Command::Config(command) => command.run().await,

@@ -454,6 +454,30 @@ impl Store {
         })
     }
 
+    /// Reads `key` through and returns its size and SHA-256, keeping
+    /// nothing: checking an object without a disk to spare.
+    pub async fn hash_object(&self, key: &str) -> Result<Transfer> {
+        let object = self.get(key).await?;
+        let size = object.content_length().and_then(|n| u64::try_from(n).ok());
+        let progress = crate::progress::task(format!("hash {key}"), crate::progress::Unit::Bytes, size);
+        let mut body = object.body;
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        while let Some(chunk) = body.try_next().await.map_err(|e| StoreError::Io {
+            context: format!("read s3://{}/{}", self.config.bucket, self.full_key(key)),
+            source: std::io::Error::other(e),
+        })? {
+            hasher.update(&chunk);
+            total += chunk.len() as u64;
+            progress.advance(chunk.len() as u64);
+        }
+        progress.finish();
+        Ok(Transfer {
+            bytes: total,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
     /// Downloads `key` into `path`, computing its SHA-256 on the way.
     pub async fn download_to_file(&self, key: &str, path: &Path) -> Result<Transfer> {
         let object = self.get(key).await?;
