@@ -125,7 +125,7 @@ async fn a_damaged_table_comes_back_from_the_newest_backup_and_nothing_else_chan
 
     assert_eq!(report.table, "public.invoice_lines");
     assert_eq!(report.backup.stamp, backup.manifest.stamp);
-    assert_eq!(report.rows_before, damaged.0);
+    assert_eq!(report.rows_before, Some(damaged.0));
     assert_eq!(report.rows_restored as i64, backed_up.0);
     assert_eq!(
         content(&source, "invoice_lines", "id").await,
@@ -140,7 +140,7 @@ async fn a_damaged_table_comes_back_from_the_newest_backup_and_nothing_else_chan
 
     // The schema-qualified name works the same and is idempotent.
     let again = restore(&env, "public.invoice_lines").await.unwrap();
-    assert_eq!(again.rows_before, backed_up.0);
+    assert_eq!(again.rows_before, Some(backed_up.0));
     assert_eq!(content(&source, "invoice_lines", "id").await, backed_up);
     assert_no_scratch(&before, &databases(&env).await);
 
@@ -277,7 +277,7 @@ async fn a_table_outside_public_is_restored_even_with_a_public_namesake() {
     assert_no_scratch(&before, &databases(&env).await);
 
     assert_eq!(report.table, "archive.invoice_lines");
-    assert_eq!(report.rows_before, 10);
+    assert_eq!(report.rows_before, Some(10));
     assert_eq!(report.rows_restored, 50);
     assert_eq!(content(&source, "archive.invoice_lines", "id").await, backed_up);
     assert_eq!(

@@ -11,6 +11,7 @@ use crate::restore::{
     BackupChoice, GrantsMode, RestoreError, RestoreOptions, restore_database, restore_unverified_dump,
 };
 use crate::store::{S3Config, Store};
+use crate::table_restore::{restore_table_copy, swap_table_from};
 
 /// Where the backups are. Credentials come from the default AWS chain
 /// (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, profiles, instance roles).
@@ -133,6 +134,21 @@ pub struct RestoreArgs {
     /// restored tables; the report lists the grants it lacks.
     #[arg(long)]
     no_grants: bool,
+    /// Restore only this table (`name` or `schema.name`): into a new database
+    /// (`--target-database`, default <db>_<table>_restore_<UTC time>) for
+    /// inspection, or with `--swap-into` over the damaged table.
+    #[arg(long, value_name = "TABLE", conflicts_with_all = ["accept_unverified", "no_grants"])]
+    table: Option<String>,
+    /// With `--table`: replace that table's rows in this database in ONE
+    /// transaction (readers see the old rows or the backup's, never a mix);
+    /// refused when the table's columns differ from the backup's.
+    #[arg(
+        long,
+        value_name = "postgres://...",
+        requires = "table",
+        conflicts_with = "target_database"
+    )]
+    swap_into: Option<String>,
     #[command(flatten)]
     s3: S3Args,
     /// Print the report as JSON on stdout.
@@ -156,6 +172,57 @@ impl RestoreArgs {
                 GrantsMode::Reapply
             },
         };
+        if let Some(table) = &self.table {
+            let swap_into: Option<ConnInfo> = self
+                .swap_into
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .context("--swap-into")?;
+            let restored = interrupts
+                .run(async {
+                    match &swap_into {
+                        Some(target) => swap_table_from(&bins, &admin, target, &store, table, &options.backup).await,
+                        None => {
+                            restore_table_copy(
+                                &bins,
+                                &admin,
+                                &store,
+                                table,
+                                &options.backup,
+                                options.target_database.as_deref(),
+                            )
+                            .await
+                        }
+                    }
+                })
+                .await;
+            let report = match restored {
+                Ok(report) => report?,
+                Err(interrupted) => {
+                    tracing::warn!("{} received: dropping the interrupted table restore", interrupted.name);
+                    crate::pg::incomplete::reap(&admin, true)
+                        .await
+                        .context("drop the interrupted restore's scratch database (the next restore will)")?;
+                    return Ok(interrupted.exit_code);
+                }
+            };
+            if self.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if let Some(before) = report.rows_before {
+                println!(
+                    "replaced the {before} rows of {} in database {} with the {} rows of backup {}, in one transaction",
+                    report.table, report.database, report.rows_restored, report.backup.stamp
+                );
+            } else {
+                println!(
+                    "restored {} from backup {} into the new database {} on {}:{} ({} rows, as the manifest records); \
+                     the damaged table is untouched",
+                    report.table, report.backup.stamp, report.database, admin.host, admin.port, report.rows_restored
+                );
+            }
+            return Ok(exit::SUCCESS);
+        }
         let accept_unverified = self.accept_unverified;
         let restored = interrupts
             .run(async {
