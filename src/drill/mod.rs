@@ -1,4 +1,4 @@
-//! The drill harness: phases, clock, timeline, RTO/RPO and the verdict.
+//! The drill harness (layer 4): phases, timeline, RTO/RPO and the verdict.
 //!
 //! A drill is an async test function that walks a [`Drill`] through the
 //! playbook's story: back up, cause the [`incident`](Drill::incident),
@@ -23,6 +23,16 @@
 //! # }
 //! ```
 //!
+//! # What this room owns
+//!
+//! - this module: the harness [`Drill`] and its errors;
+//! - [`record`]: what a drill records and the judged [`DrillSummary`];
+//! - [`targets`]: the RTO/RPO [`Targets`] and their environment layering;
+//! - [`outputs`]: the [`Outputs`] sink a finished drill's record goes to.
+//!
+//! Durations and clocks are [`crate::time`]'s, the scenarios
+//! [`crate::playbook`]'s; both are re-exported here for drills.
+//!
 //! # Measurements
 //!
 //! - **RTO** runs from the incident to verified healthy on the *monotonic*
@@ -39,37 +49,40 @@
 //! Time comes from a [`Clock`]: [`SystemClock`] in real drills,
 //! [`ManualClock`] in tests that need four hours to pass instantly.
 //!
-//! # Targets
-//!
-//! Layered, later layers win:
-//!
-//! 1. the playbook's decision matrix ([`Scenario::default_rto`]), no RPO target;
-//! 2. `DRILL_RTO_TARGET` / `DRILL_RPO_TARGET`, for every drill;
-//! 3. `DRILL_RTO_TARGET_<SCENARIO>` / `DRILL_RPO_TARGET_<SCENARIO>`, e.g.
-//!    `DRILL_RTO_TARGET_COMPLETE_INFRASTRUCTURE_LOSS`;
-//! 4. [`Drill::with_rto_target`] / [`Drill::with_rpo_target`] in the drill.
-//!
-//! Values take [`parse_duration`]'s form: `90s`, `15m`, `2h`, `1h30m`.
-//!
 //! # Reports
 //!
-//! [`Drill::finish`] writes JUnit to `<`[`report_dir`]`>/<name>.xml`. A drill
+//! [`Drill::finish`] hands the judged record to the drill's [`Outputs`]; the
+//! built-in drills' (`report::DrillReports`) write JUnit to
+//! `<`[`report_dir`]`>/<name>.xml` and append the history record. A drill
 //! that returns early (`?` on a failed phase) or panics never reaches
-//! `finish`, so dropping an unfinished [`Drill`] writes the report anyway,
-//! marked as aborted: CI then shows a failed drill instead of a missing file.
+//! `finish`, so dropping an unfinished [`Drill`] hands the record over
+//! anyway, marked as aborted: CI then shows a failed drill instead of a
+//! missing file. A drill without outputs writes nothing.
 
+pub mod outputs;
+pub mod record;
+pub mod targets;
+
+use std::any::Any;
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
-use crate::report::junit;
+pub use self::outputs::{Outputs, report_dir};
+pub use self::record::{
+    Check, DrillSummary, Incident, Phase, RecoveryPoint, RecoverySource, TimelineEvent, Verdict,
+};
+pub use self::targets::Targets;
+// Moved to their own rooms; kept here so drills, tests and the CLI keep
+// their `drill::` paths.
+pub use crate::playbook::Scenario;
+pub use crate::time::{Clock, ManualClock, ParseDurationError, SystemClock, format_duration, parse_duration};
+use crate::time::timestamp;
 
 /// Result of the harness's fallible operations.
 pub type Result<T, E = DrillError> = std::result::Result<T, E>;
@@ -94,341 +107,6 @@ pub enum DrillError {
     },
 }
 
-/// A string that is not a duration in [`parse_duration`]'s form.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid duration `{input}`: {problem}; expected numbers with units h, m or s, \
-     largest unit first, such as `90s`, `15m`, `2h` or `1h30m`"
-)]
-pub struct ParseDurationError {
-    input: String,
-    problem: DurationProblem,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DurationProblem {
-    Empty,
-    ExpectedNumber(char),
-    MissingUnit,
-    UnknownUnit(char),
-    UnitOrder,
-    TooLarge,
-}
-
-impl fmt::Display for DurationProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Empty => f.write_str("it is empty"),
-            Self::ExpectedNumber(found) => write!(f, "expected a number, found `{found}`"),
-            Self::MissingUnit => f.write_str("the last number has no unit"),
-            Self::UnknownUnit(found) => write!(f, "unknown unit `{found}`"),
-            Self::UnitOrder => f.write_str("each unit may appear once, largest first"),
-            Self::TooLarge => f.write_str("it is too large"),
-        }
-    }
-}
-
-/// Parses `90s`, `15m`, `2h`, `1h30m`, `1h30m15s`: whole numbers, each with
-/// a unit, units largest first and at most once. Surrounding whitespace is
-/// ignored; anything else (fractions, spaces, bare numbers) is an error, so a
-/// typo in a target fails loudly instead of silently meaning something else.
-///
-/// # Errors
-///
-/// [`ParseDurationError`] names the input, what is wrong with it and the
-/// accepted form.
-pub fn parse_duration(input: &str) -> Result<Duration, ParseDurationError> {
-    let error = |problem| ParseDurationError {
-        input: input.to_owned(),
-        problem,
-    };
-    let mut rest = input.trim();
-    if rest.is_empty() {
-        return Err(error(DurationProblem::Empty));
-    }
-    let mut seconds: u64 = 0;
-    let mut previous_unit = u64::MAX;
-    while let Some(first) = rest.chars().next() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(error(DurationProblem::ExpectedNumber(first)));
-        }
-        let (number, tail) = rest.split_at(digits);
-        let mut tail = tail.chars();
-        let unit = match tail.next() {
-            Some('h') => 3600,
-            Some('m') => 60,
-            Some('s') => 1,
-            Some(other) => return Err(error(DurationProblem::UnknownUnit(other))),
-            None => return Err(error(DurationProblem::MissingUnit)),
-        };
-        if unit >= previous_unit {
-            return Err(error(DurationProblem::UnitOrder));
-        }
-        previous_unit = unit;
-        seconds = number
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(unit))
-            .and_then(|part| seconds.checked_add(part))
-            .ok_or_else(|| error(DurationProblem::TooLarge))?;
-        rest = tail.as_str();
-    }
-    Ok(Duration::from_secs(seconds))
-}
-
-/// Formats a duration for people, rounded to a tenth of a second:
-/// `4.2s`, `15m 00.0s`, `1h 02m 03.4s`. Fixed-width minutes and seconds keep
-/// a measured value and its target easy to compare by eye.
-pub fn format_duration(duration: Duration) -> String {
-    let tenths = (duration.as_millis() + 50) / 100;
-    let (hours, minutes) = (tenths / 36_000, tenths / 600 % 60);
-    let (seconds, tenth) = (tenths / 10 % 60, tenths % 10);
-    match (hours, minutes) {
-        (0, 0) => format!("{seconds}.{tenth}s"),
-        (0, _) => format!("{minutes}m {seconds:02}.{tenth}s"),
-        _ => format!("{hours}h {minutes:02}m {seconds:02}.{tenth}s"),
-    }
-}
-
-/// Seam for time so RTO arithmetic is testable without sleeping.
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// Monotonic reading since an arbitrary fixed origin.
-    fn monotonic(&self) -> Duration;
-    /// The current wall-clock time.
-    fn wall(&self) -> DateTime<Utc>;
-}
-
-/// The real clocks: [`Instant`] for monotonic readings, [`Utc::now`] for wall.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn monotonic(&self) -> Duration {
-        static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
-        ORIGIN.elapsed()
-    }
-
-    fn wall(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock that moves only when told to. Clones share one time, so a test
-/// keeps a handle to advance while the drill reads another.
-#[derive(Debug, Clone)]
-pub struct ManualClock {
-    now: Arc<Mutex<ManualNow>>,
-}
-
-#[derive(Debug)]
-struct ManualNow {
-    monotonic: Duration,
-    wall: DateTime<Utc>,
-}
-
-impl ManualClock {
-    /// A clock reading `wall_start` on the wall and zero on the monotonic side.
-    pub fn new(wall_start: DateTime<Utc>) -> Self {
-        let now = ManualNow {
-            monotonic: Duration::ZERO,
-            wall: wall_start,
-        };
-        Self {
-            now: Arc::new(Mutex::new(now)),
-        }
-    }
-
-    /// Moves both readings forward by `by`.
-    pub fn advance(&self, by: Duration) {
-        let mut now = self.lock();
-        now.monotonic += by;
-        now.wall += by;
-    }
-
-    fn lock(&self) -> MutexGuard<'_, ManualNow> {
-        // Two plain values, always updated together: a panic elsewhere
-        // cannot leave them inconsistent, so poisoning carries no meaning.
-        self.now.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Clock for ManualClock {
-    fn monotonic(&self) -> Duration {
-        self.lock().monotonic
-    }
-
-    fn wall(&self) -> DateTime<Utc> {
-        self.lock().wall
-    }
-}
-
-/// The rows of the playbook's decision matrix (section 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum Scenario {
-    SinglePodCrash,
-    AllPodsUnhealthy,
-    DbConnectionExhaustion,
-    DbCorruptionSingleTable,
-    DbCorruptionFull,
-    CompleteInfrastructureLoss,
-    DataCenterFailure,
-}
-
-/// One row of the decision matrix, kept together so it reads like the table.
-struct MatrixRow {
-    slug: &'static str,
-    title: &'static str,
-    action: &'static str,
-    rto: Duration,
-}
-
-impl Scenario {
-    const ALL: [Self; 7] = [
-        Self::SinglePodCrash,
-        Self::AllPodsUnhealthy,
-        Self::DbConnectionExhaustion,
-        Self::DbCorruptionSingleTable,
-        Self::DbCorruptionFull,
-        Self::CompleteInfrastructureLoss,
-        Self::DataCenterFailure,
-    ];
-
-    /// Every scenario, in the matrix's order.
-    pub fn all() -> &'static [Self] {
-        &Self::ALL
-    }
-
-    #[rustfmt::skip]
-    const fn row(self) -> MatrixRow {
-        const fn row(slug: &'static str, title: &'static str, action: &'static str, rto: Duration) -> MatrixRow {
-            MatrixRow { slug, title, action, rto }
-        }
-        match self {
-            Self::SinglePodCrash => row("single-pod-crash", "Single pod crash", "Auto-heal (K8s)", Duration::from_mins(2)),
-            Self::AllPodsUnhealthy => row("all-pods-unhealthy", "All pods unhealthy", "Rollback deployment", Duration::from_mins(10)),
-            Self::DbConnectionExhaustion => row("db-connection-exhaustion", "DB connection exhaustion", "Kill queries + restart", Duration::from_mins(15)),
-            Self::DbCorruptionSingleTable => row("db-corruption-single-table", "DB corruption (single table)", "Restore table from backup", Duration::from_mins(30)),
-            Self::DbCorruptionFull => row("db-corruption-full", "DB corruption (full)", "Point-in-time recovery", Duration::from_hours(2)),
-            Self::CompleteInfrastructureLoss => row("complete-infrastructure-loss", "Complete infrastructure loss", "Full restore from backup", Duration::from_hours(4)),
-            Self::DataCenterFailure => row("data-center-failure", "Data center failure", "Failover to standby region", Duration::from_hours(1)),
-        }
-    }
-
-    /// Stable kebab-case identifier, also the serde form: `complete-infrastructure-loss`.
-    pub const fn slug(self) -> &'static str {
-        self.row().slug
-    }
-
-    /// The matrix's wording: `Complete infrastructure loss`.
-    pub const fn title(self) -> &'static str {
-        self.row().title
-    }
-
-    /// The matrix's action: `Full restore from backup`.
-    pub const fn action(self) -> &'static str {
-        self.row().action
-    }
-
-    /// The matrix's expected RTO: `< 4 hours` is four hours.
-    pub const fn default_rto(self) -> Duration {
-        self.row().rto
-    }
-
-    /// Suffix of the per-scenario environment overrides: `COMPLETE_INFRASTRUCTURE_LOSS`.
-    fn env_suffix(self) -> String {
-        self.slug().to_ascii_uppercase().replace('-', "_")
-    }
-}
-
-impl fmt::Display for Scenario {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.title())
-    }
-}
-
-/// What a drill must achieve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Targets {
-    pub rto: Duration,
-    /// `None` means RPO is measured and reported but not judged.
-    pub rpo: Option<Duration>,
-}
-
-impl Targets {
-    /// The decision matrix's RTO, no RPO target.
-    pub fn for_scenario(scenario: Scenario) -> Self {
-        Self {
-            rto: scenario.default_rto(),
-            rpo: None,
-        }
-    }
-
-    /// The matrix's targets with the process environment's overrides applied
-    /// (see the [module docs](self) for the layering).
-    ///
-    /// # Errors
-    ///
-    /// [`DrillError::InvalidTarget`] if an override is not a duration.
-    pub fn from_env(scenario: Scenario) -> Result<Self> {
-        // Lossy, so a non-UTF-8 value fails parsing visibly instead of
-        // being ignored as if unset.
-        Self::from_lookup(scenario, |name| {
-            std::env::var_os(name).map(|value| value.to_string_lossy().into_owned())
-        })
-    }
-
-    /// Like [`from_env`](Self::from_env), reading variables through `lookup`
-    /// so tests need not mutate the (process-wide) environment. An empty
-    /// value counts as unset, as CI templates pass empty strings for unset
-    /// inputs.
-    ///
-    /// # Errors
-    ///
-    /// [`DrillError::InvalidTarget`] if an override is not a duration.
-    pub fn from_lookup(scenario: Scenario, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let suffix = scenario.env_suffix();
-        let read = |variable: &str| -> Result<Option<Duration>> {
-            let Some(value) = lookup(variable).filter(|value| !value.trim().is_empty()) else {
-                return Ok(None);
-            };
-            parse_duration(&value)
-                .map(Some)
-                .map_err(|source| DrillError::InvalidTarget {
-                    variable: variable.to_owned(),
-                    source,
-                })
-        };
-        let mut targets = Self::for_scenario(scenario);
-        for variable in ["DRILL_RTO_TARGET".to_owned(), format!("DRILL_RTO_TARGET_{suffix}")] {
-            if let Some(rto) = read(&variable)? {
-                targets.rto = rto;
-            }
-        }
-        for variable in ["DRILL_RPO_TARGET".to_owned(), format!("DRILL_RPO_TARGET_{suffix}")] {
-            if let Some(rpo) = read(&variable)? {
-                targets.rpo = Some(rpo);
-            }
-        }
-        Ok(targets)
-    }
-}
-
-/// Where JUnit reports go: `DRILL_REPORT_DIR`, else `./target/drill-reports`.
-/// Tests run from the package root, so that is beside nextest's own
-/// `target/nextest/<profile>/junit.xml`, also when `CARGO_TARGET_DIR` moves
-/// the build elsewhere.
-pub fn report_dir() -> PathBuf {
-    report_dir_from(|name| std::env::var_os(name))
-}
-
-fn report_dir_from(lookup: impl Fn(&str) -> Option<OsString>) -> PathBuf {
-    let set = |name| lookup(name).filter(|value| !value.is_empty()).map(PathBuf::from);
-    set("DRILL_REPORT_DIR").unwrap_or_else(|| PathBuf::from("target").join("drill-reports"))
-}
-
 /// Property names the JUnit report sets itself; [`Drill::property`] refuses
 /// them so a drill cannot shadow a measurement.
 pub const HARNESS_PROPERTIES: &[&str] = &[
@@ -445,261 +123,6 @@ pub const HARNESS_PROPERTIES: &[&str] = &[
     "rows_lost",
 ];
 
-/// What proves the recovered data complete up to a [`RecoveryPoint`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum RecoverySource {
-    /// A logical backup's snapshot (its manifest's `snapshot_at`): every
-    /// transaction committed before it is in the dump.
-    Snapshot,
-    /// The commit time of the last transaction point-in-time recovery replayed.
-    ReplayEnd,
-    /// The last commit a promoted standby had replayed.
-    LastReplayedCommit,
-    /// The newest canary found in the recovered data.
-    Canary,
-}
-
-impl RecoverySource {
-    /// The name in reports (`snapshot`, `replay_end`, ...).
-    pub fn slug(self) -> &'static str {
-        match self {
-            Self::Snapshot => "snapshot",
-            Self::ReplayEnd => "replay_end",
-            Self::LastReplayedCommit => "last_replayed_commit",
-            Self::Canary => "canary",
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Self::Snapshot => "the backup's snapshot",
-            Self::ReplayEnd => "the last commit WAL replay applied",
-            Self::LastReplayedCommit => "the standby's last replayed commit",
-            Self::Canary => "the newest surviving canary",
-        }
-    }
-}
-
-impl fmt::Display for RecoverySource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.slug())
-    }
-}
-
-/// The moment up to which the recovered data is complete, and what proves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct RecoveryPoint {
-    pub at: DateTime<Utc>,
-    pub source: RecoverySource,
-}
-
-impl RecoveryPoint {
-    pub fn new(source: RecoverySource, at: DateTime<Utc>) -> Self {
-        Self { at, source }
-    }
-
-    /// A logical restore of `manifest`'s backup: complete up to its snapshot,
-    /// however old the newest row in it.
-    pub fn snapshot(manifest: &crate::store::manifest::BackupManifest) -> Self {
-        Self::new(RecoverySource::Snapshot, manifest.snapshot_at)
-    }
-
-    /// The data lost to an incident at `incident`: `incident − self`, zero
-    /// when the recovered data reaches the incident.
-    pub fn rpo(&self, incident: DateTime<Utc>) -> Duration {
-        (incident - self.at).to_std().unwrap_or(Duration::ZERO)
-    }
-}
-
-/// A timed step of the drill.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Phase {
-    pub name: String,
-    pub started_at: DateTime<Utc>,
-    pub duration: Duration,
-    /// The error text, `None` if the phase succeeded.
-    pub error: Option<String>,
-}
-
-impl Phase {
-    pub fn passed(&self) -> bool {
-        self.error.is_none()
-    }
-}
-
-/// A named assertion about the recovered system.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Check {
-    pub name: String,
-    pub passed: bool,
-    pub detail: String,
-    pub at: DateTime<Utc>,
-}
-
-/// The incident that started the RTO clock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Incident {
-    pub at: DateTime<Utc>,
-    pub description: String,
-}
-
-/// One line of the drill's timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct TimelineEvent {
-    pub at: DateTime<Utc>,
-    /// Time since the drill started, on the monotonic clock.
-    pub elapsed: Duration,
-    pub message: String,
-}
-
-impl fmt::Display for TimelineEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let at = self.at.to_rfc3339_opts(SecondsFormat::Millis, true);
-        let elapsed = format!("+{}", format_duration(self.elapsed));
-        write!(f, "{at} {elapsed:>14}  {}", self.message)
-    }
-}
-
-/// Whether a drill passed; each failure is a sentence for people.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Verdict {
-    pub failures: Vec<String>,
-}
-
-impl Verdict {
-    pub fn passed(&self) -> bool {
-        self.failures.is_empty()
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.passed() {
-            return f.write_str("passed");
-        }
-        f.write_str("failed:")?;
-        self.failures
-            .iter()
-            .try_for_each(|failure| write!(f, "\n  - {failure}"))
-    }
-}
-
-/// Everything a drill recorded, judged: what reports and history are made of.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct DrillSummary {
-    pub name: String,
-    pub scenario: Scenario,
-    pub targets: Targets,
-    pub verdict: Verdict,
-    pub started_at: DateTime<Utc>,
-    /// From the drill's start to this summary, on the monotonic clock.
-    pub duration: Duration,
-    pub incident: Option<Incident>,
-    pub verified_at: Option<DateTime<Utc>>,
-    pub recovery_point: Option<RecoveryPoint>,
-    /// Rows the incident lost, where the drill counted them.
-    pub rows_lost: Option<u64>,
-    pub rto: Option<Duration>,
-    pub rpo: Option<Duration>,
-    pub phases: Vec<Phase>,
-    pub checks: Vec<Check>,
-    pub properties: BTreeMap<String, String>,
-    pub timeline: Vec<TimelineEvent>,
-    /// Why the drill ended without [`Drill::finish`], if it did.
-    pub aborted: Option<String>,
-    /// Where the JUnit report was written, once it was.
-    pub junit_path: Option<PathBuf>,
-}
-
-impl DrillSummary {
-    /// Panics unless the drill passed, listing every failure and the JUnit
-    /// report's path: the last line of a drill.
-    #[track_caller]
-    pub fn assert_passed(&self) {
-        if self.verdict.passed() {
-            return;
-        }
-        let report = match &self.junit_path {
-            Some(path) => path.display().to_string(),
-            None => "not written".to_owned(),
-        };
-        panic!(
-            "drill `{}` ({}) {}\nJUnit report: {report}",
-            self.name, self.scenario, self.verdict
-        );
-    }
-
-    /// Why the RTO is not within target: missing marks or too slow.
-    pub(crate) fn rto_failures(&self) -> Vec<String> {
-        let mut failures = Vec::new();
-        if self.incident.is_none() {
-            failures.push("no incident was recorded (call `Drill::incident` when it starts)".to_owned());
-        }
-        if self.verified_at.is_none() {
-            failures.push("the system was never verified healthy (call `Drill::verified` once checks pass)".to_owned());
-        }
-        if let Some(rto) = self.rto.filter(|&rto| rto > self.targets.rto) {
-            failures.push(format!(
-                "RTO {} exceeds target {} ({}: {})",
-                format_duration(rto),
-                format_duration(self.targets.rto),
-                self.scenario.title(),
-                self.scenario.action(),
-            ));
-        }
-        failures
-    }
-
-    /// Why the RPO is not within target; nothing when no target is set.
-    pub(crate) fn rpo_failure(&self) -> Option<String> {
-        let target = self.targets.rpo?;
-        match self.rpo {
-            None => Some(format!(
-                "an RPO target of {} is set but no RPO was measured \
-                 (call `Drill::incident` and `Drill::recovery_point`)",
-                format_duration(target)
-            )),
-            Some(rpo) if rpo > target => Some(format!(
-                "RPO {} exceeds target {} ({})",
-                format_duration(rpo),
-                format_duration(target),
-                self.scenario.title(),
-            )),
-            Some(_) => None,
-        }
-    }
-
-    fn judge(&self) -> Verdict {
-        let phases = self.phases.iter().filter_map(|phase| {
-            let error = phase.error.as_ref()?;
-            Some(format!("phase `{}` failed: {error}", phase.name))
-        });
-        let checks = self
-            .checks
-            .iter()
-            .filter(|check| !check.passed)
-            .map(|check| format!("check `{}` failed: {}", check.name, check.detail));
-        let failures = self
-            .aborted
-            .iter()
-            .cloned()
-            .chain(self.rto_failures())
-            .chain(self.rpo_failure())
-            .chain(phases)
-            .chain(checks)
-            .collect();
-        Verdict { failures }
-    }
-}
-
 /// A reading of both clocks at one moment.
 #[derive(Debug, Clone, Copy)]
 struct Mark {
@@ -708,16 +131,15 @@ struct Mark {
 }
 
 /// One drill run: records phases, marks, checks and properties, then judges
-/// and reports them. See the [module docs](self).
+/// them and hands the record to its [`Outputs`]. See the [module docs](self).
 #[derive(Debug)]
 pub struct Drill {
     name: String,
     scenario: Scenario,
     targets: Targets,
     clock: Arc<dyn Clock>,
-    report_dir: Option<PathBuf>,
-    /// Where the history record goes; `None` is the default store.
-    history_dir: Option<PathBuf>,
+    /// Where the finished record goes; `None` writes nothing.
+    outputs: Option<Box<dyn Outputs>>,
     started: Mark,
     incident: Option<(Mark, String)>,
     verified: Option<Mark>,
@@ -732,7 +154,8 @@ pub struct Drill {
 
 impl Drill {
     /// A drill on the system clock with the matrix's targets and the
-    /// environment's overrides.
+    /// environment's overrides. It writes nothing until given
+    /// [`Outputs`] ([`with_outputs`](Self::with_outputs)).
     ///
     /// # Errors
     ///
@@ -749,8 +172,7 @@ impl Drill {
             targets,
             started: now(&*clock),
             clock,
-            report_dir: None,
-            history_dir: None,
+            outputs: None,
             incident: None,
             verified: None,
             recovery_point: None,
@@ -792,17 +214,18 @@ impl Drill {
         self
     }
 
-    /// Writes the report into `dir` instead of [`report_dir()`].
-    pub fn with_report_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.report_dir = Some(dir.into());
+    /// Hands the drill's record to `outputs` when it finishes (or is
+    /// dropped unfinished), replacing any earlier sink.
+    pub fn with_outputs(mut self, outputs: impl Outputs) -> Self {
+        self.outputs = Some(Box::new(outputs));
         self
     }
 
-    /// Appends the history record to `dir` instead of the default history
-    /// store (see [`report::history`](crate::report::history)).
-    pub fn with_history_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.history_dir = Some(dir.into());
-        self
+    /// The installed sink, if it is a `T`: for whoever installed it to
+    /// adjust it later.
+    pub fn outputs_mut<T: Outputs>(&mut self) -> Option<&mut T> {
+        let outputs: &mut dyn Any = self.outputs.as_deref_mut()?;
+        outputs.downcast_mut()
     }
 
     pub fn name(&self) -> &str {
@@ -828,7 +251,7 @@ impl Drill {
     /// named after the phase, so its logs say where they came from.
     ///
     /// The error is passed back untouched for the drill to `?`; if it does,
-    /// dropping the drill still writes the report.
+    /// dropping the drill still hands an aborted record to its outputs.
     pub async fn phase<T, E: fmt::Display>(
         &mut self,
         name: &str,
@@ -868,7 +291,7 @@ impl Drill {
             panic!(
                 "drill `{}`: incident recorded twice; the first, {previous:?}, began at {}",
                 self.name,
-                mark.wall.to_rfc3339_opts(SecondsFormat::Millis, true)
+                timestamp(mark.wall)
             );
         }
         let description = description.into();
@@ -909,7 +332,7 @@ impl Drill {
         let now = self.now();
         let message = format!(
             "recovered data complete up to {} ({})",
-            point.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            timestamp(point.at),
             point.source.describe()
         );
         self.record(now, message, false);
@@ -1009,47 +432,30 @@ impl Drill {
         summary
     }
 
-    /// Judges the drill and writes its JUnit report to
-    /// `<report dir>/<name>.xml`. Call [`DrillSummary::assert_passed`] on the
-    /// result; `finish` itself succeeds for a failed drill.
+    /// Judges the drill and hands the record to its [`Outputs`] (the
+    /// built-in drills': the JUnit report and the history record). Call
+    /// [`DrillSummary::assert_passed`] on the result; `finish` itself
+    /// succeeds for a failed drill.
     ///
     /// # Errors
     ///
-    /// [`DrillError::WriteReport`] if the report cannot be written.
+    /// [`DrillError::WriteReport`] if the outputs cannot write the report.
     pub fn finish(mut self) -> Result<DrillSummary> {
         self.finished = true;
         let mut summary = self.summary();
-        let path = self.junit_path();
-        // History first: a report that cannot be written must not lose the record.
-        crate::report::history::record_drill(&summary, self.history_dir.as_deref());
-        junit::write(&summary, &path).map_err(|source| DrillError::WriteReport {
-            path: path.clone(),
-            source,
-        })?;
-        if summary.verdict.passed() {
-            tracing::info!(drill = %self.name, report = %path.display(), "drill passed");
-        } else {
-            tracing::warn!(drill = %self.name, report = %path.display(), "drill {}", summary.verdict);
+        if let Some(outputs) = self.outputs.as_mut() {
+            summary.junit_path = outputs.finished(&summary)?;
         }
-        summary.junit_path = Some(path);
+        let report = summary
+            .junit_path
+            .as_deref()
+            .map_or_else(|| "not written".to_owned(), |path| path.display().to_string());
+        if summary.verdict.passed() {
+            tracing::info!(drill = %self.name, %report, "drill passed");
+        } else {
+            tracing::warn!(drill = %self.name, %report, "drill {}", summary.verdict);
+        }
         Ok(summary)
-    }
-
-    fn junit_path(&self) -> PathBuf {
-        // The name becomes a file name: keep it one path component.
-        let file_name: String = self
-            .name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let dir = self.report_dir.clone().unwrap_or_else(report_dir);
-        dir.join(format!("{file_name}.xml"))
     }
 
     fn now(&self) -> Mark {
@@ -1077,8 +483,9 @@ fn now(clock: &dyn Clock) -> Mark {
     }
 }
 
-/// The fallback for drills that never reach [`Drill::finish`]: write the
-/// report anyway, marked aborted, so the failure is visible in CI.
+/// The fallback for drills that never reach [`Drill::finish`]: hand the
+/// record to the outputs anyway, marked aborted, so the failure is visible
+/// in CI.
 impl Drop for Drill {
     fn drop(&mut self) {
         if self.finished {
@@ -1095,13 +502,9 @@ impl Drop for Drill {
         let mut summary = self.summary();
         summary.aborted = Some(reason);
         summary.verdict = summary.judge();
-        let path = self.junit_path();
-        if let Err(error) = junit::write(&summary, &path) {
-            // Nowhere to return an error from `drop`, and panicking here
-            // could abort a process that is already unwinding.
-            tracing::error!(drill = %self.name, report = %path.display(), %error, "failed to write JUnit report");
+        if let Some(outputs) = self.outputs.as_mut() {
+            outputs.aborted(&summary);
         }
-        crate::report::history::record_drill(&summary, self.history_dir.as_deref());
     }
 }
 
@@ -1114,11 +517,11 @@ pub(crate) mod testing {
         DateTime::from_timestamp(1_777_622_400, 0).expect("valid timestamp")
     }
 
-    /// A drill on a manual clock at [`t0`] with the matrix's targets,
-    /// reporting into its own temporary directory.
+    /// A drill on a manual clock at [`t0`] with the matrix's targets and no
+    /// outputs, and a temporary directory for tests that give it some.
     pub(crate) struct Fixture {
-        // Declared first so it drops first: its fallback report must land
-        // before `reports` is deleted.
+        // Declared first so it drops first: a fallback report its outputs
+        // write must land before `reports` is deleted.
         pub(crate) drill: Drill,
         pub(crate) clock: ManualClock,
         pub(crate) reports: tempfile::TempDir,
@@ -1127,18 +530,16 @@ pub(crate) mod testing {
     pub(crate) fn fixture(name: &str, scenario: Scenario) -> Fixture {
         let clock = ManualClock::new(t0());
         let reports = tempfile::tempdir().expect("create temporary report dir");
-        let drill = Drill::with_targets(name, scenario, Targets::for_scenario(scenario))
-            .with_clock(Arc::new(clock.clone()))
-            .with_report_dir(reports.path())
-            .with_history_dir(reports.path().join("history"));
+        let drill =
+            Drill::with_targets(name, scenario, Targets::for_scenario(scenario)).with_clock(Arc::new(clock.clone()));
         Fixture { drill, clock, reports }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::Mutex;
 
     use super::testing::{Fixture, fixture, t0};
     use super::*;
@@ -1380,188 +781,31 @@ mod tests {
         );
     }
 
-    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let vars: HashMap<String, String> = vars.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect();
-        move |name| vars.get(name).cloned()
-    }
+    /// A sink that keeps what it was handed.
+    #[derive(Debug, Default)]
+    struct Kept(Arc<Mutex<Vec<DrillSummary>>>);
 
-    #[test]
-    fn targets_default_to_the_matrix() {
-        let targets = Targets::from_lookup(Scenario::DbCorruptionSingleTable, lookup(&[])).unwrap();
-        assert_eq!(
-            targets,
-            Targets {
-                rto: 30 * MINUTE,
-                rpo: None
-            }
-        );
-    }
+    impl Outputs for Kept {
+        fn finished(&mut self, summary: &DrillSummary) -> Result<Option<PathBuf>> {
+            self.0.lock().unwrap().push(summary.clone());
+            Ok(Some(PathBuf::from(format!("{}.kept", summary.name))))
+        }
 
-    #[test]
-    fn per_scenario_overrides_beat_global_ones() {
-        let env = [
-            ("DRILL_RTO_TARGET", "90s"),
-            ("DRILL_RPO_TARGET", "1h"),
-            ("DRILL_RTO_TARGET_COMPLETE_INFRASTRUCTURE_LOSS", "1h30m"),
-            ("DRILL_RPO_TARGET_COMPLETE_INFRASTRUCTURE_LOSS", "5m"),
-        ];
-        let loss = Targets::from_lookup(Scenario::CompleteInfrastructureLoss, lookup(&env)).unwrap();
-        assert_eq!(
-            loss,
-            Targets {
-                rto: 90 * MINUTE,
-                rpo: Some(5 * MINUTE)
-            }
-        );
-        let crash = Targets::from_lookup(Scenario::SinglePodCrash, lookup(&env)).unwrap();
-        assert_eq!(
-            crash,
-            Targets {
-                rto: Duration::from_secs(90),
-                rpo: Some(HOUR)
-            }
-        );
-    }
-
-    #[test]
-    fn empty_overrides_count_as_unset() {
-        let env = [("DRILL_RTO_TARGET", ""), ("DRILL_RPO_TARGET", "  ")];
-        let targets = Targets::from_lookup(Scenario::SinglePodCrash, lookup(&env)).unwrap();
-        assert_eq!(targets, Targets::for_scenario(Scenario::SinglePodCrash));
-    }
-
-    #[test]
-    fn bad_override_names_variable_value_and_accepted_form() {
-        let env = [("DRILL_RTO_TARGET_DATA_CENTER_FAILURE", "4 hours")];
-        let error = Targets::from_lookup(Scenario::DataCenterFailure, lookup(&env)).unwrap_err();
-        assert!(
-            matches!(&error, DrillError::InvalidTarget { variable, .. } if variable == "DRILL_RTO_TARGET_DATA_CENTER_FAILURE")
-        );
-        let source = std::error::Error::source(&error)
-            .expect("error has a source")
-            .to_string();
-        let chain = format!("{error}: {source}");
-        for needle in ["DRILL_RTO_TARGET_DATA_CENTER_FAILURE", "`4 hours`", "`1h30m`"] {
-            assert!(chain.contains(needle), "{needle:?} missing from {chain:?}");
+        fn aborted(&mut self, summary: &DrillSummary) {
+            self.0.lock().unwrap().push(summary.clone());
         }
     }
 
     #[test]
-    fn parse_duration_accepts_the_documented_forms() {
-        let cases = [
-            ("90s", 90),
-            ("15m", 15 * 60),
-            ("2h", 7200),
-            ("1h30m", 5400),
-            ("1h30m15s", 5415),
-            ("1h15s", 3615),
-            ("0s", 0),
-            (" 5m\n", 300),
-        ];
-        for (input, seconds) in cases {
-            assert_eq!(parse_duration(input), Ok(Duration::from_secs(seconds)), "{input:?}");
-        }
-    }
-
-    #[test]
-    fn parse_duration_rejects_everything_else() {
-        let cases = [
-            ("", "it is empty"),
-            ("90", "the last number has no unit"),
-            ("1h30", "the last number has no unit"),
-            ("h", "expected a number, found `h`"),
-            ("-5m", "expected a number, found `-`"),
-            ("5ms", "expected a number, found `s`"),
-            ("1.5h", "unknown unit `.`"),
-            ("1h 30m", "expected a number, found ` `"),
-            ("2H", "unknown unit `H`"),
-            ("30m1h", "largest first"),
-            ("1h1h", "largest first"),
-            ("99999999999999999999s", "too large"),
-            ("5124095576030432h", "too large"),
-        ];
-        for (input, problem) in cases {
-            let error = parse_duration(input).expect_err(input).to_string();
-            assert!(error.contains(problem), "{input:?}: {error}");
-            assert!(error.contains(&format!("`{input}`")), "{input:?}: {error}");
-        }
-    }
-
-    #[test]
-    fn format_duration_is_readable_and_rounds_to_tenths() {
-        let cases = [
-            (Duration::ZERO, "0.0s"),
-            (Duration::from_millis(4_240), "4.2s"),
-            (Duration::from_millis(4_250), "4.3s"),
-            (15 * MINUTE, "15m 00.0s"),
-            (Duration::from_millis(59_960), "1m 00.0s"),
-            (Duration::from_millis(3_723_400), "1h 02m 03.4s"),
-            (5 * HOUR, "5h 00m 00.0s"),
-            (100 * HOUR, "100h 00m 00.0s"),
-        ];
-        for (duration, text) in cases {
-            assert_eq!(format_duration(duration), text, "{duration:?}");
-        }
-    }
-
-    #[test]
-    fn scenarios_follow_the_decision_matrix() {
-        let rows: Vec<_> = Scenario::all().iter().map(|s| (s.title(), s.default_rto())).collect();
-        assert_eq!(
-            rows,
-            [
-                ("Single pod crash", 2 * MINUTE),
-                ("All pods unhealthy", 10 * MINUTE),
-                ("DB connection exhaustion", 15 * MINUTE),
-                ("DB corruption (single table)", 30 * MINUTE),
-                ("DB corruption (full)", 2 * HOUR),
-                ("Complete infrastructure loss", 4 * HOUR),
-                ("Data center failure", HOUR),
-            ]
-        );
-        assert_eq!(Scenario::DbConnectionExhaustion.action(), "Kill queries + restart");
-        assert_eq!(
-            Scenario::DbCorruptionSingleTable.env_suffix(),
-            "DB_CORRUPTION_SINGLE_TABLE"
-        );
-    }
-
-    #[test]
-    fn scenario_serde_form_is_its_slug() {
-        for &scenario in Scenario::all() {
-            let json = serde_json::to_string(&scenario).unwrap();
-            assert_eq!(json, format!("\"{}\"", scenario.slug()));
-            assert_eq!(serde_json::from_str::<Scenario>(&json).unwrap(), scenario);
-        }
-    }
-
-    #[test]
-    fn report_dir_precedence() {
-        let dir = |vars: &[(&str, &str)]| {
-            let vars = lookup(vars);
-            report_dir_from(|name| vars(name).map(OsString::from))
-        };
-        assert_eq!(dir(&[]), PathBuf::from("target/drill-reports"));
-        assert_eq!(
-            dir(&[("CARGO_TARGET_DIR", "/t")]),
-            PathBuf::from("target/drill-reports")
-        );
-        assert_eq!(
-            dir(&[("CARGO_TARGET_DIR", "/t"), ("DRILL_REPORT_DIR", "/r")]),
-            PathBuf::from("/r")
-        );
-        assert_eq!(dir(&[("DRILL_REPORT_DIR", "")]), PathBuf::from("target/drill-reports"));
-    }
-
-    #[test]
-    fn finish_writes_junit_named_after_the_drill() {
+    fn finish_hands_the_judged_record_to_the_outputs() {
+        let kept = Arc::default();
         let mut fx = recovered_after(MINUTE);
-        fx.drill.property("dataset_rows", 48_213);
+        fx.drill = fx.drill.with_outputs(Kept(Arc::clone(&kept)));
         let summary = fx.drill.finish().unwrap();
-        let path = fx.reports.path().join("full_restore.xml");
-        assert_eq!(summary.junit_path.as_deref(), Some(path.as_path()));
-        let xml = std::fs::read_to_string(&path).unwrap();
-        assert!(xml.contains(r#"<testsuite name="full_restore""#), "{xml}");
+        assert_eq!(summary.junit_path, Some(PathBuf::from("full_restore.kept")));
+        let kept = kept.lock().unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].verdict, summary.verdict);
         summary.assert_passed();
 
         let json = serde_json::to_string(&summary).unwrap();
@@ -1569,41 +813,38 @@ mod tests {
     }
 
     #[test]
-    fn an_unwritable_report_still_appends_the_history_record() {
+    fn dropping_an_unfinished_drill_hands_over_an_aborted_record() {
+        let kept = Arc::default();
         let mut fx = recovered_after(MINUTE);
-        // A file where the report directory should be.
-        let blocker = fx.reports.path().join("reports");
-        std::fs::write(&blocker, "not a directory").unwrap();
-        let history_dir = fx.reports.path().join("history");
-        fx.drill = fx.drill.with_report_dir(&blocker);
-        let error = fx.drill.finish().unwrap_err();
-        assert!(matches!(error, DrillError::WriteReport { .. }), "{error}");
-        let month = crate::report::history::Month::of(t0());
-        let history = std::fs::read_to_string(crate::report::history::month_file(&history_dir, month)).unwrap();
-        assert_eq!(history.lines().count(), 1, "{history}");
-        assert!(history.contains(r#""drill":"full_restore""#), "{history}");
+        fx.drill = fx.drill.with_outputs(Kept(Arc::clone(&kept)));
+        drop(fx.drill);
+        let kept = kept.lock().unwrap();
+        assert_eq!(kept.len(), 1);
+        let reason = "the drill returned without calling `Drill::finish`";
+        assert_eq!(kept[0].aborted.as_deref(), Some(reason));
+        assert_eq!(kept[0].verdict.failures[0], reason);
+        assert!(kept[0].timeline.last().is_some_and(|e| e.message == reason));
     }
 
     #[test]
-    fn drill_names_cannot_escape_the_report_dir() {
-        let fx = fixture("../drills::restore/full", Scenario::SinglePodCrash);
-        let path = fx.drill.junit_path();
-        assert_eq!(path, fx.reports.path().join(".._drills__restore_full.xml"));
+    fn without_outputs_a_drill_writes_nothing() {
+        let fx = recovered_after(MINUTE);
+        let summary = fx.drill.finish().unwrap();
+        assert_eq!(summary.junit_path, None);
+        let written: Vec<_> = std::fs::read_dir(fx.reports.path()).unwrap().collect();
+        assert!(written.is_empty(), "{written:?}");
     }
 
     #[test]
-    fn dropping_an_unfinished_drill_writes_an_aborted_report() {
-        let Fixture { drill, reports, .. } = recovered_after(MINUTE);
-        drop(drill);
-        let xml = std::fs::read_to_string(reports.path().join("full_restore.xml")).unwrap();
-        assert!(
-            xml.contains("the drill returned without calling `Drill::finish`"),
-            "{xml}"
-        );
+    fn outputs_mut_finds_the_installed_sink_by_type() {
+        let mut fx = fixture("sinks", Scenario::SinglePodCrash);
+        assert!(fx.drill.outputs_mut::<Kept>().is_none());
+        fx.drill = fx.drill.with_outputs(Kept::default());
+        assert!(fx.drill.outputs_mut::<Kept>().is_some());
     }
 
     #[test]
-    fn assert_passed_lists_every_failure_and_the_report() {
+    fn assert_passed_lists_every_failure() {
         let mut fx = fixture("doomed", Scenario::SinglePodCrash);
         fx.drill.check("smoke test", false, "HTTP 503");
         let summary = fx.drill.finish().unwrap();
@@ -1614,7 +855,7 @@ mod tests {
             "no incident was recorded",
             "never verified healthy",
             "check `smoke test` failed: HTTP 503",
-            "doomed.xml",
+            "JUnit report: not written",
         ] {
             assert!(message.contains(needle), "{needle:?} missing from {message}");
         }
