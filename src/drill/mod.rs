@@ -74,15 +74,13 @@ use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
 pub use self::outputs::{Outputs, report_dir};
-pub use self::record::{
-    Check, DrillSummary, Incident, Phase, RecoveryPoint, RecoverySource, TimelineEvent, Verdict,
-};
+pub use self::record::{Check, DrillSummary, Incident, Phase, RecoveryPoint, RecoverySource, TimelineEvent, Verdict};
 pub use self::targets::Targets;
 // Moved to their own rooms; kept here so drills, tests and the CLI keep
 // their `drill::` paths.
 pub use crate::playbook::Scenario;
-pub use crate::time::{Clock, ManualClock, ParseDurationError, SystemClock, format_duration, parse_duration};
 use crate::time::timestamp;
+pub use crate::time::{Clock, ManualClock, ParseDurationError, SystemClock, format_duration, parse_duration};
 
 /// Result of the harness's fallible operations.
 pub type Result<T, E = DrillError> = std::result::Result<T, E>;

@@ -18,7 +18,8 @@ use crate::integrity::suite::run_suite;
 use super::workbench::Workbench;
 
 pub async fn run() -> DrillSummary {
-    let mut drill = super::steps::reported_drill("corruption-audit-chain", Scenario::DbCorruptionFull).expect("drill targets");
+    let mut drill =
+        super::steps::reported_drill("corruption-audit-chain", Scenario::DbCorruptionFull).expect("drill targets");
     let mut bench = Workbench::open(&mut drill, Profile::Small, 7).await;
     let source = bench.database.clone();
     let options = bench.suite_options();

@@ -24,7 +24,8 @@ use super::workbench::Workbench;
 const RLS_TABLE: &str = "payments";
 
 pub async fn run() -> DrillSummary {
-    let mut drill = super::steps::reported_drill("corruption-structure", Scenario::DbCorruptionFull).expect("drill targets");
+    let mut drill =
+        super::steps::reported_drill("corruption-structure", Scenario::DbCorruptionFull).expect("drill targets");
     let mut bench = Workbench::open(&mut drill, Profile::Small, 13).await;
     let source = bench.database.clone();
     let options = bench.suite_options();

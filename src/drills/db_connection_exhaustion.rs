@@ -20,7 +20,8 @@ const MAX_CONNECTIONS: i64 = 30;
 const FREE_AFTER: i64 = 20;
 
 pub async fn run() -> DrillSummary {
-    let mut drill = super::steps::reported_drill("db-connection-exhaustion", Scenario::DbConnectionExhaustion).expect("drill targets");
+    let mut drill = super::steps::reported_drill("db-connection-exhaustion", Scenario::DbConnectionExhaustion)
+        .expect("drill targets");
     drill.property("max_connections", MAX_CONNECTIONS);
     // Its own server with few connection slots: on staging (a shared
     // server) this fails, loudly, with EnvError::Unsupported.

@@ -64,7 +64,10 @@ impl DrillReports {
         if history::disabled() {
             return;
         }
-        let dir = self.history_dir.as_deref().map_or_else(history::default_dir, Path::to_path_buf);
+        let dir = self
+            .history_dir
+            .as_deref()
+            .map_or_else(history::default_dir, Path::to_path_buf);
         let record = HistoryRecord::from_summary(summary);
         match history::append_local(&dir, &record) {
             Ok(()) => tracing::debug!(drill = %summary.name, history = %dir.display(), "appended drill history"),
@@ -275,7 +278,9 @@ mod tests {
         let mut fx = fixture("setters", Scenario::SinglePodCrash);
         let (reports, history) = (fx.reports.path().join("r"), fx.reports.path().join("h"));
         fx.drill = fx.drill.with_report_dir(&reports).with_history_dir(&history);
-        let Fixture { drill, reports: _tmp, .. } = fx;
+        let Fixture {
+            drill, reports: _tmp, ..
+        } = fx;
         drop(drill);
         assert!(reports.join("setters.xml").is_file());
         assert!(month_file(&history, Month::of(t0())).is_file());

@@ -171,7 +171,6 @@ fn seconds(duration: Duration) -> String {
     format!("{:.3}", duration.as_secs_f64())
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -75,9 +75,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, ParseDurationError> {
         error(match problem {
             humantime::DurationError::Empty => DurationProblem::Empty,
             humantime::DurationError::NumberExpected(offset) => DurationProblem::ExpectedNumber(found(offset)),
-            humantime::DurationError::InvalidCharacter(offset) => {
-                DurationProblem::UnexpectedCharacter(found(offset))
-            }
+            humantime::DurationError::InvalidCharacter(offset) => DurationProblem::UnexpectedCharacter(found(offset)),
             humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => DurationProblem::MissingUnit,
             humantime::DurationError::UnknownUnit { unit, .. } => DurationProblem::UnknownUnit(unit),
             humantime::DurationError::NumberOverflow => DurationProblem::TooLarge,

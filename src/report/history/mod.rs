@@ -32,9 +32,9 @@ mod s3;
 use std::path::PathBuf;
 
 pub(crate) use self::local::append_local;
+pub use self::local::{default_dir, disabled};
 #[cfg(test)]
 pub(crate) use self::local::{month_file, read_local};
-pub use self::local::{default_dir, disabled};
 pub use self::record::{
     DATASET_PROPERTY, FORMAT_VERSION, HistoryRecord, POSTGRES_VERSION_PROPERTIES, RecordCheck, RecordEvent,
     RecordIncident, RecordPhase, RecordV0,

@@ -323,7 +323,6 @@ impl RecordV0 {
     }
 }
 
-
 #[cfg(test)]
 pub(super) mod tests {
     use std::time::Duration;
