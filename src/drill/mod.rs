@@ -76,10 +76,11 @@ use tracing::Instrument;
 pub use self::outputs::{Outputs, report_dir};
 pub use self::record::{Check, DrillSummary, Incident, Phase, RecoveryPoint, RecoverySource, TimelineEvent, Verdict};
 pub use self::targets::Targets;
-// Moved to their own rooms; kept here so drills, tests and the CLI keep
-// their `drill::` paths.
-pub use crate::playbook::Scenario;
 use crate::time::timestamp;
+
+// Moved to their own rooms (issue 12); re-exported so the drills, tests and
+// the CLI keep their `drill::` paths.
+pub use crate::playbook::Scenario;
 pub use crate::time::{Clock, ManualClock, ParseDurationError, SystemClock, format_duration, parse_duration};
 
 /// Result of the harness's fallible operations.

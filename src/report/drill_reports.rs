@@ -45,7 +45,7 @@ impl DrillReports {
     }
 
     /// `<report dir>/<drill>.xml`, the name kept one path component.
-    pub fn junit_path(&self, drill: &str) -> PathBuf {
+    fn junit_path(&self, drill: &str) -> PathBuf {
         let file_name: String = drill
             .chars()
             .map(|c| {

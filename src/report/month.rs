@@ -33,6 +33,7 @@ impl Month {
         }
     }
 
+    /// The month before this one.
     pub fn previous(self) -> Self {
         match self.month {
             1 => Self {
@@ -42,19 +43,6 @@ impl Month {
             m => Self {
                 year: self.year,
                 month: m - 1,
-            },
-        }
-    }
-
-    pub fn next(self) -> Self {
-        match self.month {
-            12 => Self {
-                year: self.year + 1,
-                month: 1,
-            },
-            m => Self {
-                year: self.year,
-                month: m + 1,
             },
         }
     }
@@ -120,7 +108,6 @@ mod tests {
         assert_eq!(may.to_string(), "2026-05");
         assert_eq!(may.long_name(), "May 2026");
         assert_eq!("2026-01".parse::<Month>().unwrap().previous().to_string(), "2025-12");
-        assert_eq!("2025-12".parse::<Month>().unwrap().next().to_string(), "2026-01");
         let months: Vec<String> = may.trailing(3).iter().map(ToString::to_string).collect();
         assert_eq!(months, ["2026-03", "2026-04", "2026-05"]);
         for bad in ["2026-13", "2026-5", "26-05", "may", "2026-00", ""] {

@@ -31,8 +31,8 @@ mod s3;
 
 use std::path::PathBuf;
 
-pub(crate) use self::local::append_local;
-pub use self::local::{default_dir, disabled};
+pub use self::local::default_dir;
+pub(crate) use self::local::{append_local, disabled};
 #[cfg(test)]
 pub(crate) use self::local::{month_file, read_local};
 pub use self::record::{
@@ -90,11 +90,6 @@ impl History {
     fn sort(&mut self) {
         self.records
             .sort_by(|a, b| (a.started_at, &a.drill).cmp(&(b.started_at, &b.drill)));
-    }
-
-    /// The records of `month`.
-    pub fn in_month(&self, month: Month) -> impl Iterator<Item = &HistoryRecord> {
-        self.records.iter().filter(move |r| month.contains(r.started_at))
     }
 }
 
