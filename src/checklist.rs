@@ -9,13 +9,14 @@
 //! applicable items become properties and timeline lines with their reason,
 //! so the report says what was not verified and why.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::drill::{Drill, TimelineEvent};
 use crate::integrity::report::CheckStatus;
 use crate::integrity::{CheckName, IntegrityReport};
 use crate::store::{Store, layout};
+use crate::time::timestamp;
 
 /// The items of section 7, in its order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -248,19 +249,18 @@ fn backup_item(facts: &Facts<'_>) -> Status {
     let Some(recovered_at) = facts.recovered_at else {
         return Status::Failed("the recovery time is unknown (the drill was not verified)".to_owned());
     };
-    let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
     match backups.iter().max() {
         // Backup stamps keep milliseconds: a backup taken in the recovery's
         // own millisecond carries that millisecond's stamp.
         Some(&newest) if newest >= truncate_to_millis(recovered_at) => Status::Passed(format!(
             "newest backup {} is newer than the recovery at {}",
-            stamp(newest),
-            stamp(recovered_at)
+            timestamp(newest),
+            timestamp(recovered_at)
         )),
         Some(&newest) => Status::Failed(format!(
             "newest backup {} is older than the recovery at {}: no backup since; resume the schedule",
-            stamp(newest),
-            stamp(recovered_at)
+            timestamp(newest),
+            timestamp(recovered_at)
         )),
         None => Status::Failed("no backup in the store; resume the schedule".to_owned()),
     }

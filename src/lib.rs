@@ -27,5 +27,6 @@ mod serde_duration;
 pub mod sessions;
 pub mod store;
 pub mod table_restore;
+pub mod time;
 pub mod wal;
 pub mod workload;

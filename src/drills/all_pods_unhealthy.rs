@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::drill::{DrillSummary, Scenario};
 use crate::k8s::rollout::Rollout;
 use crate::k8s::{K8sError, Wait};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -23,7 +23,7 @@ pub async fn run() -> DrillSummary {
     let namespace = super::cluster_setting("DRILL_KUBE_NAMESPACE", "default");
     let name = super::cluster_setting("DRILL_KUBE_DEPLOYMENT", "immoflowme");
     let rollout = Rollout::new(client.clone(), &namespace, &name);
-    let mut drill = Drill::new("all_pods_unhealthy", Scenario::AllPodsUnhealthy).unwrap();
+    let mut drill = super::steps::reported_drill("all_pods_unhealthy", Scenario::AllPodsUnhealthy).unwrap();
 
     let current = rollout.get().await.unwrap_or_else(|e| panic!("{e}"));
     let container = current

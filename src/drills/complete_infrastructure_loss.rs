@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::backup::{backup_database, table_facts};
 use crate::checklist;
-use crate::drill::{Drill, DrillSummary, RecoveryPoint, Scenario};
+use crate::drill::{DrillSummary, RecoveryPoint, Scenario};
 use crate::env;
 use crate::fixtures::{CRITICAL_TABLES, FixtureSpec};
 use crate::playbook::PlaybookAnswers;
@@ -42,7 +42,7 @@ struct Late {
 
 pub async fn run() -> DrillSummary {
     // The playbook backs up daily, so up to a day of writes may be lost.
-    let mut drill = Drill::new("complete-infrastructure-loss", Scenario::CompleteInfrastructureLoss)
+    let mut drill = super::steps::reported_drill("complete-infrastructure-loss", Scenario::CompleteInfrastructureLoss)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(24 * 3600));
     let mut env = drill.phase("bring up environment", env::from_env()).await.unwrap();

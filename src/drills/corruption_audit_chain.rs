@@ -10,7 +10,7 @@
 //! Runs on every backend: on staging the damage goes into the drill's own
 //! restored copy of the newest backup (see `workbench.rs`).
 
-use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::drill::{DrillSummary, Scenario};
 use crate::fault;
 use crate::fixtures::Profile;
 use crate::integrity::suite::run_suite;
@@ -18,7 +18,8 @@ use crate::integrity::suite::run_suite;
 use super::workbench::Workbench;
 
 pub async fn run() -> DrillSummary {
-    let mut drill = Drill::new("corruption-audit-chain", Scenario::DbCorruptionFull).expect("drill targets");
+    let mut drill =
+        super::steps::reported_drill("corruption-audit-chain", Scenario::DbCorruptionFull).expect("drill targets");
     let mut bench = Workbench::open(&mut drill, Profile::Small, 7).await;
     let source = bench.database.clone();
     let options = bench.suite_options();

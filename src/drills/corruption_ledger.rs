@@ -13,7 +13,7 @@
 //! restored copy of the newest backup (see `workbench.rs`), and the table
 //! is restored into that copy.
 
-use crate::drill::{Drill, DrillSummary, RecoveryPoint, Scenario};
+use crate::drill::{DrillSummary, RecoveryPoint, Scenario};
 use crate::fault;
 use crate::fixtures::Profile;
 use crate::integrity::CheckName;
@@ -26,7 +26,8 @@ use super::workbench::Workbench;
 const TABLE: &str = "public.invoice_lines";
 
 pub async fn run() -> DrillSummary {
-    let mut drill = Drill::new("corruption-ledger", Scenario::DbCorruptionSingleTable).expect("drill targets");
+    let mut drill =
+        super::steps::reported_drill("corruption-ledger", Scenario::DbCorruptionSingleTable).expect("drill targets");
     drill.property("table", TABLE);
     let bench = Workbench::open(&mut drill, Profile::Small, 11).await;
     let (bins, source, admin) = (&bench.bins, bench.database.clone(), bench.admin.clone());

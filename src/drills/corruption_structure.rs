@@ -12,7 +12,7 @@
 //! Runs on every backend: on staging the damage goes into the drill's own
 //! restored copy of the newest backup (see `workbench.rs`).
 
-use crate::drill::{Drill, DrillSummary, RecoveryPoint, Scenario};
+use crate::drill::{DrillSummary, RecoveryPoint, Scenario};
 use crate::fault;
 use crate::fixtures::Profile;
 use crate::integrity::CheckName;
@@ -24,7 +24,8 @@ use super::workbench::Workbench;
 const RLS_TABLE: &str = "payments";
 
 pub async fn run() -> DrillSummary {
-    let mut drill = Drill::new("corruption-structure", Scenario::DbCorruptionFull).expect("drill targets");
+    let mut drill =
+        super::steps::reported_drill("corruption-structure", Scenario::DbCorruptionFull).expect("drill targets");
     let mut bench = Workbench::open(&mut drill, Profile::Small, 13).await;
     let source = bench.database.clone();
     let options = bench.suite_options();

@@ -13,14 +13,14 @@
 use std::time::Duration;
 
 use crate::canary::CanaryWriter;
-use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::drill::{DrillSummary, Scenario};
 use crate::env::APP_DATABASE;
 use crate::failover::{promote, replay_state};
 use crate::playbook::PlaybookAnswers;
 use crate::workload::write_activity;
 
 pub async fn run() -> DrillSummary {
-    let mut drill = Drill::new("data-center-failure", Scenario::DataCenterFailure)
+    let mut drill = super::steps::reported_drill("data-center-failure", Scenario::DataCenterFailure)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(5 * 60));
     let (mut env, standby) = super::steps::primary_with_standby(&mut drill, super::drill_profile()).await;

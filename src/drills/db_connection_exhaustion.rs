@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::drill::{DrillSummary, Scenario};
 use crate::fixtures::{FixtureSpec, Profile};
 use crate::pg::{Secret, quote_ident, quote_literal};
 use crate::sessions::{Flood, relieve, responder, saturation};
@@ -20,7 +20,8 @@ const MAX_CONNECTIONS: i64 = 30;
 const FREE_AFTER: i64 = 20;
 
 pub async fn run() -> DrillSummary {
-    let mut drill = Drill::new("db-connection-exhaustion", Scenario::DbConnectionExhaustion).expect("drill targets");
+    let mut drill = super::steps::reported_drill("db-connection-exhaustion", Scenario::DbConnectionExhaustion)
+        .expect("drill targets");
     drill.property("max_connections", MAX_CONNECTIONS);
     // Its own server with few connection slots: on staging (a shared
     // server) this fails, loudly, with EnvError::Unsupported.

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::canary::{CanaryWriter, check_canaries};
-use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::drill::{DrillSummary, Scenario};
 use crate::env::APP_DATABASE;
 use crate::pitr::RecoveryTarget;
 use crate::playbook::PlaybookAnswers;
@@ -32,7 +32,7 @@ pub async fn run() -> DrillSummary {
 /// [`run`] with the `drillbook` binary the server's `archive_command` and
 /// `restore_command` call (in tests, `env!("CARGO_BIN_EXE_drillbook")`).
 pub async fn run_with(program: &Path) -> DrillSummary {
-    let mut drill = Drill::new("db-corruption-full", Scenario::DbCorruptionFull)
+    let mut drill = super::steps::reported_drill("db-corruption-full", Scenario::DbCorruptionFull)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(3600));
     let (mut env, _) =

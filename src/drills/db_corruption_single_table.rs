@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use crate::drill::{Drill, DrillSummary, RecoveryPoint, Scenario};
+use crate::drill::{DrillSummary, RecoveryPoint, Scenario};
 use crate::playbook::PlaybookAnswers;
 use crate::table_restore::restore_table;
 use crate::workload::write_activity;
@@ -25,7 +25,7 @@ use super::workbench::Workbench;
 const TABLE: &str = "public.invoice_lines";
 
 pub async fn run() -> DrillSummary {
-    let mut drill = Drill::new("db-corruption-single-table", Scenario::DbCorruptionSingleTable)
+    let mut drill = super::steps::reported_drill("db-corruption-single-table", Scenario::DbCorruptionSingleTable)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(24 * 3600));
     drill.property("table", TABLE);

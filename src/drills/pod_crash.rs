@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::drill::{DrillSummary, Scenario};
 use crate::k8s::rollout::Rollout;
 use crate::k8s::{Wait, pods};
 
@@ -21,7 +21,7 @@ pub async fn run() -> DrillSummary {
     let namespace = super::cluster_setting("DRILL_KUBE_NAMESPACE", "default");
     let deployment = super::cluster_setting("DRILL_KUBE_DEPLOYMENT", "immoflowme");
     let selector = super::cluster_setting("DRILL_KUBE_SELECTOR", "app=immoflowme");
-    let mut drill = Drill::new("pod_crash", Scenario::SinglePodCrash).unwrap();
+    let mut drill = super::steps::reported_drill("pod_crash", Scenario::SinglePodCrash).unwrap();
     let target = drill.targets().rto;
 
     drill.incident(format!("one pod of `{namespace}/{selector}` deleted"));

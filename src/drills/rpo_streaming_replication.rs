@@ -11,14 +11,14 @@
 use std::time::Duration;
 
 use crate::canary::CanaryWriter;
-use crate::drill::{Drill, DrillSummary, Scenario, format_duration};
+use crate::drill::{DrillSummary, Scenario, format_duration};
 use crate::failover::{cut_replication, promote, replay_state};
 use crate::fixtures::Profile;
 
 const STALL: Duration = Duration::from_secs(3);
 
 pub async fn run() -> DrillSummary {
-    let mut drill = Drill::new("rpo-streaming-replication", Scenario::DataCenterFailure)
+    let mut drill = super::steps::reported_drill("rpo-streaming-replication", Scenario::DataCenterFailure)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(5 * 60));
     drill.property("replication_stall_seconds", STALL.as_secs());

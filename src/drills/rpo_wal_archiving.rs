@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::canary::{CanaryWriter, check_canaries};
-use crate::drill::{Drill, DrillSummary, Scenario, format_duration};
+use crate::drill::{DrillSummary, Scenario, format_duration};
 use crate::env::APP_DATABASE;
 use crate::fixtures::Profile;
 use crate::pitr::RecoveryTarget;
@@ -28,7 +28,7 @@ pub async fn run() -> DrillSummary {
 /// [`run`] with the `drillbook` binary the server's `archive_command` and
 /// `restore_command` call (in tests, `env!("CARGO_BIN_EXE_drillbook")`).
 pub async fn run_with(program: &Path) -> DrillSummary {
-    let mut drill = Drill::new("rpo-wal-archiving", Scenario::CompleteInfrastructureLoss)
+    let mut drill = super::steps::reported_drill("rpo-wal-archiving", Scenario::CompleteInfrastructureLoss)
         .expect("drill targets")
         .with_rpo_target(Duration::from_secs(3600));
     drill.property("archive_timeout_seconds", ARCHIVE_TIMEOUT.as_secs());

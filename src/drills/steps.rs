@@ -5,18 +5,33 @@
 //! have theirs in `workbench.rs`.
 //!
 //! Every step panics when it fails, as the drills' other setup steps do.
+//!
+//! Also where every built-in drill gets its harness: [`reported_drill`],
+//! the one place the reports are wired in as the drill's outputs.
 
 use std::path::Path;
 use std::time::Duration;
 
 use crate::basebackup::{BaseBackupManifest, take_base_backup};
 use crate::canary::{Canary, CanaryReport, check_canaries};
-use crate::drill::{Drill, RecoveryPoint, RecoverySource};
+use crate::drill::{Drill, RecoveryPoint, RecoverySource, Scenario};
 use crate::env::{APP_DATABASE, Environment};
 use crate::failover::{replay_state, wait_caught_up};
 use crate::fixtures::{FixtureSpec, Profile, seed};
 use crate::pg::ConnInfo;
 use crate::pitr::ArchivingEnvironment;
+use crate::report::DrillReports;
+
+/// A built-in drill's harness: [`Drill::new`] with the reports as its
+/// outputs ([`DrillReports`]: the JUnit file under `DRILL_REPORT_DIR`, the
+/// history record).
+///
+/// # Errors
+///
+/// [`crate::drill::DrillError::InvalidTarget`] if a target override is not a duration.
+pub(super) fn reported_drill(name: &str, scenario: Scenario) -> crate::drill::Result<Drill> {
+    Ok(Drill::new(name, scenario)?.with_outputs(DrillReports::new()))
+}
 
 /// The fixture ledger (`profile`) on the primary of `DRILL_ENV`'s
 /// environment, and a hot standby that has caught up with it. Returns the

@@ -10,7 +10,7 @@
 //! and `DRILL_WATCH_WINDOW` (default `15m`). `#[ignore]`d here, FAILS when
 //! run without them.
 
-use crate::drill::{Drill, DrillSummary, Scenario, parse_duration};
+use crate::drill::{DrillSummary, Scenario, parse_duration};
 use crate::http::{HttpChecker, RetryPolicy, WatchOptions};
 use crate::k8s::istio::switch_traffic;
 
@@ -42,7 +42,7 @@ pub async fn run() -> DrillSummary {
     let subset = super::cluster_setting("DRILL_SWITCH_SUBSET", "green");
     let window = parse_duration(&super::cluster_setting("DRILL_WATCH_WINDOW", "15m")).unwrap();
     let checker = HttpChecker::new(RetryPolicy::default());
-    let mut drill = Drill::new("traffic_switch", Scenario::CompleteInfrastructureLoss).unwrap();
+    let mut drill = super::steps::reported_drill("traffic_switch", Scenario::CompleteInfrastructureLoss).unwrap();
 
     drill.incident("traffic must move to the restored environment");
     let switch = drill

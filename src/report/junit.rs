@@ -18,10 +18,10 @@ use std::path::Path;
 use std::time::Duration;
 use std::{fs, io};
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
-use crate::drill::{Check, DrillSummary, Phase, format_duration};
+use crate::drill::{Check, DrillSummary, Phase};
+use crate::time::{format_duration, timestamp};
 
 /// Renders the summary as a JUnit document.
 pub fn render(summary: &DrillSummary) -> String {
@@ -169,10 +169,6 @@ fn failure(message: &str) -> TestCaseStatus {
 /// Seconds with millisecond precision, as JUnit's own `time` attributes.
 fn seconds(duration: Duration) -> String {
     format!("{:.3}", duration.as_secs_f64())
-}
-
-fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

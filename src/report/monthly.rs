@@ -13,14 +13,14 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::history::{
-    DATASET_PROPERTY, FORMAT_VERSION, History, HistoryRecord, Month, RecordCheck, RecordEvent, RecordIncident,
-    RecordPhase,
+    DATASET_PROPERTY, FORMAT_VERSION, History, HistoryRecord, RecordCheck, RecordEvent, RecordIncident, RecordPhase,
 };
-use crate::drill::format_duration;
+use super::month::Month;
+use crate::time::{format_duration, timestamp};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -276,7 +276,7 @@ impl MonthlyReport {
             let record = &run.record;
             let mut suite = run.suite.clone().unwrap_or_else(|| suite_from_record(record));
             if duplicated.contains(record.drill.as_str()) {
-                suite.name = format!("{} @ {}", record.drill, stamp(record.started_at)).into();
+                suite.name = format!("{} @ {}", record.drill, timestamp(record.started_at)).into();
             }
             names.insert(suite.name.as_str().to_owned());
             let present: BTreeSet<String> = suite.properties.iter().map(|p| p.name.as_str().to_owned()).collect();
@@ -313,10 +313,6 @@ impl MonthlyReport {
 
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
-}
-
-fn stamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// `4.2s`, `15m 00.0s`: a record's seconds, formatted as the harness does.
@@ -394,8 +390,8 @@ fn suite_from_record(record: &HistoryRecord) -> TestSuite {
         ("rto_target_seconds", Some(seconds_property(record.rto_target_seconds))),
         ("rpo_seconds", record.rpo_seconds.map(seconds_property)),
         ("rpo_target_seconds", record.rpo_target_seconds.map(seconds_property)),
-        ("incident_at", record.incident.as_ref().map(|i| stamp(i.at))),
-        ("verified_at", record.verified_at.map(stamp)),
+        ("incident_at", record.incident.as_ref().map(|i| timestamp(i.at))),
+        ("verified_at", record.verified_at.map(timestamp)),
     ];
     let properties = measured
         .into_iter()
@@ -407,7 +403,7 @@ fn suite_from_record(record: &HistoryRecord) -> TestSuite {
         .map(|e| {
             format!(
                 "{} {:>14}  {}\n",
-                stamp(e.at),
+                timestamp(e.at),
                 format!("+{}", seconds_text(e.elapsed_seconds)),
                 e.message
             )

@@ -11,9 +11,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::history::{HistoryRecord, Month, timestamp};
+use super::history::HistoryRecord;
+use super::month::Month;
 use super::monthly::{MonthVerdict, MonthlyReport, seconds_text};
 use crate::checklist::Item;
+use crate::time::timestamp;
 
 /// One row of a run's post-recovery checklist: title, status, detail.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,37 +22,37 @@ pub struct PlaybookQuery {
 pub const CRITICAL_TABLE_COUNTS: PlaybookQuery = PlaybookQuery {
     section: "3.2 step 4",
     title: "Verify critical tables",
-    sql: include_str!("../fixtures/playbook/3.2-step4-critical-tables.sql"),
+    sql: include_str!("../../fixtures/playbook/3.2-step4-critical-tables.sql"),
 };
 pub const PITR_LATEST_RECORDS: PlaybookQuery = PlaybookQuery {
     section: "3.3",
     title: "After PITR completes, verify data",
-    sql: include_str!("../fixtures/playbook/3.3-pitr-latest-records.sql"),
+    sql: include_str!("../../fixtures/playbook/3.3-pitr-latest-records.sql"),
 };
 pub const AUDIT_HASH_CHAIN: PlaybookQuery = PlaybookQuery {
     section: "4.1",
     title: "Audit log hash chain verification",
-    sql: include_str!("../fixtures/playbook/4.1-audit-hash-chain.sql"),
+    sql: include_str!("../../fixtures/playbook/4.1-audit-hash-chain.sql"),
 };
 pub const BILLING_RUN_CONSISTENCY: PlaybookQuery = PlaybookQuery {
     section: "4.2",
     title: "Billing run consistency",
-    sql: include_str!("../fixtures/playbook/4.2-billing-run-consistency.sql"),
+    sql: include_str!("../../fixtures/playbook/4.2-billing-run-consistency.sql"),
 };
 pub const INVOICE_LINE_BALANCE: PlaybookQuery = PlaybookQuery {
     section: "4.3",
     title: "Invoice line balance check (debit = credit per invoice)",
-    sql: include_str!("../fixtures/playbook/4.3-invoice-line-balance.sql"),
+    sql: include_str!("../../fixtures/playbook/4.3-invoice-line-balance.sql"),
 };
 pub const LEDGER_ENTRY_CONSISTENCY: PlaybookQuery = PlaybookQuery {
     section: "4.4",
     title: "Ledger entry consistency",
-    sql: include_str!("../fixtures/playbook/4.4-ledger-entry-consistency.sql"),
+    sql: include_str!("../../fixtures/playbook/4.4-ledger-entry-consistency.sql"),
 };
 pub const ORPHANED_RECORDS: PlaybookQuery = PlaybookQuery {
     section: "4.5",
     title: "Orphaned records check",
-    sql: include_str!("../fixtures/playbook/4.5-orphaned-records.sql"),
+    sql: include_str!("../../fixtures/playbook/4.5-orphaned-records.sql"),
 };
 
 /// A result row, each column as the text `psql` would print (`None` = NULL).
