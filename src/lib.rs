@@ -23,6 +23,7 @@ pub mod reindex;
 pub mod report;
 pub mod restore;
 pub mod restore_checks;
+pub mod scratch;
 mod serde_duration;
 pub mod sessions;
 pub mod store;

@@ -90,7 +90,7 @@ pub async fn restore_table(
 ) -> Result<TableRestoreReport, TableRestoreError> {
     let (schema, name) = table.split_once('.').unwrap_or(("public", table));
     let qualified = format!("{schema}.{name}");
-    crate::pg::reaper::reap_temp_dir_once();
+    crate::scratch::reap_temp_dir_once();
     crate::pg::incomplete::reap(admin, false).await?;
     let manifest = find_backup(store, &BackupChoice::Newest).await?;
     if !manifest.tables.contains_key(&qualified) && !manifest.tables.contains_key(name) {
@@ -101,7 +101,7 @@ pub async fn restore_table(
     }
 
     let started = Instant::now();
-    let work = crate::pg::reaper::owned_tempdir("drillbook-table-").map_err(|source| TableRestoreError::Io {
+    let work = crate::scratch::owned_tempdir("drillbook-table-").map_err(|source| TableRestoreError::Io {
         context: "create a temp dir for the dump".into(),
         source,
     })?;
