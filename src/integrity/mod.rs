@@ -147,8 +147,8 @@ impl Finding {
     }
 }
 
-/// A finding the checks must report after an incident (what
-/// [`crate::fault`]'s operators, and the test oracle's, promise).
+/// A finding the checks must report after an incident: what the harness's
+/// incident operators (`fault`) promise, and the test oracle's.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Expected {
     pub check: CheckName,

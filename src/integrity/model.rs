@@ -6,8 +6,8 @@
 //! functions mirror the SQL checks ([`super::sql`], the playbook's 4.2 to
 //! 4.5 and section 7) filter for filter and threshold for threshold, and the
 //! chain checks go through the same [`ChainVerifier`] the suite streams
-//! into. The corruption operators mirror [`crate::fault`] as pure functions
-//! and say which findings they must cause.
+//! into. The corruption operators mirror the harness's (`fault`) as pure
+//! functions and say which findings they must cause.
 //!
 //! Semantics kept exactly:
 //! - 4.3: only live lines (`deleted_at IS NULL`) of invoices that exist
@@ -540,7 +540,7 @@ impl Ledger {
     }
 }
 
-/// The corruption operators of [`crate::fault`], on the model. Each returns
+/// The corruption operators of the harness (`fault`), on the model. Each returns
 /// the findings the checks must now report.
 impl Ledger {
     fn audit_index(&self, id: i64) -> Option<usize> {
