@@ -3,7 +3,7 @@
 //! write's leftovers from a running one's.
 //!
 //! The marker holds this machine's boot, the pid and its start time
-//! ([`crate::scratch::machine_owner_label`]). It is written before
+//! (`scratch::machine_owner_label`). It is written before
 //! anything else of the write and removed after everything else, so a
 //! write's objects without a marker (and not published) are leftovers of an
 //! interrupted sweep.
