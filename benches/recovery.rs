@@ -17,9 +17,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use drillbook::basebackup::{download_base_backup, extract_tar, take_base_backup};
+use drillbook::env::ArchivingEnvironment;
 use drillbook::fixtures::{FixtureSpec, Profile, seed};
 use drillbook::pg::tools::{BaseBackupStream, verify_backup};
-use drillbook::pitr::{ArchivingEnvironment, RecoveryTarget, recover_to};
+use drillbook::pitr::{RecoveryTarget, recover_to};
 use drillbook::wal::{WalArchive, switch_and_wait_archived};
 use sqlx::{Connection, PgConnection};
 

@@ -15,15 +15,18 @@
 //! Those leftovers are removed by the next backup ([`sweep_leftovers`]) once
 //! their owner is known to be gone, never while it runs.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{Connection, PgConnection};
 
+/// Lives in [`crate::pg::facts`]; re-exported for the tests and the drill
+/// that still import it from here (tests/backup_restore.rs,
+/// tests/crash_points.rs, drills::complete_infrastructure_loss).
+pub use crate::pg::table_facts;
 use crate::pg::tools::{DumpStream, dump_roles, program_version};
-use crate::pg::{ConnInfo, PgBinaries, PgError, quote_ident};
-use crate::store::manifest::{BackupManifest, ChainHead, FORMAT, ObjectRef, TableFacts};
+use crate::pg::{ConnInfo, PgBinaries, PgError};
+use crate::store::manifest::{BackupManifest, ChainHead, FORMAT, ObjectRef};
 use crate::store::owner::{self, Writer};
 use crate::store::{Store, StoreError, layout};
 
@@ -327,52 +330,6 @@ async fn write_backup(
         .map_err(store_error)?;
     crate::failpoint!("backup::after_publish");
     Ok(manifest)
-}
-
-/// Row count and newest `created_at` of every user table, in the snapshot.
-pub async fn table_facts(conn: &mut PgConnection) -> Result<BTreeMap<String, TableFacts>, PgError> {
-    let tables = sqlx::query(
-        "SELECT n.nspname AS schema, c.relname AS name,
-                EXISTS (SELECT 1 FROM pg_attribute a
-                        WHERE a.attrelid = c.oid AND a.attname = 'created_at'
-                          AND a.atttypid = 'timestamptz'::regtype AND NOT a.attisdropped) AS has_created_at
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-         ORDER BY 1, 2",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(PgError::sql("list the tables to back up"))?;
-
-    let mut facts = BTreeMap::new();
-    for table in tables {
-        let (schema, name): (String, String) = (table.get("schema"), table.get("name"));
-        let has_created_at: bool = table.get("has_created_at");
-        let newest = if has_created_at {
-            "max(created_at)"
-        } else {
-            "NULL::timestamptz"
-        };
-        let sql = format!(
-            "SELECT count(*), {newest} FROM {}.{}",
-            quote_ident(&schema),
-            quote_ident(&name)
-        );
-        let (rows, newest_created_at): (i64, Option<DateTime<Utc>>) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(PgError::sql(format!("count the rows of {schema}.{name}")))?;
-        facts.insert(
-            format!("{schema}.{name}"),
-            TableFacts {
-                rows: rows as u64,
-                newest_created_at,
-                fingerprint: None,
-            },
-        );
-    }
-    Ok(facts)
 }
 
 /// The last `audit_logs` row in chain order, if the table exists.

@@ -95,11 +95,6 @@ impl CanaryWriter {
         self.committed.lock().expect("canary log").clone()
     }
 
-    /// Whether the writer is still writing (false once the server went away).
-    pub fn is_writing(&self) -> bool {
-        !self.task.is_finished()
-    }
-
     pub async fn stop(self) -> CanaryLog {
         let _ = self.stop.send(true);
         let ended_by = self

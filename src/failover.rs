@@ -50,7 +50,7 @@ pub type Result<T, E = FailoverError> = std::result::Result<T, E>;
 /// streaming) that connects to `via_port` on loopback (the primary's own
 /// port, or a relay in front of it). Returns once the standby accepts read-only queries.
 pub async fn create_standby(bins: &PgBinaries, primary: &Cluster, via_port: u16) -> Result<Cluster> {
-    let work = crate::pg::reaper::owned_tempdir("drillbook-standby-").map_err(|source| FailoverError::Io {
+    let work = crate::scratch::owned_tempdir("drillbook-standby-").map_err(|source| FailoverError::Io {
         context: "create a temp dir for the standby copy".into(),
         source,
     })?;

@@ -25,9 +25,8 @@ use sqlx::{Connection, PgConnection, Row};
 
 use crate::env::{EmbeddedEnvironment, Environment};
 use crate::fixtures::audit_hash::GENESIS;
-use crate::integrity::CheckName;
 use crate::integrity::chain::{AUDIT_TABLE, AuditRow};
-pub use crate::integrity::model::Expected;
+use crate::integrity::{CheckName, Expected};
 use crate::pg::{ConnInfo, PgError, quote_ident};
 use crate::restore::RestoreReport;
 

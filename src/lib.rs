@@ -23,6 +23,7 @@ pub mod progress;
 pub mod reindex;
 pub mod report;
 pub mod restore;
+pub mod scratch;
 mod serde_duration;
 pub mod sessions;
 pub mod store;

@@ -11,6 +11,10 @@
 //!   it is never replayed.
 //! - Targets before the oldest base backup or in the future are refused
 //!   before anything is downloaded.
+//!
+//! Recoveries run in a local cluster or in a server container of any host
+//! that implements [`RecoveryContainers`]; the environment that archives
+//! and recovers in one place is `env::ArchivingEnvironment`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -19,11 +23,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::basebackup::{BaseBackupError, BaseBackupManifest, download_base_backup, list_base_backups};
-use crate::env::ContainersEnvironment;
-use crate::env::containers::DRILLBOOK_IN_CONTAINER;
 use crate::pg::{Cluster, ClusterOptions, ConnInfo, PgBinaries, PgError, Secret};
 use crate::store::Store;
 use crate::wal::{format_lsn, parse_lsn, restore_command, server_env};
+
+/// Moved to [`crate::env::ArchivingEnvironment`] (an environment, layer 3);
+/// re-exported here only until src/drills/steps.rs imports it from there.
+pub use crate::env::ArchivingEnvironment;
 
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
@@ -89,7 +95,7 @@ pub enum PitrError {
     #[error("recovery to {target} did not finish within {} s; see the server log:\n{log}", RECOVERY_TIMEOUT.as_secs())]
     Timeout { target: RecoveryTarget, log: String },
     #[error("failed to start the recovery's server container")]
-    Container(#[source] Box<crate::env::EnvError>),
+    Container(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     BaseBackup(#[from] BaseBackupError),
     #[error(transparent)]
@@ -123,7 +129,7 @@ pub struct PitrOptions {
 pub enum RecoveredServer {
     /// A local cluster (the embedded backend).
     Local(Cluster),
-    /// A server container of a [`ContainersEnvironment`], removed with it.
+    /// A server container of a [`RecoveryContainers`] host, removed with it.
     Container { name: String, admin: ConnInfo },
 }
 
@@ -147,13 +153,49 @@ impl RecoveredServer {
 }
 
 /// Where a recovery runs.
-#[derive(Debug)]
 pub enum RecoveryHost<'a> {
     /// A local cluster from this machine's server binaries.
     Local,
-    /// A server container of this environment, on its network: its
+    /// A server container of an environment, on its network: its
     /// `restore_command` is the `drillbook` binary mounted into it.
-    Containers(&'a mut ContainersEnvironment),
+    Containers(&'a mut dyn RecoveryContainers),
+}
+
+impl std::fmt::Debug for RecoveryHost<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local => f.write_str("Local"),
+            Self::Containers(_) => f.write_str("Containers"),
+        }
+    }
+}
+
+/// Server containers a recovery can run in: what a recovery needs of an
+/// environment that runs PostgreSQL in containers (`env::ContainersEnvironment`
+/// implements it), so that recovery knows nothing else of environments.
+#[async_trait::async_trait]
+pub trait RecoveryContainers: Send + Sync {
+    /// Where a server container finds the `drillbook` binary the host mounts
+    /// into it (its `restore_command` runs `wal-fetch` from there).
+    fn drillbook_in_container(&self) -> PathBuf;
+
+    /// Starts a server container on `data_dir` (a base backup prepared for
+    /// recovery, with the temp dir that holds it) with `settings`, `program`
+    /// mounted as the `drillbook` binary; returns its name and admin facts
+    /// without waiting for the recovery.
+    async fn start_recovery(
+        &mut self,
+        data_dir: (PathBuf, tempfile::TempDir),
+        settings: Vec<(String, String)>,
+        program: &std::path::Path,
+        password: Secret,
+    ) -> Result<(String, ConnInfo), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Whether the server container `name` still runs.
+    async fn is_running(&self, name: &str) -> bool;
+
+    /// Everything the server container `name` logged.
+    async fn server_log(&self, name: &str) -> String;
 }
 
 /// A finished recovery: a promoted server at the target.
@@ -248,7 +290,7 @@ pub async fn recover_on(
     };
 
     let started = Instant::now();
-    let work = crate::pg::reaper::owned_tempdir("drillbook-pitr-").map_err(|source| PitrError::Io {
+    let work = crate::scratch::owned_tempdir("drillbook-pitr-").map_err(|source| PitrError::Io {
         context: "create a temp dir for the base backup".into(),
         source,
     })?;
@@ -260,9 +302,9 @@ pub async fn recover_on(
     let download_and_verify = started.elapsed();
 
     // Where the server finds drillbook for `wal-fetch`: here, or mounted in its container.
-    let program = match host {
+    let program = match &host {
         RecoveryHost::Local => options.drillbook.clone(),
-        RecoveryHost::Containers(_) => PathBuf::from(DRILLBOOK_IN_CONTAINER),
+        RecoveryHost::Containers(env) => env.drillbook_in_container(),
     };
     let mut cluster_options = ClusterOptions::default()
         .setting(
@@ -305,7 +347,7 @@ pub async fn recover_on(
                     options.password.clone(),
                 )
                 .await
-                .map_err(|e| PitrError::Container(Box::new(e)))?;
+                .map_err(PitrError::Container)?;
             RecoveredServer::Container { name, admin }
         }
     };
@@ -518,224 +560,3 @@ mod tests {
         );
     }
 }
-
-/// A disposable environment for WAL-archiving drills: an S3 server and a
-/// primary whose `archive_command` is `drillbook wal-push` into it, with the
-/// application database. Embedded: a local cluster and the in-process S3;
-/// containers: a server container (the `drillbook` binary mounted into it)
-/// and the S3 container on one network, recoveries in containers too.
-/// Everything is removed by [`Self::cleanup`].
-#[derive(Debug)]
-pub struct ArchivingEnvironment {
-    pub bins: PgBinaries,
-    backend: Archiving,
-    password: Secret,
-    program: PathBuf,
-}
-
-// One per drill: boxing the larger variant would only add noise to matches.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-enum Archiving {
-    Embedded {
-        s3: crate::env::EmbeddedS3,
-        store: Store,
-        primary: Option<Cluster>,
-    },
-    Containers(ContainersEnvironment),
-}
-
-impl ArchivingEnvironment {
-    /// The embedded flavour, whatever `DRILL_ENV` says. `program` is the
-    /// `drillbook` binary the server runs (in tests,
-    /// `env!("CARGO_BIN_EXE_drillbook")`); it must be executable by the server user.
-    pub async fn start(program: &std::path::Path, archive_timeout: Duration) -> Result<Self, crate::env::EnvError> {
-        let bins = PgBinaries::discover()?;
-        let s3 = crate::env::EmbeddedS3::start()?;
-        let store = Store::connect(s3.config(crate::env::BACKUP_BUCKET)).await;
-        store.ensure_bucket().await?;
-        let options = crate::wal::archiving_options(program, store.config(), archive_timeout)?;
-        let primary = Cluster::start(&bins, options).await?;
-        primary.create_database(crate::env::APP_DATABASE).await?;
-        let password = primary.password().clone();
-        Ok(Self {
-            bins,
-            backend: Archiving::Embedded {
-                s3,
-                store,
-                primary: Some(primary),
-            },
-            password,
-            program: program.to_path_buf(),
-        })
-    }
-
-    /// The flavour `DRILL_ENV` names: embedded or containers.
-    ///
-    /// # Errors
-    /// [`crate::env::EnvError::Unsupported`] on staging: archiving is set up
-    /// on a server the drill starts, and staging's server is not its own.
-    pub async fn from_env(program: &std::path::Path, archive_timeout: Duration) -> Result<Self, crate::env::EnvError> {
-        use crate::env::{Backend, ContainerSettings, EnvError};
-        match Backend::from_env()? {
-            Backend::Embedded => Self::start(program, archive_timeout).await,
-            Backend::Containers => {
-                let settings = ContainerSettings::from_env()?;
-                let env = ContainersEnvironment::start_archiving(settings, program, archive_timeout).await?;
-                Ok(Self {
-                    bins: env.binaries().clone(),
-                    password: env.admin().password,
-                    backend: Archiving::Containers(env),
-                    program: program.to_path_buf(),
-                })
-            }
-            Backend::Staging => Err(EnvError::Unsupported {
-                operation: "WAL archiving from a drill's own primary",
-                backend: Backend::Staging.name(),
-                reason: "the drill sets archive_command on a server it starts and then destroys it; staging's server is not the drill's",
-            }),
-        }
-    }
-
-    /// Which backend it runs on.
-    pub fn backend(&self) -> crate::env::Backend {
-        match self.backend {
-            Archiving::Embedded { .. } => crate::env::Backend::Embedded,
-            Archiving::Containers(_) => crate::env::Backend::Containers,
-        }
-    }
-
-    /// The local primary cluster (embedded only: file-level damage, restarts).
-    ///
-    /// # Panics
-    /// On containers, with the reason; and after [`Self::destroy_primary`].
-    pub fn primary(&self) -> &Cluster {
-        match &self.backend {
-            Archiving::Embedded { primary, .. } => primary.as_ref().expect("the primary was destroyed"),
-            Archiving::Containers(_) => panic!("{LOCAL_PRIMARY_ONLY}"),
-        }
-    }
-
-    /// The primary, to stop, restart or crash it (embedded only, as [`Self::primary`]).
-    pub fn primary_mut(&mut self) -> &mut Cluster {
-        match &mut self.backend {
-            Archiving::Embedded { primary, .. } => primary.as_mut().expect("the primary was destroyed"),
-            Archiving::Containers(_) => panic!("{LOCAL_PRIMARY_ONLY}"),
-        }
-    }
-
-    /// A maintenance stop of the primary: a fast shutdown.
-    pub async fn stop_primary(&mut self) -> Result<(), crate::env::EnvError> {
-        match &mut self.backend {
-            Archiving::Embedded { .. } => Ok(self.primary_mut().stop().await?),
-            Archiving::Containers(env) => env.stop_primary().await,
-        }
-    }
-
-    /// Starts the stopped primary again on the same data directory; its
-    /// port may change on containers, so read [`Self::source`] afterwards.
-    pub async fn restart_primary(&mut self) -> Result<(), crate::env::EnvError> {
-        match &mut self.backend {
-            Archiving::Embedded { .. } => Ok(self.primary_mut().restart().await?),
-            Archiving::Containers(env) => env.restart_primary().await,
-        }
-    }
-
-    /// The primary's data directory on this machine (on containers, the
-    /// directory mounted as its `PGDATA`).
-    pub fn primary_data_dir(&self) -> PathBuf {
-        match &self.backend {
-            Archiving::Embedded { .. } => self.primary().data_dir().to_path_buf(),
-            Archiving::Containers(env) => env
-                .primary_data_dir()
-                .expect("an archiving primary's PGDATA is mounted from this machine")
-                .to_path_buf(),
-        }
-    }
-
-    /// Everything the primary logged so far.
-    pub async fn primary_log(&self) -> String {
-        match &self.backend {
-            Archiving::Embedded { .. } => self.primary().log_since(0),
-            Archiving::Containers(env) => env.primary_log().await,
-        }
-    }
-
-    /// A superuser on the primary.
-    pub fn admin(&self) -> crate::pg::ConnInfo {
-        match &self.backend {
-            Archiving::Embedded { .. } => self.primary().admin(),
-            Archiving::Containers(env) => env.admin(),
-        }
-    }
-
-    /// The application database on the primary.
-    pub fn source(&self) -> crate::pg::ConnInfo {
-        self.admin().with_database(crate::env::APP_DATABASE)
-    }
-
-    pub fn store(&self) -> &Store {
-        match &self.backend {
-            Archiving::Embedded { store, .. } => store,
-            Archiving::Containers(env) => env.store(),
-        }
-    }
-
-    /// What [`recover_to`] needs, with "now" as the future-target limit.
-    pub fn pitr_options(&self) -> PitrOptions {
-        PitrOptions {
-            drillbook: self.program.clone(),
-            password: self.password.clone(),
-            now: Utc::now(),
-            restore_command: None,
-        }
-    }
-
-    /// Recovers to `target` from this environment's archive into a new
-    /// server of its backend (a local cluster, or a container on its network).
-    ///
-    /// # Errors
-    /// As [`recover_to`].
-    pub async fn recover(&mut self, target: &RecoveryTarget) -> Result<Recovered> {
-        let options = self.pitr_options();
-        match &mut self.backend {
-            Archiving::Embedded { store, .. } => recover_to(&self.bins, store, target, &options).await,
-            Archiving::Containers(env) => {
-                let store = env.store().clone();
-                recover_on(RecoveryHost::Containers(env), &self.bins, &store, target, &options).await
-            }
-        }
-    }
-
-    /// The primary is lost with its disks: killed (SIGKILL) and its data
-    /// directory deleted, or its container removed. The archive in S3 survives.
-    pub async fn destroy_primary(&mut self) -> Result<(), crate::env::EnvError> {
-        match &mut self.backend {
-            Archiving::Embedded { primary, .. } => {
-                if let Some(mut primary) = primary.take() {
-                    primary.kill();
-                    std::fs::remove_dir_all(primary.data_dir())
-                        .map_err(PgError::io("delete the primary's data directory"))?;
-                    primary.cleanup().await?;
-                }
-                Ok(())
-            }
-            Archiving::Containers(env) => env.destroy_primary().await,
-        }
-    }
-
-    pub async fn cleanup(self) -> Result<(), crate::env::EnvError> {
-        match self.backend {
-            Archiving::Embedded { s3, primary, .. } => {
-                if let Some(primary) = primary {
-                    primary.cleanup().await?;
-                }
-                s3.cleanup();
-                Ok(())
-            }
-            Archiving::Containers(env) => env.cleanup().await,
-        }
-    }
-}
-
-const LOCAL_PRIMARY_ONLY: &str = "local cluster access (stop, restart, data files) is not supported on the containers backend because the primary is a container; run this drill with DRILL_ENV=embedded";

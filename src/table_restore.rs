@@ -269,7 +269,7 @@ async fn load_into_scratch(
 ) -> Result<Loaded, TableRestoreError> {
     let (schema, name) = split_table(table);
     let qualified = format!("{schema}.{name}");
-    crate::pg::reaper::reap_temp_dir_once();
+    crate::scratch::reap_temp_dir_once();
     crate::pg::incomplete::reap(admin, false).await?;
     let manifest = find_backup(store, choice).await?;
     if !manifest.tables.contains_key(&qualified) && !manifest.tables.contains_key(name) {
@@ -280,7 +280,7 @@ async fn load_into_scratch(
     }
 
     let started = Instant::now();
-    let work = crate::pg::reaper::owned_tempdir("drillbook-table-").map_err(|source| TableRestoreError::Io {
+    let work = crate::scratch::owned_tempdir("drillbook-table-").map_err(|source| TableRestoreError::Io {
         context: "create a temp dir for the dump".into(),
         source,
     })?;

@@ -21,11 +21,11 @@
 use std::collections::BTreeSet;
 
 use drillbook::env::EmbeddedEnvironment;
-use drillbook::fault::{self, Disposable, Expected};
+use drillbook::fault::{self, Disposable};
 use drillbook::fixtures::{PROTECTED_TABLES, apply_schema, push_row};
-use drillbook::integrity::CheckName;
 use drillbook::integrity::model::{Ledger, Size};
 use drillbook::integrity::suite::{SuiteOptions, run_suite};
+use drillbook::integrity::{CheckName, Expected};
 use drillbook::pg::ConnInfo;
 use drillbook::playbook::PlaybookAnswers;
 use proptest::prelude::*;

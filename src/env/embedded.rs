@@ -118,7 +118,7 @@ impl EmbeddedEnvironment {
 
     /// Whether `target` is a database on one of this environment's own
     /// clusters (the primary or one it provisioned): servers this process
-    /// created and will delete, where `crate::fault` may inject incidents.
+    /// created and will delete, where the harness (`fault`) may inject incidents.
     pub fn owns(&self, target: &ConnInfo) -> bool {
         self.primary.iter().chain(&self.others).any(|cluster| {
             let admin = cluster.admin();

@@ -5,9 +5,9 @@
 //! an S3 object, writing over a key) first asks the guard, which answers from
 //! a ledger of what this drill created. On staging the ledger starts empty:
 //! the source database, the existing backups and every other database on the
-//! server are refused. Corruption has its own token, [`crate::fault::Disposable`],
-//! which staging drills mint only from their own restored copy
-//! ([`crate::fault::Disposable::restored_copy`]).
+//! server are refused. Corruption has its own token, the harness's
+//! `fault::Disposable`, which staging drills mint only from their own
+//! restored copy (`Disposable::restored_copy`).
 
 use std::collections::BTreeSet;
 

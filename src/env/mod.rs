@@ -6,12 +6,21 @@
 //! | `containers` | a Postgres container per server | an S3 container (moto, LocalStack, any image) | everything (all of it is its own) |
 //! | `staging` | the server named in `drill.toml` | the real bucket | only its restored copies and scratch objects ([`guard`]) |
 //!
+//! This room owns where a drill runs: the backends ([`embedded`](EmbeddedEnvironment),
+//! [`containers`], [`staging`]), their configuration ([`config`]), the
+//! guard that keeps a drill to what it created ([`guard`]), the embedded S3
+//! server, and [`ArchivingEnvironment`] (a primary archiving its WAL, and
+//! recoveries from that archive, embedded or in containers). It builds on
+//! the operations below it (`pitr`, `wal`, `failover`) and the fixture; it
+//! knows nothing of drills, faults or reports.
+//!
 //! Drills get an [`Environment`] from [`from_env`] and use the same calls on
 //! every backend. A call a backend cannot honour (seeding or killing a
 //! staging server, a standby on containers) fails with
 //! [`EnvError::Unsupported`], which names the backend and the reason: a drill
 //! never passes by quietly doing less.
 
+mod archiving;
 pub mod config;
 pub mod containers;
 mod embedded;
@@ -19,6 +28,7 @@ pub mod guard;
 mod s3_server;
 pub mod staging;
 
+pub use archiving::ArchivingEnvironment;
 pub use config::{ConfigError, StagingConfig};
 pub use containers::{ContainerSettings, ContainersEnvironment};
 pub use embedded::{ConnectionFacts, EmbeddedEnvironment};
@@ -44,8 +54,6 @@ pub type Result<T, E = EnvError> = std::result::Result<T, E>;
 pub enum EnvError {
     #[error("DRILL_ENV={value:?} is not a backend; use embedded (the default), containers or staging")]
     UnknownBackend { value: String },
-    #[error("the {backend} backend is not available in this version of drillbook; run with DRILL_ENV=embedded")]
-    BackendUnavailable { backend: &'static str },
     #[error(
         "{operation} is not supported on the {backend} backend because {reason}; run this drill with DRILL_ENV=embedded"
     )]
@@ -235,7 +243,7 @@ impl Environment {
     pub async fn provision_cluster(&mut self) -> Result<ConnInfo> {
         match self {
             Self::Embedded(env) => env.provision_cluster().await,
-                        Self::Containers(env) => env.provision_server().await,
+            Self::Containers(env) => env.provision_cluster().await,
             Self::Staging(_) => Err(self.unsupported(
                 "provisioning a new server",
                 "drillbook creates no servers on staging (restores go to a new database on the staging server: use provision_restore_target)",
@@ -424,24 +432,6 @@ pub fn cluster_target() -> Result<ClusterTarget> {
         _ => Ok(ClusterTarget {
             kube_context: var(crate::k8s::KUBE_CONTEXT_VAR),
             app_base_url: var("DRILL_APP_URL"),
-        }),
-    }
-}
-
-/// For drills that build their own embedded servers (`pitr::ArchivingEnvironment`,
-/// `EmbeddedEnvironment::start_with`): fails unless `DRILL_ENV` is embedded, so
-/// such a drill asked to run on another backend fails loudly instead of
-/// quietly running on this machine.
-///
-/// # Errors
-/// [`EnvError::Unsupported`] naming the backend and `reason`.
-pub fn embedded_only(operation: &'static str, reason: &'static str) -> Result<()> {
-    match Backend::from_env()? {
-        Backend::Embedded => Ok(()),
-        other => Err(EnvError::Unsupported {
-            operation,
-            backend: other.name(),
-            reason,
         }),
     }
 }

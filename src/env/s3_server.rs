@@ -17,7 +17,8 @@ use s3s::path::S3Path;
 use s3s::service::S3ServiceBuilder;
 use tokio::sync::oneshot;
 
-use crate::pg::{Secret, keep_requested};
+use crate::pg::Secret;
+use crate::scratch::keep_requested;
 use crate::store::S3Config;
 
 pub const REGION: &str = "us-east-1";
@@ -60,8 +61,8 @@ impl EmbeddedS3 {
             .keep();
         // A later process reaps the dir if this one dies without cleaning up.
         if !keep_requested()
-            && let Some(owner) = crate::pg::reaper::Owner::current()
-            && let Err(e) = crate::pg::reaper::record_owner(&root, owner)
+            && let Some(owner) = crate::scratch::Owner::current()
+            && let Err(e) = crate::scratch::record_owner(&root, owner)
         {
             let _ = std::fs::remove_dir_all(&root);
             return Err(io("record the S3 data dir's owner")(e));

@@ -196,7 +196,7 @@ impl StagingEnvironment {
     /// (kept with `DRILL_KEEP=1`, and their names printed).
     pub async fn cleanup(mut self) -> Result<()> {
         self.cleaned = true;
-        if crate::pg::keep_requested() {
+        if crate::scratch::keep_requested() {
             self.print_kept();
             return Ok(());
         }
@@ -240,7 +240,7 @@ impl Drop for StagingEnvironment {
         if self.cleaned {
             return;
         }
-        if crate::pg::keep_requested() {
+        if crate::scratch::keep_requested() {
             self.print_kept();
             return;
         }

@@ -25,10 +25,9 @@ use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
 
 use super::{CheckName, Finding};
-use crate::backup::table_facts;
 use crate::fixtures::CRITICAL_TABLES;
-use crate::pg::{ConnInfo, PgError, quote_ident};
-use crate::store::manifest::{BackupManifest, Grant as RecordedGrant, TableFacts};
+use crate::pg::{ConnInfo, PgError, TableFacts, quote_ident, table_facts};
+use crate::store::manifest::{BackupManifest, Grant as RecordedGrant};
 
 /// Session settings that fix COPY's text output, set `LOCAL` to the
 /// caller's transaction.

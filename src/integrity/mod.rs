@@ -12,10 +12,15 @@
 //! - [`sql`]: the checks that are one SQL query each.
 //! - [`report`]: [`IntegrityReport`], JSON and human output.
 //! - [`fidelity`]: restore fidelity (fingerprints, grants, policies).
+//! - `model` (with the `test-oracle` feature, for tests only): the ledger and
+//!   every check in memory, the property tests' oracle.
+//!
+//! [`Expected`] is what an injected incident promises the checks will find.
 
 pub mod anchor;
 pub mod chain;
 pub mod fidelity;
+#[cfg(feature = "test-oracle")]
 pub mod model;
 pub mod report;
 pub mod sql;
@@ -139,5 +144,29 @@ impl Finding {
             key,
             detail: detail.into(),
         }
+    }
+}
+
+/// A finding the checks must report after an incident: what the harness's
+/// incident operators (`fault`) promise, and the test oracle's.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Expected {
+    pub check: CheckName,
+    pub table: String,
+    pub key: Option<String>,
+}
+
+impl Expected {
+    pub fn new(check: CheckName, table: &str, key: Option<String>) -> Self {
+        Self {
+            check,
+            table: table.to_owned(),
+            key,
+        }
+    }
+
+    /// Whether `finding` is this one.
+    pub fn matches(&self, finding: &Finding) -> bool {
+        finding.check == self.check && finding.table == self.table && finding.key == self.key
     }
 }

@@ -1,11 +1,13 @@
-//! A pure-Rust model of the ledger and of every check, for property tests.
+//! A pure-Rust model of the ledger and of every check, for property tests:
+//! a test oracle, compiled only with the `test-oracle` feature (which every
+//! test build turns on; see Cargo.toml), never part of the library's API.
 //!
 //! [`Ledger`] holds the tables in memory (amounts in cents); its check
 //! functions mirror the SQL checks ([`super::sql`], the playbook's 4.2 to
 //! 4.5 and section 7) filter for filter and threshold for threshold, and the
 //! chain checks go through the same [`ChainVerifier`] the suite streams
-//! into. The corruption operators mirror [`crate::fault`] as pure functions
-//! and say which findings they must cause.
+//! into. The corruption operators mirror the harness's (`fault`) as pure
+//! functions and say which findings they must cause.
 //!
 //! Semantics kept exactly:
 //! - 4.3: only live lines (`deleted_at IS NULL`) of invoices that exist
@@ -26,39 +28,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 
 use super::anchor::{ANCHOR_FORMAT, Anchor};
 use super::chain::{AUDIT_TABLE, AnchorMismatch, AuditRow, ChainVerifier};
-use super::{CheckName, Finding};
+use super::{CheckName, Expected, Finding};
 use crate::fixtures::audit_hash::GENESIS;
 use crate::fixtures::{CRITICAL_TABLES, PROTECTED_TABLES};
 
 /// The playbook's 4.4 threshold, in cents.
 pub const LEDGER_THRESHOLD_CENTS: i64 = 1_000_000;
-
-/// A finding the checks must report after an incident.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Expected {
-    pub check: CheckName,
-    pub table: String,
-    pub key: Option<String>,
-}
-
-impl Expected {
-    pub fn new(check: CheckName, table: &str, key: Option<String>) -> Self {
-        Self {
-            check,
-            table: table.to_owned(),
-            key,
-        }
-    }
-
-    /// Whether `finding` is this one.
-    pub fn matches(&self, finding: &Finding) -> bool {
-        finding.check == self.check && finding.table == self.table && finding.key == self.key
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
@@ -562,7 +540,7 @@ impl Ledger {
     }
 }
 
-/// The corruption operators of [`crate::fault`], on the model. Each returns
+/// The corruption operators of the harness (`fault`), on the model. Each returns
 /// the findings the checks must now report.
 impl Ledger {
     fn audit_index(&self, id: i64) -> Option<usize> {

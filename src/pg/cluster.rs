@@ -28,7 +28,8 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
-use super::{ConnInfo, PgBinaries, PgError, Result, Secret, keep_requested, quote_ident, quote_literal};
+use super::{ConnInfo, PgBinaries, PgError, Result, Secret, quote_ident, quote_literal};
+use crate::scratch::{self, keep_requested};
 
 const SUPERUSER: &str = "postgres";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -135,7 +136,7 @@ impl Cluster {
     /// as root without an unprivileged user; [`PgError::StartFailed`] with the
     /// server's log when it does not come up. Nothing is left behind on error.
     pub async fn start(bins: &PgBinaries, options: ClusterOptions) -> Result<Self> {
-        super::reaper::reap_temp_dir_once();
+        scratch::reap_temp_dir_once();
         let server_user = ServerUser::resolve()?;
         if let Some(port) = options.port {
             ensure_port_free(port)?;
@@ -188,7 +189,7 @@ impl Cluster {
         password: Secret,
         options: ClusterOptions,
     ) -> Result<Self> {
-        super::reaper::reap_temp_dir_once();
+        scratch::reap_temp_dir_once();
         let server_user = ServerUser::resolve()?;
         if let Some(port) = options.port {
             ensure_port_free(port)?;
@@ -448,13 +449,32 @@ impl Cluster {
                 source,
             })?;
         if status.success() {
-            Ok(())
-        } else {
-            Err(PgError::NotReachableByServer {
-                path: program.to_path_buf(),
-                user: std::env::var("DRILL_PG_USER").unwrap_or_else(|_| "postgres".to_owned()),
-            })
+            return Ok(());
         }
+        // The first directory on the way the user cannot search, found the
+        // same way; the program itself when none blocks.
+        let ancestors: Vec<&Path> = program.ancestors().skip(1).collect();
+        let blocked = Command::new("/bin/sh")
+            .args([
+                "-c",
+                "for d; do test -x \"$d\" || { printf %s \"$d\"; exit 0; }; done",
+                "sh",
+            ])
+            .args(ancestors.iter().rev())
+            .uid(user.uid)
+            .gid(user.gid)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .output()
+            .ok()
+            .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).into_owned()))
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or_else(|| program.to_path_buf());
+        Err(PgError::NotReachableByServer {
+            path: program.to_path_buf(),
+            user: std::env::var("DRILL_PG_USER").unwrap_or_else(|_| "postgres".to_owned()),
+            blocked,
+        })
     }
 
     /// Whether the server process is still running.
@@ -489,11 +509,11 @@ impl Cluster {
 
     /// Names this process as the cluster dir's owner, so that a later
     /// process reaps the cluster if this one dies without cleaning up
-    /// ([`super::reaper`]). A kept cluster (`DRILL_KEEP=1`) has no owner.
+    /// ([`crate::scratch`]). A kept cluster (`DRILL_KEEP=1`) has no owner.
     fn record_owner(&self) -> Result<()> {
-        match super::reaper::Owner::current() {
+        match scratch::Owner::current() {
             Some(owner) if !self.keep => {
-                super::reaper::record_owner(&self.root, owner).map_err(PgError::io("record the cluster's owner"))
+                scratch::record_owner(&self.root, owner).map_err(PgError::io("record the cluster's owner"))
             }
             _ => Ok(()),
         }

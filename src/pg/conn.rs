@@ -120,7 +120,7 @@ pub(crate) const SESSION_PREFIX: &str = "drillbook/";
 /// while the server still worked for it ([`super::incomplete::reap`]).
 pub(crate) fn session_name() -> &'static str {
     static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(|| match super::reaper::ProcessTag::current() {
+    NAME.get_or_init(|| match crate::scratch::ProcessTag::current() {
         Some(tag) => format!("{SESSION_PREFIX}{tag}"),
         None => "drillbook".to_owned(),
     })

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection};
 
-use super::reaper::ProcessTag;
 use super::{ConnInfo, PgError, Result, quote_ident};
+use crate::scratch::ProcessTag;
 
 /// Every incomplete database's name starts with this.
 pub const PREFIX: &str = "drillbook_incomplete_";

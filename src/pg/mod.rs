@@ -1,5 +1,11 @@
 //! PostgreSQL: finding the binaries, running disposable clusters, connecting.
 //!
+//! This room owns everything that talks to a server: the binaries
+//! ([`binaries`]), local clusters, connection facts, the client programs
+//! ([`tools`]: `pg_dump`, `pg_restore`), databases left incomplete by a
+//! killed process ([`incomplete`]) and what a database holds ([`facts`]).
+//! Temp dirs and their reaping are [`crate::scratch`]'s.
+//!
 //! Everything here talks to a real server through its real programs
 //! (`initdb`, `postgres`, `pg_dump`, `pg_restore`); nothing is simulated.
 
@@ -7,8 +13,8 @@ pub mod binaries;
 pub(crate) mod child;
 mod cluster;
 mod conn;
+pub mod facts;
 pub mod incomplete;
-pub(crate) mod reaper;
 pub mod tools;
 
 use std::path::PathBuf;
@@ -16,6 +22,7 @@ use std::path::PathBuf;
 pub use binaries::{PgBinaries, SearchPath};
 pub use cluster::{Cluster, ClusterOptions, create_database};
 pub use conn::{ConnInfo, Secret};
+pub use facts::{TableFacts, table_facts};
 
 pub type Result<T, E = PgError> = std::result::Result<T, E>;
 
@@ -99,12 +106,21 @@ pub enum PgError {
     NotADataDir { path: PathBuf },
 
     #[error(
-        "the server user {user:?} cannot execute {}: every directory above it must be searchable and the file \
-         readable and executable by that user; build into a world-readable target dir (CARGO_TARGET_DIR=/work/target) \
-         or copy the binary somewhere like /usr/local/bin",
-        path.display()
+        "the server user {user:?} cannot execute {}: {} {}; every directory above it must be searchable and the \
+         file readable and executable by that user: fix the mode of {}, build into a target dir that user can \
+         reach (CARGO_TARGET_DIR), or copy the binary somewhere like /usr/local/bin",
+        path.display(),
+        blocked.display(),
+        if blocked == path { "is not readable and executable by it" } else { "is not searchable by it" },
+        blocked.display()
     )]
-    NotReachableByServer { path: PathBuf, user: String },
+    NotReachableByServer {
+        path: PathBuf,
+        user: String,
+        /// The first directory above `path` the user cannot search, or
+        /// `path` itself when every directory is searchable.
+        blocked: PathBuf,
+    },
 }
 
 impl PgError {
@@ -129,15 +145,6 @@ pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// Whether `DRILL_KEEP=1` asks to keep drill resources for inspection.
-/// Stops and removes the clusters and `drillbook-*` temp dirs left by test
-/// processes that died without cleaning up (see the reaper's notes in
-/// `src/pg/reaper.rs`); returns the dirs removed. Every process does this
-/// once before its first cluster or container environment.
-pub fn reap_orphaned_clusters() -> Vec<PathBuf> {
-    reaper::reap_orphans(&tempfile::env::temp_dir())
-}
-
-pub fn keep_requested() -> bool {
-    std::env::var("DRILL_KEEP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-}
+/// The old name of [`crate::scratch::reap_orphaned_dirs`], which reaps more
+/// than clusters (tests/orphaned_clusters.rs still calls it by this name).
+pub use crate::scratch::reap_orphaned_dirs as reap_orphaned_clusters;

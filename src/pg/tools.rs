@@ -2,7 +2,7 @@
 //!
 //! Connection facts reach the programs through libpq environment variables,
 //! never argv, so passwords do not show in `ps`. Every program is started
-//! by [`super::child`], so it dies with drillbook.
+//! by `pg::child`, so it dies with drillbook.
 
 use std::path::Path;
 use std::process::Stdio;

@@ -21,10 +21,11 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 
 use super::RestoreError;
-use crate::backup::{chain_head, table_facts};
+use crate::backup::chain_head;
 use crate::fixtures::CRITICAL_TABLES;
 use crate::integrity::anchor::Anchor;
 use crate::integrity::fidelity::{apply_grants, fingerprint_table, read_grants};
+use crate::pg::table_facts;
 use crate::pg::{ConnInfo, PgError};
 use crate::store::layout;
 use crate::store::manifest::{BackupManifest, ChainHead, Grant};

@@ -360,7 +360,7 @@ pub async fn restore_database(
     }
 
     let started = Instant::now();
-    let workdir = crate::pg::reaper::owned_tempdir("drillbook-restore-").map_err(RestoreError::TempDir)?;
+    let workdir = crate::scratch::owned_tempdir("drillbook-restore-").map_err(RestoreError::TempDir)?;
     let archive = workdir.path().join(format!("{}.dump", manifest.database));
     let downloaded = store.download_to_file(&dump.key, &archive).await?;
     if downloaded.sha256 != dump.sha256 {
@@ -454,7 +454,7 @@ pub async fn restore_unverified_dump(
     tracing::warn!(%dump, stamp, "restoring a dump WITHOUT a manifest: nothing will be verified");
 
     let started = Instant::now();
-    let workdir = crate::pg::reaper::owned_tempdir("drillbook-restore-").map_err(RestoreError::TempDir)?;
+    let workdir = crate::scratch::owned_tempdir("drillbook-restore-").map_err(RestoreError::TempDir)?;
     let archive = workdir.path().join(format!("{source_database}.dump"));
     let downloaded = store.download_to_file(&dump, &archive).await?;
     let download = started.elapsed();
@@ -483,7 +483,7 @@ pub async fn restore_unverified_dump(
 /// Drops what interrupted restores left on `admin`'s server (incomplete
 /// databases whose owner is gone) and in this machine's temp dir.
 async fn reap_leftovers(admin: &ConnInfo) -> Result<(), RestoreError> {
-    crate::pg::reaper::reap_temp_dir_once();
+    crate::scratch::reap_temp_dir_once();
     crate::pg::incomplete::reap(admin, false).await?;
     Ok(())
 }

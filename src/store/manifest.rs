@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Read from the database by [`crate::pg::table_facts`]; recorded per table.
+pub use crate::pg::TableFacts;
+
 /// Manifest format written by this version; older formats stay readable.
 pub const FORMAT: u32 = 1;
 
@@ -96,18 +99,6 @@ pub struct ObjectRef {
     pub key: String,
     pub bytes: u64,
     pub sha256: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableFacts {
-    pub rows: u64,
-    /// `max(created_at)`, for tables that have that column.
-    pub newest_created_at: Option<DateTime<Utc>>,
-    /// Content fingerprint (see `integrity::fidelity`) of the critical
-    /// tables, taken in the dump's snapshot; absent for other tables and in
-    /// older manifests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 //! write's leftovers from a running one's.
 //!
 //! The marker holds this machine's boot, the pid and its start time
-//! ([`crate::pg::reaper::machine_owner_label`]). It is written before
+//! (`scratch::machine_owner_label`). It is written before
 //! anything else of the write and removed after everything else, so a
 //! write's objects without a marker (and not published) are leftovers of an
 //! interrupted sweep.
@@ -25,7 +25,7 @@ pub enum Writer {
 
 /// Records this process as the writer, at `key`.
 pub async fn mark(store: &Store, key: &str) -> Result<()> {
-    let label = crate::pg::reaper::machine_owner_label().unwrap_or_else(|| "unknown".into());
+    let label = crate::scratch::machine_owner_label().unwrap_or_else(|| "unknown".into());
     store.put_bytes(key, label.into_bytes(), "text/plain").await
 }
 
@@ -37,8 +37,7 @@ pub async fn writer(store: &Store, key: &str, this_process_stopped: bool) -> Res
         Err(StoreError::NotFound { .. }) => return Ok(Writer::None),
         Err(e) => return Err(e),
     };
-    let me = crate::pg::reaper::machine_owner_label();
-    let gone =
-        crate::pg::reaper::machine_owner_is_gone(&label) || (this_process_stopped && me.as_deref() == Some(&label));
+    let me = crate::scratch::machine_owner_label();
+    let gone = crate::scratch::machine_owner_is_gone(&label) || (this_process_stopped && me.as_deref() == Some(&label));
     Ok(if gone { Writer::Gone } else { Writer::Unknown })
 }
