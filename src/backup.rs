@@ -20,12 +20,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection};
 
-/// Lives in [`crate::pg::facts`]; re-exported for the tests and the drill
-/// that still import it from here (tests/backup_restore.rs,
-/// tests/crash_points.rs, drills::complete_infrastructure_loss).
-pub use crate::pg::table_facts;
 use crate::pg::tools::{DumpStream, dump_roles, program_version};
-use crate::pg::{ConnInfo, PgBinaries, PgError};
+use crate::pg::{ConnInfo, PgBinaries, PgError, table_facts};
 use crate::store::manifest::{BackupManifest, ChainHead, FORMAT, ObjectRef};
 use crate::store::owner::{self, Writer};
 use crate::store::{Store, StoreError, layout};

@@ -27,10 +27,6 @@ use crate::pg::{Cluster, ClusterOptions, ConnInfo, PgBinaries, PgError, Secret};
 use crate::store::Store;
 use crate::wal::{format_lsn, parse_lsn, restore_command, server_env};
 
-/// Moved to [`crate::env::ArchivingEnvironment`] (an environment, layer 3);
-/// re-exported here only until src/drills/steps.rs imports it from there.
-pub use crate::env::ArchivingEnvironment;
-
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

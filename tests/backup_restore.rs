@@ -22,7 +22,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
-use drillbook::backup::{BackupReport, backup_database, table_facts};
+use drillbook::backup::{BackupReport, backup_database};
+use drillbook::pg::table_facts;
 use drillbook::env::{APP_DATABASE, EmbeddedEnvironment};
 use drillbook::fixtures::{CRITICAL_TABLES, FixtureSpec, Profile, SeedSummary};
 use drillbook::pg::{Cluster, ClusterOptions, ConnInfo, PgError, quote_ident};

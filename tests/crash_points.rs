@@ -35,7 +35,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use drillbook::backup::{backup_database, table_facts};
+use drillbook::backup::backup_database;
+use drillbook::pg::table_facts;
 use drillbook::basebackup::{list_base_backups, sweep_leftovers as sweep_base_backups, take_base_backup};
 use drillbook::env::EmbeddedEnvironment;
 use drillbook::fixtures::{FixtureSpec, Profile};

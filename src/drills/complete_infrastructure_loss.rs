@@ -19,11 +19,12 @@
 
 use std::time::Duration;
 
-use crate::backup::{backup_database, table_facts};
+use crate::backup::backup_database;
 use crate::checklist;
 use crate::drill::{DrillSummary, RecoveryPoint, Scenario};
 use crate::env;
 use crate::fixtures::{CRITICAL_TABLES, FixtureSpec};
+use crate::pg::table_facts;
 use crate::playbook::PlaybookAnswers;
 use crate::restore::{BackupChoice, RestoreOptions, find_backup, restore_database};
 use crate::store::manifest::BackupManifest;
