@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
+use crate::common::BIN;
 
 #[test]
 fn list_names_every_drill_with_its_cadence() {
