@@ -23,8 +23,9 @@
 //! cancelled task is) and cleaned up as the command line does after a
 //! signal, with the same checks.
 //!
-//! Needs the `failpoints` feature:
-//! `cargo nextest run --features failpoints --test crash_points` (.ci/run).
+//! Needs the `failpoints` feature, without which this module is not built
+//! (the crash lane of .ci/run):
+//! `cargo nextest run --features failpoints -E 'test(/^crash_points::/)'`.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
