@@ -103,10 +103,10 @@ impl RunArgs {
         if let Some(cadence) = self.cadence {
             // The cadence's drills, cluster drills included (the schedule
             // runs them), that run on this backend.
-            return Ok(on_this_backend(all.into_iter().filter(|d| d.cadence == cadence))?);
+            return Ok(on_this_backend(drills::of_cadence(cadence))?);
         }
         if self.drills.is_empty() {
-            return Ok(on_this_backend(all.into_iter().filter(|d| !d.needs_cluster))?);
+            return Ok(on_this_backend(all.iter().copied().filter(|d| !d.needs_cluster))?);
         }
         let mut selected = Vec::new();
         for name in &self.drills {

@@ -1,12 +1,22 @@
-//! The built-in drills, as library code: `drillbook run` ships them in the
-//! binary, and each `drills/<name>.rs` test target is a one-line wrapper
-//! around the same function. Every drill's `run` returns its judged
-//! [`DrillSummary`] (its report already written); the test wrapper asserts
+//! The built-in drills, as library code, and their one registry.
+//!
+//! `drillbook run` ships them in the binary; the `drills` test binary
+//! (`drills/main.rs`) runs each as a test. Every drill's `run` returns its
+//! judged [`DrillSummary`] (its report already written); the test asserts
 //! it passed. Setup failures still panic, as they did in the tests:
 //! `drillbook run` catches the panic and reports the drill as failed.
 //!
-//! Cadences come from the schedule ([`crate::report::schedule::SCHEDULE`]),
-//! keyed on the `drill_<name>` test binary.
+//! [`for_each_drill!`](crate::for_each_drill) is the registry: each drill
+//! once, with its scenario, cadence (playbook section 8), backends and lane.
+//! Everything else derives from it: [`DRILLS`] (and so `drillbook run
+//! --list`, `--cadence`, the backend selection), and the tests of
+//! `drills/main.rs`, at `<cadence>::<backends>::<name>` so the nextest
+//! profiles in `.config/nextest.toml` select them by path and need no edit
+//! when a drill is added.
+//!
+//! Adding a drill: its file `src/drills/<name>.rs` with `pub async fn run()
+//! -> DrillSummary`, its `pub mod <name>;` below (kept outside the registry
+//! macro so that `cargo fmt` still sees the file), and one registry line.
 
 pub mod all_pods_unhealthy;
 pub mod complete_infrastructure_loss;
@@ -32,13 +42,61 @@ use futures::future::BoxFuture;
 use crate::drill::{Drill, DrillSummary, Scenario};
 use crate::env::Backend;
 use crate::pg::{ConnInfo, PgBinaries};
-use crate::report::schedule::{Cadence, cadence_of};
+use crate::report::schedule::Cadence;
+
+/// The registry of built-in drills, in the schedule's order: calls
+/// `$callback! { <line>; ... }` with one line per drill:
+///
+/// ```text
+/// name: Scenario, cadence, backends, lane [, runs_drillbook];
+/// ```
+///
+/// - `name`: the drill's module in `src/drills/` and its test's name;
+/// - `Scenario`: the decision-matrix row it measures ([`Scenario`] variant);
+/// - `cadence`: `daily`, `weekly`, `monthly` or `quarterly` ([`Cadence`]);
+/// - `backends`: `everywhere` (embedded, containers, staging) or
+///   `own_servers` (embedded, containers: it kills, floods or reconfigures a
+///   server, which staging never allows);
+/// - `lane`: `local`, or `cluster` when it needs a Kubernetes cluster (its
+///   test is `#[ignore]`d);
+/// - `runs_drillbook`: PostgreSQL runs the `drillbook` binary as
+///   `archive_command`/`restore_command`, so the test calls
+///   `run_with(CARGO_BIN_EXE_drillbook)` (under `drillbook run` it is the
+///   running executable).
+///
+/// A higher-order macro so that the library ([`DRILLS`]) and the test
+/// binary (`drills/main.rs`) expand the same list.
+#[macro_export]
+macro_rules! for_each_drill {
+    ($callback:ident) => {
+        $callback! {
+            // Full restore test, monthly.
+            complete_infrastructure_loss: CompleteInfrastructureLoss, monthly, everywhere, local;
+            db_corruption_full: DbCorruptionFull, monthly, own_servers, local, runs_drillbook;
+            db_corruption_single_table: DbCorruptionSingleTable, monthly, everywhere, local;
+            db_connection_exhaustion: DbConnectionExhaustion, monthly, own_servers, local;
+            // Failover drill, quarterly. The cluster drills act on a
+            // Kubernetes deployment, whatever serves its database.
+            data_center_failure: DataCenterFailure, quarterly, own_servers, local;
+            rpo_streaming_replication: DataCenterFailure, quarterly, own_servers, local;
+            traffic_switch: CompleteInfrastructureLoss, quarterly, everywhere, cluster;
+            pod_crash: SinglePodCrash, quarterly, everywhere, cluster;
+            all_pods_unhealthy: AllPodsUnhealthy, quarterly, everywhere, cluster;
+            // Backup verification, weekly.
+            rpo_wal_archiving: CompleteInfrastructureLoss, weekly, own_servers, local, runs_drillbook;
+            db_corruption_physical: DbCorruptionFull, weekly, own_servers, local, runs_drillbook;
+            corruption_ledger: DbCorruptionSingleTable, weekly, everywhere, local;
+            corruption_structure: DbCorruptionFull, weekly, everywhere, local;
+            // Audit chain validation, daily.
+            corruption_audit_chain: DbCorruptionFull, daily, everywhere, local;
+        }
+    };
+}
 
 /// One built-in drill.
 #[derive(Debug, Clone, Copy)]
 pub struct BuiltinDrill {
-    /// The test function's name: `complete_infrastructure_loss` (the test
-    /// binary is `drill_<name>`).
+    /// The drill's name and module: `complete_infrastructure_loss`.
     pub name: &'static str,
     /// How often the playbook runs it (section 8).
     pub cadence: Cadence,
@@ -49,6 +107,9 @@ pub struct BuiltinDrill {
     /// The backends (`DRILL_ENV`) it runs on; on any other it fails with
     /// `EnvError::Unsupported` saying why.
     pub backends: &'static [Backend],
+    /// Its test in the `drills` test binary:
+    /// `monthly::everywhere::complete_infrastructure_loss`.
+    pub test: &'static str,
     /// Runs the drill and returns its judged summary.
     pub run: Run,
 }
@@ -67,148 +128,75 @@ const EVERYWHERE: &[Backend] = &[Backend::Embedded, Backend::Containers, Backend
 const OWN_SERVERS: &[Backend] = &[Backend::Embedded, Backend::Containers];
 type Run = fn() -> BoxFuture<'static, DrillSummary>;
 
-/// `(name, scenario, needs_cluster, backends, run)`, in the schedule's order.
-type Entry = (&'static str, Scenario, bool, &'static [Backend], Run);
+/// The registry's words as values (the test binary reads the same words as
+/// module names).
+macro_rules! registry_value {
+    (cadence daily) => {
+        Cadence::Daily
+    };
+    (cadence weekly) => {
+        Cadence::Weekly
+    };
+    (cadence monthly) => {
+        Cadence::Monthly
+    };
+    (cadence quarterly) => {
+        Cadence::Quarterly
+    };
+    (backends everywhere) => {
+        EVERYWHERE
+    };
+    (backends own_servers) => {
+        OWN_SERVERS
+    };
+    (lane local) => {
+        false
+    };
+    (lane cluster) => {
+        true
+    };
+}
 
-const DRILLS: &[Entry] = &[
-    (
-        "complete_infrastructure_loss",
-        Scenario::CompleteInfrastructureLoss,
-        false,
-        EVERYWHERE,
-        || Box::pin(complete_infrastructure_loss::run()),
-    ),
-    (
-        "db_corruption_full",
-        Scenario::DbCorruptionFull,
-        false,
-        OWN_SERVERS,
-        || Box::pin(db_corruption_full::run()),
-    ),
-    (
-        "db_corruption_single_table",
-        Scenario::DbCorruptionSingleTable,
-        false,
-        EVERYWHERE,
-        || Box::pin(db_corruption_single_table::run()),
-    ),
-    (
-        "db_connection_exhaustion",
-        Scenario::DbConnectionExhaustion,
-        false,
-        OWN_SERVERS,
-        || Box::pin(db_connection_exhaustion::run()),
-    ),
-    (
-        "data_center_failure",
-        Scenario::DataCenterFailure,
-        false,
-        OWN_SERVERS,
-        || Box::pin(data_center_failure::run()),
-    ),
-    (
-        "rpo_streaming_replication",
-        Scenario::DataCenterFailure,
-        false,
-        OWN_SERVERS,
-        || Box::pin(rpo_streaming_replication::run()),
-    ),
-    // The cluster drills act on a Kubernetes deployment, whatever serves its database.
-    (
-        "traffic_switch",
-        Scenario::CompleteInfrastructureLoss,
-        true,
-        EVERYWHERE,
-        || Box::pin(traffic_switch::run()),
-    ),
-    ("pod_crash", Scenario::SinglePodCrash, true, EVERYWHERE, || {
-        Box::pin(pod_crash::run())
-    }),
-    (
-        "all_pods_unhealthy",
-        Scenario::AllPodsUnhealthy,
-        true,
-        EVERYWHERE,
-        || Box::pin(all_pods_unhealthy::run()),
-    ),
-    (
-        "rpo_wal_archiving",
-        Scenario::CompleteInfrastructureLoss,
-        false,
-        OWN_SERVERS,
-        || Box::pin(rpo_wal_archiving::run()),
-    ),
-    (
-        "db_corruption_physical",
-        Scenario::DbCorruptionFull,
-        false,
-        OWN_SERVERS,
-        || Box::pin(db_corruption_physical::run()),
-    ),
-    (
-        "corruption_ledger",
-        Scenario::DbCorruptionSingleTable,
-        false,
-        EVERYWHERE,
-        || Box::pin(corruption_ledger::run()),
-    ),
-    (
-        "corruption_structure",
-        Scenario::DbCorruptionFull,
-        false,
-        EVERYWHERE,
-        || Box::pin(corruption_structure::run()),
-    ),
-    (
-        "corruption_audit_chain",
-        Scenario::DbCorruptionFull,
-        false,
-        EVERYWHERE,
-        || Box::pin(corruption_audit_chain::run()),
-    ),
-];
+macro_rules! builtin_drills {
+    ($($name:ident: $scenario:ident, $cadence:ident, $backends:ident, $lane:ident $(, $flag:ident)?;)*) => {
+        /// Every built-in drill, in the schedule's order.
+        pub const DRILLS: &[BuiltinDrill] = &[$(
+            BuiltinDrill {
+                name: stringify!($name),
+                cadence: registry_value!(cadence $cadence),
+                scenario: Scenario::$scenario,
+                needs_cluster: registry_value!(lane $lane),
+                backends: registry_value!(backends $backends),
+                test: concat!(stringify!($cadence), "::", stringify!($backends), "::", stringify!($name)),
+                run: || Box::pin($name::run()),
+            },
+        )*];
+    };
+}
 
-/// Every built-in drill, in the schedule's order.
-///
-/// # Panics
-/// When a drill has no row in the schedule (a unit test keeps them equal).
-pub fn all() -> Vec<BuiltinDrill> {
+for_each_drill!(builtin_drills);
+
+/// Every built-in drill, in the schedule's order ([`DRILLS`]).
+pub fn all() -> &'static [BuiltinDrill] {
     DRILLS
-        .iter()
-        .map(|&(name, scenario, needs_cluster, backends, run)| BuiltinDrill {
-            name,
-            cadence: cadence_of(name)
-                .unwrap_or_else(|| panic!("drill `{name}` has no row in report::schedule::SCHEDULE")),
-            scenario,
-            needs_cluster,
-            backends,
-            run,
-        })
-        .collect()
 }
 
 /// The drills that run on `backend`, in the schedule's order.
 pub fn runnable_on(backend: Backend) -> impl Iterator<Item = BuiltinDrill> {
-    all().into_iter().filter(move |drill| drill.runs_on(backend))
+    DRILLS.iter().copied().filter(move |drill| drill.runs_on(backend))
 }
 
-/// The nextest filterset selecting the drill binaries that run on `backend`
-/// and need no cluster: the `default-filter` of the `drill-<backend>`
-/// profile in `.config/nextest.toml` (a unit test keeps them equal).
-pub fn nextest_filter(backend: Backend) -> String {
-    runnable_on(backend)
-        .filter(|drill| !drill.needs_cluster)
-        .map(|drill| format!("binary(=drill_{})", drill.name))
-        .collect::<Vec<_>>()
-        .join(" | ")
+/// The drills of `cadence`, in the schedule's order.
+pub fn of_cadence(cadence: Cadence) -> impl Iterator<Item = BuiltinDrill> {
+    DRILLS.iter().copied().filter(move |drill| drill.cadence == cadence)
 }
 
 /// The built-in drill named `name` (`complete_infrastructure_loss`, or the
-/// binary's name `drill_complete_infrastructure_loss`).
+/// former test binary's name `drill_complete_infrastructure_loss`).
 pub fn find(name: &str) -> Option<BuiltinDrill> {
     let name = name.trim();
     let name = name.strip_prefix("drill_").unwrap_or(name);
-    all().into_iter().find(|drill| drill.name == name)
+    DRILLS.iter().copied().find(|drill| drill.name == name)
 }
 
 /// The dataset size drills seed: `DRILL_PROFILE=small|medium|large`, small by default.
@@ -297,13 +285,35 @@ async fn post_recovery_checklist(drill: &mut Drill, recovered: &ConnInfo, resume
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::schedule::SCHEDULE;
 
     #[test]
-    fn every_scheduled_drill_is_built_in_and_back() {
-        let names: Vec<String> = all().iter().map(|d| format!("drill_{}", d.name)).collect();
-        let scheduled: Vec<String> = SCHEDULE.iter().map(|(name, _)| (*name).to_owned()).collect();
-        assert_eq!(names, scheduled);
+    fn each_drill_is_registered_once_and_every_cadence_has_drills() {
+        let mut names: Vec<_> = DRILLS.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "a drill is registered twice");
+        for cadence in Cadence::ALL {
+            assert!(of_cadence(cadence).next().is_some(), "{cadence} has no drills");
+        }
+    }
+
+    #[test]
+    fn every_drill_file_is_registered() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/drills");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter_map(|file| file.strip_suffix(".rs").map(str::to_owned))
+            .filter(|module| !["mod", "steps", "workbench"].contains(&module.as_str()))
+            .collect();
+        files.sort_unstable();
+        let mut registered: Vec<_> = DRILLS.iter().map(|d| d.name.to_owned()).collect();
+        registered.sort_unstable();
+        assert_eq!(
+            files, registered,
+            "every src/drills/<name>.rs is a drill with one line in for_each_drill!"
+        );
     }
 
     #[test]
@@ -313,31 +323,28 @@ mod tests {
         assert!(find("no_such_drill").is_none());
     }
 
+    /// The playbook's schedule (section 8) for the drills it names; a new
+    /// drill's cadence is its own registry line's business.
     #[test]
-    fn backend_profiles_select_exactly_the_registry() {
-        const NEXTEST_TOML: &str = include_str!("../../.config/nextest.toml");
-        for backend in [Backend::Containers, Backend::Staging] {
-            let header = format!("[profile.drill-{}]", backend.name());
-            let filter = NEXTEST_TOML
-                .lines()
-                .map(str::trim)
-                .skip_while(|line| *line != header)
-                .skip(1)
-                .take_while(|line| !line.starts_with('['))
-                .find_map(|line| line.strip_prefix("default-filter"))
-                .map(|rest| {
-                    rest.trim_start()
-                        .trim_start_matches('=')
-                        .trim()
-                        .trim_matches('"')
-                        .to_owned()
-                })
-                .unwrap_or_else(|| panic!("{header} with a default-filter missing from .config/nextest.toml"));
-            assert_eq!(
-                filter,
-                nextest_filter(backend),
-                "{header} default-filter differs from the registry; copy drills::nextest_filter"
-            );
+    fn cadences_follow_the_playbooks_schedule() {
+        use Cadence::*;
+        for (name, cadence) in [
+            ("complete_infrastructure_loss", Monthly),
+            ("db_corruption_full", Monthly),
+            ("db_corruption_single_table", Monthly),
+            ("db_connection_exhaustion", Monthly),
+            ("data_center_failure", Quarterly),
+            ("rpo_streaming_replication", Quarterly),
+            ("traffic_switch", Quarterly),
+            ("pod_crash", Quarterly),
+            ("all_pods_unhealthy", Quarterly),
+            ("rpo_wal_archiving", Weekly),
+            ("db_corruption_physical", Weekly),
+            ("corruption_ledger", Weekly),
+            ("corruption_structure", Weekly),
+            ("corruption_audit_chain", Daily),
+        ] {
+            assert_eq!(find(name).map(|d| d.cadence), Some(cadence), "{name}");
         }
     }
 
@@ -364,7 +371,56 @@ mod tests {
 
     #[test]
     fn cluster_drills_are_the_kubernetes_ones() {
-        let cluster: Vec<_> = all().into_iter().filter(|d| d.needs_cluster).map(|d| d.name).collect();
+        let cluster: Vec<_> = all().iter().filter(|d| d.needs_cluster).map(|d| d.name).collect();
         assert_eq!(cluster, ["traffic_switch", "pod_crash", "all_pods_unhealthy"]);
+    }
+
+    /// The path of a drill's test says what the static nextest filters
+    /// select on: its cadence first, then `everywhere` exactly when it runs
+    /// on staging. Containers run every drill.
+    #[test]
+    fn test_paths_carry_cadence_and_backends() {
+        for drill in all() {
+            let segments: Vec<_> = drill.test.split("::").collect();
+            assert_eq!(segments.len(), 3, "{}", drill.test);
+            assert_eq!(segments[0], drill.cadence.as_str(), "{}", drill.test);
+            assert_eq!(
+                segments[1] == "everywhere",
+                drill.runs_on(Backend::Staging),
+                "{}",
+                drill.test
+            );
+            assert_eq!(segments[2], drill.name);
+            assert!(drill.runs_on(Backend::Containers), "{}", drill.name);
+        }
+    }
+
+    /// `.config/nextest.toml`, parsed: the drill profiles select by test path
+    /// (see [`test_paths_carry_cadence_and_backends`]), so they name no drill.
+    #[test]
+    fn nextest_profiles_select_drills_by_path() {
+        let config: toml::Table = include_str!("../../.config/nextest.toml").parse().unwrap();
+        let profile = |name: &str| -> &toml::Table {
+            config["profile"]
+                .get(name)
+                .and_then(toml::Value::as_table)
+                .unwrap_or_else(|| panic!("[profile.{name}] missing from .config/nextest.toml"))
+        };
+        let filter = |name: &str| profile(name).get("default-filter").and_then(toml::Value::as_str);
+        let inherits = |name: &str| profile(name).get("inherits").and_then(toml::Value::as_str);
+        assert_eq!(filter("default"), Some("not binary(drills)"));
+        assert_eq!(filter("drill"), Some("binary(drills)"));
+        for cadence in Cadence::ALL {
+            let name = cadence.nextest_profile();
+            assert_eq!(inherits(&name), Some("drill"), "{name}");
+            let expected = format!("binary(drills) & test(/^{cadence}::/)");
+            assert_eq!(filter(&name), Some(expected.as_str()), "{name}");
+        }
+        for backend in [Backend::Containers, Backend::Staging] {
+            let name = format!("drill-{}", backend.name());
+            assert_eq!(inherits(&name), Some("drill"), "{name}");
+        }
+        assert_eq!(filter("drill-containers"), Some("binary(drills)"));
+        assert_eq!(filter("drill-staging"), Some("binary(drills) & test(/::everywhere::/)"));
     }
 }

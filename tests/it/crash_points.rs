@@ -23,8 +23,9 @@
 //! cancelled task is) and cleaned up as the command line does after a
 //! signal, with the same checks.
 //!
-//! Needs the `failpoints` feature:
-//! `cargo nextest run --features failpoints --test crash_points` (.ci/run).
+//! Needs the `failpoints` feature, without which this module is not built
+//! (the crash lane of .ci/run):
+//! `cargo nextest run --features failpoints -E 'test(/^crash_points::/)'`.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -44,10 +45,9 @@ use drillbook::pg::incomplete;
 use drillbook::pg::{ConnInfo, quote_ident};
 use drillbook::store::manifest::BackupManifest;
 use drillbook::store::{Store, layout};
-use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
 
-const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
+use crate::common::{BIN, sha256_hex, test_name};
 
 /// How a process is stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,12 +407,7 @@ impl Bench {
                 "{context}: {} is partial",
                 object.key
             );
-            assert_eq!(
-                hex::encode(Sha256::digest(&dump)),
-                manifest.dump.sha256,
-                "{context}: {}",
-                object.key
-            );
+            assert_eq!(sha256_hex(&dump), manifest.dump.sha256, "{context}: {}", object.key);
         }
     }
 
@@ -712,7 +707,10 @@ async fn a_killed_drillbooks_server_sessions_are_ended_before_its_databases_are_
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "a_killed_drillbooks_server_sessions_are_ended_before_its_databases_are_reaped",
+            &test_name(
+                module_path!(),
+                "a_killed_drillbooks_server_sessions_are_ended_before_its_databases_are_reaped",
+            ),
             "--nocapture",
         ])
         .env(SESSION_CHILD, admin.url())

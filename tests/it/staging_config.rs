@@ -3,7 +3,8 @@
 
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
+use crate::common::BIN;
+
 const PASSWORD: &str = "pa55-Zq9-never-shown";
 const SECRET_KEY: &str = "sk-8f1e-never-shown";
 

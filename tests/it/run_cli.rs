@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
+use crate::common::BIN;
 
 #[test]
 fn list_names_every_drill_with_its_cadence() {
@@ -97,7 +97,7 @@ fn a_cadence_on_staging_runs_only_the_drills_safe_there_and_names_the_others() {
     let ran: Vec<&str> = summaries.iter().filter_map(|s| s["drill"].as_str()).collect();
     let staging = drillbook::env::Backend::Staging;
     let monthly: Vec<_> = drillbook::drills::all()
-        .into_iter()
+        .iter()
         .filter(|d| d.cadence == drillbook::report::schedule::Cadence::Monthly)
         .collect();
     let expected: Vec<&str> = monthly.iter().filter(|d| d.runs_on(staging)).map(|d| d.name).collect();

@@ -24,7 +24,7 @@ use drillbook::store::{S3Config, Store};
 use drillbook::workload::write_activity;
 use sqlx::{Connection, PgConnection};
 
-const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
+use crate::common::BIN;
 
 /// The drills that run on staging (the others refuse it, loudly).
 fn staging_drills() -> Vec<&'static str> {

@@ -16,7 +16,7 @@ struct Run {
 fn report(dir: &Path, args: &[&str]) -> Run {
     let empty = dir.join("no-junit");
     std::fs::create_dir_all(&empty).unwrap();
-    let output: Output = Command::new(env!("CARGO_BIN_EXE_drillbook"))
+    let output: Output = Command::new(crate::common::BIN)
         .arg("report")
         .arg("--out")
         .arg(dir.join("out"))

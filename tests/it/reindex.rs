@@ -4,7 +4,7 @@
 use chrono::Utc;
 use drillbook::backup::backup_database;
 use drillbook::checklist::{Checklist, Facts, Item, Status, backup_times};
-use drillbook::drill::{Drill, Scenario};
+use drillbook::drill::Scenario;
 use drillbook::env::EmbeddedEnvironment;
 use drillbook::fixtures::{FixtureSpec, Profile};
 use drillbook::integrity::{SuiteOptions, run_suite};
@@ -65,9 +65,7 @@ async fn the_checklist_of_a_recovered_database_passes_its_machine_items_and_expl
     let env = EmbeddedEnvironment::start().await.unwrap();
     env.seed(FixtureSpec::ending_now(Profile::Small, 11)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut drill = Drill::new("checklist_test", Scenario::CompleteInfrastructureLoss)
-        .unwrap()
-        .with_report_dir(dir.path());
+    let mut drill = crate::common::drill_in(dir.path(), "checklist_test", Scenario::CompleteInfrastructureLoss);
     drill.incident("test incident");
     let integrity = run_suite(&env.source(), &SuiteOptions::default()).await.unwrap();
     drill.verified();

@@ -50,7 +50,10 @@ async fn a_killed_test_process_leaves_no_server_and_no_dir_behind() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "a_killed_test_process_leaves_no_server_and_no_dir_behind",
+            &crate::common::test_name(
+                module_path!(),
+                "a_killed_test_process_leaves_no_server_and_no_dir_behind",
+            ),
             "--nocapture",
         ])
         .env(CHILD, "1")

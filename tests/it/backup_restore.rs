@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
-use drillbook::backup::{BackupReport, backup_database};
+use drillbook::backup::BackupReport;
 use drillbook::pg::table_facts;
 use drillbook::env::{APP_DATABASE, EmbeddedEnvironment};
 use drillbook::fixtures::{CRITICAL_TABLES, FixtureSpec, Profile, SeedSummary};
@@ -34,9 +34,10 @@ use drillbook::restore::{
 use drillbook::store::manifest::{BackupManifest, Grant};
 use drillbook::store::{Store, layout};
 use drillbook::workload::write_activity;
-use sha2::{Digest, Sha256};
-use sqlx::{Connection, PgConnection};
+use sqlx::Connection;
 use tokio::sync::{Mutex, MutexGuard};
+
+use crate::common::{backup, connect, sha256_hex};
 
 // ---------------------------------------------------------------------------
 // 1. An empty bucket
@@ -997,12 +998,6 @@ async fn seeded_env() -> (EmbeddedEnvironment, SeedSummary) {
     (env, seeded)
 }
 
-async fn backup(env: &EmbeddedEnvironment) -> BackupReport {
-    backup_database(env.binaries(), &env.source(), Some(&env.primary().admin()), env.store())
-        .await
-        .unwrap()
-}
-
 async fn restore(
     env: &EmbeddedEnvironment,
     server: &ConnInfo,
@@ -1046,10 +1041,6 @@ async fn playbook_latest_backup(store: &Store) -> String {
         .nth(3)
         .expect("aws s3 ls lines have four fields")
         .to_owned()
-}
-
-async fn connect(target: &ConnInfo) -> PgConnection {
-    PgConnection::connect_with(&target.connect_options()).await.unwrap()
 }
 
 /// Databases a restore created (`immoflowme_restore_%`).
@@ -1118,8 +1109,4 @@ async fn chain_head(target: &ConnInfo) -> (i64, Option<String>) {
         .unwrap();
     conn.close().await.unwrap();
     head
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }

@@ -15,6 +15,8 @@ use drillbook::pg::ConnInfo;
 use drillbook::restore::{RestoreOptions, restore_database};
 use sqlx::{Connection, PgConnection};
 
+use crate::common::BIN;
+
 /// A drill.toml pointing at `server`, as a staging operator would write it.
 fn staging_config(server: &EmbeddedEnvironment) -> StagingConfig {
     let facts = server.connection_facts();
@@ -298,7 +300,7 @@ async fn containers_of_a_killed_process_are_reaped() {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "containers_of_a_killed_process_are_reaped",
+            &crate::common::test_name(module_path!(), "containers_of_a_killed_process_are_reaped"),
             "--include-ignored",
             "--nocapture",
         ])
@@ -341,8 +343,6 @@ async fn containers_of_a_killed_process_are_reaped() {
     assert!(drillbook::env::containers::reap_orphans().await.is_empty());
     mine.cleanup().await.unwrap();
 }
-
-const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
 
 /// `drillbook <args>` configured as PostgreSQL's archive commands are: only
 /// through the environment (BACKUP_BUCKET, AWS_ENDPOINT_URL, credentials).

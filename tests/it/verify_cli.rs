@@ -11,7 +11,7 @@ use drillbook::fixtures::{FixtureSpec, Profile};
 use drillbook::integrity::suite::APPLICATION_NAME;
 use sqlx::{Connection, PgConnection};
 
-const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
+use crate::common::{BIN, output_text};
 
 fn spec(seed: u64) -> FixtureSpec {
     FixtureSpec {
@@ -34,15 +34,6 @@ fn drillbook(env: &EmbeddedEnvironment, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 #[tokio::test]
 async fn verify_exit_codes_json_and_anchors() {
     let env = EmbeddedEnvironment::start().await.unwrap();
@@ -52,16 +43,16 @@ async fn verify_exit_codes_json_and_anchors() {
 
     // Clean: exit 0, human output says so.
     let out = drillbook(&env, &["verify", "--database-url", &url]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("verdict: CLEAN"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 
     // `anchor` writes anchors/<stamp>.json; verify against it from S3: exit 0.
     let out = drillbook(&env, &["anchor", "--database-url", &url, "--bucket", &bucket, "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let anchor: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(anchor["rows"], 20_000);
     let keys = env.store().list("anchors/").await.unwrap();
@@ -71,7 +62,7 @@ async fn verify_exit_codes_json_and_anchors() {
         &env,
         &["verify", "--database-url", &url, "--anchor", &anchor_url, "--json"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["findings"], serde_json::json!([]));
     assert_eq!(report["playbook_4_1_broken_links"], 0);
@@ -98,7 +89,7 @@ async fn verify_exit_codes_json_and_anchors() {
         &env,
         &["verify", "--database-url", &url, "--anchor", &anchor_url, "--json"],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let checks: Vec<&str> = report["findings"]
         .as_array()
@@ -106,10 +97,10 @@ async fn verify_exit_codes_json_and_anchors() {
         .iter()
         .map(|f| f["check"].as_str().unwrap())
         .collect();
-    assert_eq!(checks, vec!["chain_anchor"], "{}", text(&out));
+    assert_eq!(checks, vec!["chain_anchor"], "{}", output_text(&out));
     assert_eq!(report["missed_by_playbook"].as_array().unwrap().len(), 1);
     let out = drillbook(&env, &["verify", "--database-url", &url, "--anchor", &anchor_url]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
     let human = String::from_utf8_lossy(&out.stdout);
     assert!(
         human.contains("chain_anchor [drillbook]") && human.contains("missed: chain_anchor"),
@@ -124,13 +115,13 @@ async fn verify_exit_codes_json_and_anchors() {
         &env,
         &["verify", "--database-url", &url, "--anchor", garbage.to_str().unwrap()],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("does not parse"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
-    assert!(out.stdout.is_empty(), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "{}", output_text(&out));
 
     // An anchor of another chain (another database, another seed): exit 2.
     let other = env.primary().create_database("other").await.unwrap();
@@ -139,11 +130,11 @@ async fn verify_exit_codes_json_and_anchors() {
         &env,
         &["verify", "--database-url", &other.url(), "--anchor", &anchor_url],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("another chain"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     env.cleanup().await.unwrap();
 }
@@ -187,14 +178,18 @@ async fn a_connection_lost_mid_verification_exits_2_never_clean() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let out = child.wait_with_output().unwrap();
-    assert!(terminated, "verify never reached the locked table: {}", text(&out));
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        terminated,
+        "verify never reached the locked table: {}",
+        output_text(&out)
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("NOT verified"), "{}", text(&out));
+    assert!(stderr.contains("NOT verified"), "{}", output_text(&out));
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("CLEAN"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
     locker.close().await.unwrap();

@@ -5,7 +5,7 @@
 //! patch content type, body) and answered with a realistic object: rollouts
 //! that stall with `ProgressDeadlineExceeded`, ReplicaSet histories for
 //! undo, a paused deployment, a 404. The same code runs against a real
-//! cluster in the drills' cluster lane (`drills/pod_crash.rs`, ...).
+//! cluster in the drills' cluster lane (`src/drills/pod_crash.rs`, ...).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

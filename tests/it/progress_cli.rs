@@ -13,7 +13,7 @@ use drillbook::fixtures::{FixtureSpec, Profile};
 use drillbook::pg::quote_ident;
 use sqlx::{Connection, PgConnection};
 
-const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
+use crate::common::{BIN, output_text};
 
 fn drillbook(env: &EmbeddedEnvironment, progress: Option<&str>, args: &[&str]) -> Output {
     let facts = env.connection_facts();
@@ -33,17 +33,13 @@ fn drillbook(env: &EmbeddedEnvironment, progress: Option<&str>, args: &[&str]) -
         None => command.env_remove("DRILL_PROGRESS"),
     };
     let output = command.output().unwrap();
-    assert_eq!(output.status.code(), Some(0), "{args:?} failed:\n{}", text(&output));
-    output
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+    assert_eq!(
         output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+        Some(0),
+        "{args:?} failed:\n{}",
+        output_text(&output)
+    );
+    output
 }
 
 /// The one line that starts with `prefix` and contains `marker`.
@@ -158,7 +154,7 @@ async fn long_commands_print_plain_progress_lines_when_stderr_is_not_a_terminal(
     // Forced terminal mode with --json: progress stays on stderr, stdout is the JSON alone.
     let out = drillbook(&env, Some("terminal"), &["verify", "--database-url", &source, "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not only JSON ({e}):\n{}", text(&out)));
+        .unwrap_or_else(|e| panic!("stdout is not only JSON ({e}):\n{}", output_text(&out)));
     assert_eq!(report["audit_rows"], 20_000, "{report}");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(stderr.contains("verify audit chain  done: 20,000 rows"), "{stderr:?}");
@@ -226,7 +222,7 @@ fn subcommands(help: &str) -> Vec<String> {
 
 fn help(path: &[String]) -> String {
     let out = Command::new(BIN).args(path).arg("--help").output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{path:?} --help:\n{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{path:?} --help:\n{}", output_text(&out));
     String::from_utf8(out.stdout).unwrap()
 }
 

@@ -13,9 +13,10 @@ use drillbook::integrity::anchor::Anchor;
 use drillbook::integrity::fidelity::{compare_acl, compare_with_manifest};
 use drillbook::integrity::suite::connect_read_only;
 use drillbook::integrity::{CheckName, CheckStatus, IntegrityReport, SuiteOptions, run_suite};
-use drillbook::pg::ConnInfo;
 use drillbook::restore::{GrantsMode, RestoreOptions, restore_database};
 use sqlx::{Connection, PgConnection};
+
+use crate::common::{connect, exec};
 
 /// Deterministic rows: the same data (ids, times, hashes) on every run.
 fn fixed_spec() -> FixtureSpec {
@@ -24,17 +25,6 @@ fn fixed_spec() -> FixtureSpec {
         seed: 7,
         until: "2026-06-30T12:00:00Z".parse().unwrap(),
     }
-}
-
-async fn connect(target: &ConnInfo) -> PgConnection {
-    PgConnection::connect_with(&target.connect_options()).await.unwrap()
-}
-
-async fn exec(conn: &mut PgConnection, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&mut *conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// The id of the n-th audit row in chain order (0-based).

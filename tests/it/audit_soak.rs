@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sqlx::{Connection, PgConnection};
 
-const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
+use crate::common::{BIN, connect, exec};
 
 /// Rows each writer inserts, in transactions of 1 to 20 rows.
 const ROWS_PER_WRITER: usize = 100;
@@ -45,17 +45,6 @@ enum Writer {
     Owner { tenant: Option<i64> },
     /// `SET ROLE immoflowme_app; SET app.tenant_id = tenant`.
     App { tenant: i64 },
-}
-
-async fn connect(target: &ConnInfo) -> PgConnection {
-    PgConnection::connect_with(&target.connect_options()).await.unwrap()
-}
-
-async fn exec(conn: &mut PgConnection, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&mut *conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// One writer session: its rows in transactions of 1 to 20, holding each

@@ -32,9 +32,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 use sqlx::{Connection, PgConnection};
 
-/// The committed seeds. proptest's default (`SourceParallel`) looks for a
-/// `lib.rs`/`main.rs` above the test's source file; `tests/` has none, so it
-/// would fall back to `tests/integrity_properties.proptest-regressions`.
+/// The committed seeds. proptest's default (`SourceParallel`) would put
+/// them beside the test's source, under `tests/it/`, away from the
+/// other seeds in `proptest-regressions/`.
 /// `Direct` with a relative path depends on the working directory (and a
 /// missing file is silently treated as "no seeds"), so the path is absolute.
 const REGRESSIONS: &str = concat!(

@@ -25,7 +25,7 @@ struct Setup {
 }
 
 fn program() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_drillbook"))
+    Path::new(crate::common::BIN)
 }
 
 impl Setup {

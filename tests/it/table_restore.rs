@@ -5,12 +5,13 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use drillbook::backup::{BackupReport, backup_database};
 use drillbook::env::EmbeddedEnvironment;
 use drillbook::fixtures::{FixtureSpec, Profile};
 use drillbook::pg::ConnInfo;
 use drillbook::table_restore::{TableRestoreError, TableRestoreReport, restore_table};
-use sqlx::{Connection, PgConnection};
+use sqlx::Connection;
+
+use crate::common::{backup, connect};
 
 /// A fixed end, so every run seeds the same rows.
 fn until() -> DateTime<Utc> {
@@ -29,12 +30,6 @@ async fn seeded_env() -> EmbeddedEnvironment {
     env
 }
 
-async fn backup(env: &EmbeddedEnvironment) -> BackupReport {
-    backup_database(env.binaries(), &env.source(), Some(&env.primary().admin()), env.store())
-        .await
-        .unwrap()
-}
-
 async fn restore(env: &EmbeddedEnvironment, table: &str) -> Result<TableRestoreReport, TableRestoreError> {
     restore_table(
         env.binaries(),
@@ -44,10 +39,6 @@ async fn restore(env: &EmbeddedEnvironment, table: &str) -> Result<TableRestoreR
         table,
     )
     .await
-}
-
-async fn connect(conn: &ConnInfo) -> PgConnection {
-    PgConnection::connect_with(&conn.connect_options()).await.unwrap()
 }
 
 async fn execute(conn: &ConnInfo, sql: &str) {

@@ -10,6 +10,8 @@ use drillbook::fixtures::{FixtureSpec, Profile};
 use drillbook::store::PART_SIZE;
 use sha2::{Digest, Sha256};
 
+use crate::common::sha256_hex;
+
 /// Bytes that do not compress or repeat, so a lost or reordered part shows.
 fn data(len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
@@ -36,11 +38,7 @@ async fn streams_round_trip_across_part_boundaries() {
             .await
             .unwrap();
         assert_eq!(uploaded.bytes, len as u64);
-        assert_eq!(
-            uploaded.sha256,
-            hex::encode(Sha256::digest(&bytes)),
-            "upload hash of {len} bytes"
-        );
+        assert_eq!(uploaded.sha256, sha256_hex(&bytes), "upload hash of {len} bytes");
         assert_eq!(store.size_of(&key).await.unwrap(), Some(len as u64));
 
         let path = dir.path().join("download");

@@ -12,7 +12,7 @@ const BUCKET: &str = "wal-test";
 const SEGMENT: &str = "000000010000000000000007";
 
 fn run(s3: &Store, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_drillbook"))
+    Command::new(crate::common::BIN)
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -109,7 +109,7 @@ async fn wal_push_and_fetch_behave_as_postgres_expects() {
 
 #[test]
 fn the_server_user_can_run_the_test_binary() {
-    let program = Path::new(env!("CARGO_BIN_EXE_drillbook"));
+    let program = Path::new(crate::common::BIN);
     drillbook::pg::Cluster::check_executable_by_server(program).unwrap();
     let hidden = tempfile::Builder::new().prefix("drillbook-private-").tempdir().unwrap();
     std::fs::set_permissions(hidden.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
