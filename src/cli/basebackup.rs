@@ -17,7 +17,7 @@ pg_basebackup streams the whole cluster (tar, WAL fetched alongside) to base/<st
 its manifest (LSNs, timeline, size, sha256) is written last, so a backup without one never counts.\n\
 Recovery to a time after it also needs the WAL archived since (archive_command = drillbook wal-push)."
 )]
-pub struct BaseBackupArgs {
+pub(super) struct BaseBackupArgs {
     /// A superuser (or replication) URL of the server to back up.
     #[arg(long, env = "ADMIN_DATABASE_URL", value_name = "postgres://...")]
     admin_url: String,
@@ -29,7 +29,7 @@ pub struct BaseBackupArgs {
 }
 
 impl BaseBackupArgs {
-    pub async fn run(self) -> anyhow::Result<u8> {
+    pub(super) async fn run(self) -> anyhow::Result<u8> {
         let mut interrupts = Interrupts::catch()?;
         let admin: ConnInfo = self.admin_url.parse().context("--admin-url")?;
         let bins = PgBinaries::discover()?;

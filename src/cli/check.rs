@@ -18,7 +18,7 @@ Checks: daily_dump (newest dump: manifest, age, size and sha256), base_backup (a
 --database-url: the server archives here, recently, without failing), anchors (not older than the dump).\n\
 Exit 0 healthy, 1 a check failed, 2 could not run."
 )]
-pub struct CheckArgs {
+pub(super) struct CheckArgs {
     #[command(flatten)]
     s3: S3Args,
     /// The archiving server, to compare its WAL position and archiver status with the bucket.
@@ -42,7 +42,7 @@ pub struct CheckArgs {
 }
 
 impl CheckArgs {
-    pub async fn run(self) -> anyhow::Result<u8> {
+    pub(super) async fn run(self) -> anyhow::Result<u8> {
         let database: Option<ConnInfo> = self
             .database_url
             .as_deref()

@@ -9,7 +9,7 @@ use crate::env::config::{Origin, Problems, check};
 
 #[derive(Debug, Subcommand)]
 #[command(after_help = "Example:\n  drillbook config check drill.toml   # details: drillbook config check --help")]
-pub enum ConfigCommand {
+pub(super) enum ConfigCommand {
     /// Validate a drill.toml layered with the DRILL_* environment variables,
     /// report every problem with its line, and print the settings in effect
     /// (passwords and secret keys shown as ***).
@@ -26,7 +26,7 @@ Exit codes: 0 valid, 1 problems found (each printed as FILE:LINE: message), 2 th
 }
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(super) struct CheckArgs {
     /// The file to check (default: $DRILL_CONFIG, else ./drill.toml).
     file: Option<PathBuf>,
     /// Check the file alone, ignoring DRILL_* environment variables.
@@ -35,7 +35,7 @@ pub struct CheckArgs {
 }
 
 impl ConfigCommand {
-    pub async fn run(self) -> anyhow::Result<u8> {
+    pub(super) async fn run(self) -> anyhow::Result<u8> {
         let Self::Check(args) = self;
         let path = args
             .file

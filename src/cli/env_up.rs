@@ -12,7 +12,7 @@ use crate::pg::ClusterOptions;
 
 #[derive(Debug, Subcommand)]
 #[command(after_help = "Example:\n  drillbook env up --profile small > env.json   # details: drillbook env up --help")]
-pub enum EnvCommand {
+pub(super) enum EnvCommand {
     /// Start an embedded Postgres + S3, seed it, take a first backup, print
     /// the connection facts as JSON, and keep running until interrupted.
     #[command(after_help = "\
@@ -27,7 +27,7 @@ Everything is removed on Ctrl-C (DRILL_KEEP=1 keeps the files).")]
 }
 
 #[derive(Debug, Args)]
-pub struct UpArgs {
+pub(super) struct UpArgs {
     #[arg(long, value_enum, default_value_t = Profile::Small)]
     profile: Profile,
     #[arg(long, default_value_t = 42)]
@@ -47,7 +47,7 @@ struct UpOutput {
 }
 
 impl EnvCommand {
-    pub async fn run(self) -> anyhow::Result<u8> {
+    pub(super) async fn run(self) -> anyhow::Result<u8> {
         let Self::Up(args) = self;
         // Signals are caught from the start: an interrupt while seeding must
         // still stop the servers and remove their files.

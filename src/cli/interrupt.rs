@@ -24,7 +24,7 @@ pub(crate) struct Interrupted {
 }
 
 impl Interrupts {
-    pub fn catch() -> std::io::Result<Self> {
+    pub(super) fn catch() -> std::io::Result<Self> {
         Ok(Self {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
@@ -32,7 +32,7 @@ impl Interrupts {
     }
 
     /// Runs `work` to its end, or until a signal arrives; then `work` is dropped.
-    pub async fn run<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Interrupted> {
+    pub(super) async fn run<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Interrupted> {
         tokio::select! {
             done = work => Ok(done),
             _ = self.interrupt.recv() => Err(Interrupted { name: "SIGINT", exit_code: 128 + libc::SIGINT as u8 }),

@@ -22,7 +22,7 @@ Exit codes: 0 every drill of the month passed, 1 a drill failed or none ran, 2 c
 
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
-pub struct ReportArgs {
+pub(super) struct ReportArgs {
     /// The month to report, UTC (default: the current month).
     #[arg(long, value_name = "YYYY-MM")]
     month: Option<Month>,
@@ -47,7 +47,7 @@ pub struct ReportArgs {
 }
 
 impl ReportArgs {
-    pub async fn run(self) -> anyhow::Result<u8> {
+    pub(super) async fn run(self) -> anyhow::Result<u8> {
         let month = self.month.unwrap_or_else(|| Month::of(chrono::Utc::now()));
         let months = month.trailing(usize::from(self.trend_months));
         let store = match self.history.as_deref() {

@@ -25,7 +25,7 @@ Exit codes: 0 every drill passed, 1 a drill failed, 2 could not run (e.g. an unk
 
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
-pub struct RunArgs {
+pub(super) struct RunArgs {
     /// Drills to run, by name (`complete_infrastructure_loss` or `drill_complete_infrastructure_loss`).
     /// Default: every drill that needs no Kubernetes cluster and runs on
     /// the backend `DRILL_ENV` names (`--list` shows which run where).
@@ -55,7 +55,7 @@ impl Outcome {
 }
 
 impl RunArgs {
-    pub async fn run(self) -> anyhow::Result<u8> {
+    pub(super) async fn run(self) -> anyhow::Result<u8> {
         if self.list {
             for drill in drills::all() {
                 let cluster = if drill.needs_cluster {

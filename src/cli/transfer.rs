@@ -16,7 +16,7 @@ use crate::table_restore::{restore_table_copy, swap_table_from};
 /// Where the backups are. Credentials come from the default AWS chain
 /// (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, profiles, instance roles).
 #[derive(Debug, Args)]
-pub struct S3Args {
+pub(super) struct S3Args {
     /// Bucket and optional prefix, as the playbook writes it.
     #[arg(long, env = "BACKUP_BUCKET", value_name = "s3://BUCKET[/PREFIX]")]
     bucket: String,
@@ -49,7 +49,7 @@ impl S3Args {
 #[command(
     after_help = "Example:\n  drillbook backup --database-url \"$DATABASE_URL\" --admin-url \"$ADMIN_DATABASE_URL\" \\\n      --bucket s3://immoflowme-backups"
 )]
-pub struct BackupArgs {
+pub(super) struct BackupArgs {
     /// The database to back up.
     #[arg(long, env = "DATABASE_URL", value_name = "postgres://...")]
     database_url: String,
@@ -64,7 +64,7 @@ pub struct BackupArgs {
 }
 
 impl BackupArgs {
-    pub async fn run(self) -> anyhow::Result<u8> {
+    pub(super) async fn run(self) -> anyhow::Result<u8> {
         let mut interrupts = Interrupts::catch()?;
         let source: ConnInfo = self.database_url.parse().context("--database-url")?;
         let admin: Option<ConnInfo> = self
@@ -111,7 +111,7 @@ impl BackupArgs {
 #[command(
     after_help = "Example:\n  drillbook restore --admin-url \"$ADMIN_DATABASE_URL\" --bucket s3://immoflowme-backups\n\nThe restore goes to a NEW database, <db>_restore_<UTC time>, never over an existing one.\nIt re-applies the grants the backup recorded (pg_restore --no-acl drops them) and checks row counts,\ncontent fingerprints, the audit chain head and anchor, and the grants against the manifest."
 )]
-pub struct RestoreArgs {
+pub(super) struct RestoreArgs {
     /// A URL of the server to restore onto, as a role that may create databases.
     #[arg(long, env = "ADMIN_DATABASE_URL", value_name = "postgres://...")]
     admin_url: String,
@@ -157,7 +157,7 @@ pub struct RestoreArgs {
 }
 
 impl RestoreArgs {
-    pub async fn run(self) -> anyhow::Result<u8> {
+    pub(super) async fn run(self) -> anyhow::Result<u8> {
         let mut interrupts = Interrupts::catch()?;
         let admin: ConnInfo = self.admin_url.parse().context("--admin-url")?;
         let bins = PgBinaries::discover()?;

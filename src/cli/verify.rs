@@ -38,7 +38,7 @@ Examples:
   drillbook verify --database-url \"$DATABASE_URL\" --anchor s3://immoflowme-backups/anchors/20261128T233506.123Z.json --json
 
 Exit codes: 0 clean, 1 findings, 2 could not run (never 0 when the connection is lost).")]
-pub struct VerifyArgs {
+pub(super) struct VerifyArgs {
     /// The database to verify (read-only; safe against production).
     #[arg(long, env = "DATABASE_URL", value_name = "postgres://...")]
     database_url: String,
@@ -62,7 +62,7 @@ pub struct VerifyArgs {
 }
 
 impl VerifyArgs {
-    pub async fn run(self) -> anyhow::Result<u8> {
+    pub(super) async fn run(self) -> anyhow::Result<u8> {
         let target: ConnInfo = self.database_url.parse().context("--database-url")?;
         let anchor = match &self.anchor {
             Some(location) => {
@@ -99,7 +99,7 @@ Example:
   drillbook anchor --database-url \"$DATABASE_URL\" --bucket s3://immoflowme-backups
 
 Writes anchors/<UTC stamp>.json; pass it to `drillbook verify --anchor` later.")]
-pub struct AnchorArgs {
+pub(super) struct AnchorArgs {
     /// The database whose audit chain head to record (read-only).
     #[arg(long, env = "DATABASE_URL", value_name = "postgres://...")]
     database_url: String,
@@ -117,7 +117,7 @@ pub struct AnchorArgs {
 }
 
 impl AnchorArgs {
-    pub async fn run(self) -> anyhow::Result<u8> {
+    pub(super) async fn run(self) -> anyhow::Result<u8> {
         let target: ConnInfo = self.database_url.parse().context("--database-url")?;
         let (bucket, prefix) = S3Config::parse_location(&self.bucket)?;
         let store = Store::connect(S3Config {

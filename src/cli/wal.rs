@@ -13,24 +13,24 @@ use crate::wal::{Fetched, WalArchive};
 
 /// `wal-fetch`: the file is not in the archive. PostgreSQL reads any exit
 /// status up to 125 as "not available" and ends (or waits for) recovery there.
-pub const WAL_MISSING: u8 = 1;
+pub(super) const WAL_MISSING: u8 = 1;
 /// `wal-fetch`: the archived file is damaged, or the archive unreachable or
 /// its bucket missing (never "the end of the archive").
 /// PostgreSQL treats an exit status above 125 from `restore_command` as
 /// fatal, so recovery stops instead of taking the archive as ended early.
-pub const WAL_FATAL: u8 = 126;
+pub(super) const WAL_FATAL: u8 = 126;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  archive_command = 'drillbook wal-push %p'\n\n\
     Exit codes: 0 archived (or already archived with identical bytes), 2 not archived (the message says why; \
     PostgreSQL retries).")]
-pub struct WalPushArgs {
+pub(super) struct WalPushArgs {
     /// The WAL file to archive (PostgreSQL's %p).
     path: PathBuf,
 }
 
 impl WalPushArgs {
-    pub async fn run(self) -> anyhow::Result<u8> {
+    pub(super) async fn run(self) -> anyhow::Result<u8> {
         let archive = WalArchive::from_env().await?;
         archive.push(&self.path).await?;
         Ok(exit::SUCCESS)
@@ -41,7 +41,7 @@ impl WalPushArgs {
 #[command(after_help = "Example:\n  restore_command = 'drillbook wal-fetch %f %p'\n\n\
     Exit codes: 0 restored, 1 not in the archive (quietly: the normal end of the archive), \
     126 corrupt object, missing bucket or unreachable archive (PostgreSQL aborts recovery).")]
-pub struct WalFetchArgs {
+pub(super) struct WalFetchArgs {
     /// The file name PostgreSQL asks for (%f).
     name: String,
     /// Where to write it (%p).
@@ -49,7 +49,7 @@ pub struct WalFetchArgs {
 }
 
 impl WalFetchArgs {
-    pub async fn run(self) -> anyhow::Result<u8> {
+    pub(super) async fn run(self) -> anyhow::Result<u8> {
         let result = async { WalArchive::from_env().await?.fetch(&self.name, &self.dest).await }.await;
         match result {
             Ok(Fetched::Restored { .. }) => Ok(exit::SUCCESS),

@@ -40,7 +40,7 @@ impl Workbench {
     ///
     /// # Panics
     /// When a step fails, as the drills' other setup steps do.
-    pub async fn open(drill: &mut Drill, profile: Profile, seed: u64) -> Self {
+    pub(super) async fn open(drill: &mut Drill, profile: Profile, seed: u64) -> Self {
         let mut env = drill
             .phase("bring up environment", crate::env::from_env())
             .await
@@ -98,7 +98,7 @@ impl Workbench {
     ///
     /// # Panics
     /// When the manifest has no anchor (every drillbook backup records one).
-    pub fn suite_options(&self) -> SuiteOptions {
+    pub(super) fn suite_options(&self) -> SuiteOptions {
         SuiteOptions {
             anchor: Some(
                 self.manifest
@@ -117,7 +117,11 @@ impl Workbench {
     ///
     /// # Panics
     /// When a step fails, as the drills' other steps do.
-    pub async fn restore_and_verify(&mut self, drill: &mut Drill, clean_check: &str) -> (ConnInfo, RestoreReport) {
+    pub(super) async fn restore_and_verify(
+        &mut self,
+        drill: &mut Drill,
+        clean_check: &str,
+    ) -> (ConnInfo, RestoreReport) {
         let (admin, restored) = drill
             .phase("restore database from backup", self.restore_anew())
             .await
@@ -136,7 +140,7 @@ impl Workbench {
     /// The full restore after the damage: the bench's backup into a new
     /// target the drill owns (a new server, or a new database on staging).
     /// Returns the target server's admin and the restore's report.
-    pub async fn restore_anew(
+    pub(super) async fn restore_anew(
         &mut self,
     ) -> Result<(ConnInfo, RestoreReport), Box<dyn std::error::Error + Send + Sync>> {
         let target = self.env.provision_restore_target().await?;
@@ -147,7 +151,7 @@ impl Workbench {
     /// What resuming backups after recovery needs, on a disposable backend
     /// only: on staging a drill never writes a backup into the real catalog
     /// (it would become the newest backup).
-    pub fn resume_backups<'a>(&'a self, admin: &'a ConnInfo) -> Option<Resume<'a>> {
+    pub(super) fn resume_backups<'a>(&'a self, admin: &'a ConnInfo) -> Option<Resume<'a>> {
         self.env.is_disposable().then(|| (&self.bins, admin, self.env.store()))
     }
 }

@@ -21,7 +21,7 @@ use crate::pg::Secret;
 use crate::scratch::keep_requested;
 use crate::store::S3Config;
 
-pub const REGION: &str = "us-east-1";
+pub(super) const REGION: &str = "us-east-1";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

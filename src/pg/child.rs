@@ -48,7 +48,7 @@ fn spawner() -> &'static mpsc::Sender<Request> {
 
 /// Spawns `command` so that it is killed when this process dies. Must be
 /// called within a tokio runtime (the child is driven by it).
-pub fn spawn(mut command: Command) -> io::Result<Child> {
+pub(crate) fn spawn(mut command: Command) -> io::Result<Child> {
     let parent = std::process::id();
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe calls (prctl, getppid).
@@ -79,7 +79,7 @@ pub fn spawn(mut command: Command) -> io::Result<Child> {
 }
 
 /// Runs `command` to completion, like [`Command::output`], spawned by [`spawn`].
-pub async fn output(mut command: Command) -> io::Result<std::process::Output> {
+pub(crate) async fn output(mut command: Command) -> io::Result<std::process::Output> {
     command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

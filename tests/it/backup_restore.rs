@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
 use drillbook::backup::BackupReport;
-use drillbook::pg::table_facts;
 use drillbook::env::{APP_DATABASE, EmbeddedEnvironment};
 use drillbook::fixtures::{CRITICAL_TABLES, FixtureSpec, Profile, SeedSummary};
+use drillbook::pg::table_facts;
 use drillbook::pg::{Cluster, ClusterOptions, ConnInfo, PgError, quote_ident};
 use drillbook::playbook::PlaybookAnswers;
 use drillbook::restore::{

@@ -12,12 +12,12 @@ use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
 
 /// The `drillbook` binary built with these tests.
-pub const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
 
 /// A drill whose JUnit report goes to `dir/reports` and whose history
 /// record to `dir/history`: a test never writes into the user's
 /// `target/drill-reports` or `target/drill-history`.
-pub fn drill_in(dir: &Path, name: &str, scenario: Scenario) -> Drill {
+pub(crate) fn drill_in(dir: &Path, name: &str, scenario: Scenario) -> Drill {
     Drill::new(name, scenario)
         .unwrap()
         .with_report_dir(dir.join("reports"))
@@ -27,19 +27,19 @@ pub fn drill_in(dir: &Path, name: &str, scenario: Scenario) -> Drill {
 /// The name libtest knows the test `function` of module `module`
 /// (`module_path!()`) by: the path without the crate, as `--exact` wants it
 /// when a test runs itself as a child process.
-pub fn test_name(module: &str, function: &str) -> String {
+pub(crate) fn test_name(module: &str, function: &str) -> String {
     match module.split_once("::") {
         Some((_crate, path)) => format!("{path}::{function}"),
         None => function.to_owned(),
     }
 }
 
-pub async fn connect(target: &ConnInfo) -> PgConnection {
+pub(crate) async fn connect(target: &ConnInfo) -> PgConnection {
     PgConnection::connect_with(&target.connect_options()).await.unwrap()
 }
 
 /// Runs `sql` (one or more statements), panicking with the SQL on error.
-pub async fn exec(conn: &mut PgConnection, sql: &str) {
+pub(crate) async fn exec(conn: &mut PgConnection, sql: &str) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
         .execute(&mut *conn)
         .await
@@ -47,14 +47,14 @@ pub async fn exec(conn: &mut PgConnection, sql: &str) {
 }
 
 /// A daily backup of the environment's application database.
-pub async fn backup(env: &EmbeddedEnvironment) -> BackupReport {
+pub(crate) async fn backup(env: &EmbeddedEnvironment) -> BackupReport {
     backup_database(env.binaries(), &env.source(), Some(&env.primary().admin()), env.store())
         .await
         .unwrap()
 }
 
 /// A finished process's exit status, stdout and stderr, for assertion messages.
-pub fn output_text(output: &Output) -> String {
+pub(crate) fn output_text(output: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
         output.status.code(),
@@ -63,6 +63,6 @@ pub fn output_text(output: &Output) -> String {
     )
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }

@@ -37,11 +37,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use drillbook::backup::backup_database;
-use drillbook::pg::table_facts;
 use drillbook::basebackup::{list_base_backups, sweep_leftovers as sweep_base_backups, take_base_backup};
 use drillbook::env::EmbeddedEnvironment;
 use drillbook::fixtures::{FixtureSpec, Profile};
 use drillbook::pg::incomplete;
+use drillbook::pg::table_facts;
 use drillbook::pg::{ConnInfo, quote_ident};
 use drillbook::store::manifest::BackupManifest;
 use drillbook::store::{Store, layout};
