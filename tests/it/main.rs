@@ -27,6 +27,10 @@ mod http_checks;
 mod integrity_properties;
 mod integrity_suite;
 mod k8s_api;
+// issue 12: the README's layering, checked.
+mod layering;
+// issue 13: the operator's commands (basebackup, check, restore --table).
+mod operator_cli;
 mod orphaned_clusters;
 mod pitr_recovery;
 mod playbook_sql;

@@ -225,11 +225,13 @@ async fn a_dump_that_does_not_match_its_manifest_is_refused() {
 async fn a_failed_replacement_rolls_back_and_drops_the_scratch_database() {
     let env = seeded_env().await;
     backup(&env).await;
-    // The target no longer has a column the backup's rows carry: the COPY
-    // into it fails after the scratch database was created and loaded.
+    // The target now refuses some of the backup's rows (same columns, a new
+    // constraint): the COPY into it fails after the rows were deleted, in
+    // the middle of the replacement.
     execute(
         &env.source(),
-        "DELETE FROM invoice_lines WHERE id % 2 = 0; ALTER TABLE invoice_lines DROP COLUMN description",
+        "DELETE FROM invoice_lines WHERE id % 2 = 0; \
+         ALTER TABLE invoice_lines ADD CONSTRAINT only_odd_ids CHECK (id % 2 = 1)",
     )
     .await;
     let damaged = content(&env.source(), "invoice_lines", "id").await;
@@ -243,6 +245,22 @@ async fn a_failed_replacement_rolls_back_and_drops_the_scratch_database() {
         damaged,
         "the failed replacement rolled back: the damaged rows are still there"
     );
+
+    // A column the backup's rows carry is gone: refused before anything is
+    // touched, naming the difference.
+    execute(
+        &env.source(),
+        "ALTER TABLE invoice_lines DROP CONSTRAINT only_odd_ids; ALTER TABLE invoice_lines DROP COLUMN description",
+    )
+    .await;
+    let damaged = content(&env.source(), "invoice_lines", "id").await;
+    let err = restore(&env, "invoice_lines").await.unwrap_err();
+    assert_no_scratch(&before, &databases(&env).await);
+    let TableRestoreError::DefinitionDiffers { differences, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(differences.iter().any(|d| d.contains("description")), "{err}");
+    assert_eq!(content(&env.source(), "invoice_lines", "id").await, damaged);
 
     env.cleanup().await.unwrap();
 }

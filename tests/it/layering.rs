@@ -1,0 +1,185 @@
+//! The layering the README describes, checked: a module may use only
+//! modules of its own layer or below, and no two modules of one layer use
+//! each other in a cycle. A new top-level module fails this test until it
+//! is given a layer in [`LAYERS`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Bottom to top; see the README's "Layout".
+const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "foundations",
+        &[
+            "pg",
+            "store",
+            "http",
+            "k8s",
+            "progress",
+            "failpoint",
+            "scratch",
+            "time",
+            "serde_duration",
+        ],
+    ),
+    ("data and checks", &["fixtures", "integrity", "wal", "playbook"]),
+    (
+        "operations",
+        &[
+            "backup",
+            "basebackup",
+            "restore",
+            "table_restore",
+            "pitr",
+            "reindex",
+            "sessions",
+            "failover",
+            "canary",
+            "workload",
+            "check",
+        ],
+    ),
+    ("environments", &["env"]),
+    ("harness", &["drill", "fault"]),
+    ("reports", &["checklist", "report"]),
+    ("drills", &["drills"]),
+    ("front", &["cli"]),
+];
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|(_, modules)| modules.contains(&module))
+}
+
+/// Top-level module of a file under src/: `src/pg/cluster.rs` -> `pg`.
+fn module_of(src: &Path, file: &Path) -> Option<String> {
+    let relative = file.strip_prefix(src).ok()?;
+    let first = relative.components().next()?.as_os_str().to_str()?;
+    let name = first.strip_suffix(".rs").unwrap_or(first);
+    (!matches!(name, "lib" | "main")).then(|| name.to_owned())
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("src/ is readable").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level modules `code` names as `crate::<module>` (outside
+/// comments); `super::<module>` too in a file directly under src/.
+fn used_modules(code: &str, top_level_file: bool) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    for line in code.lines() {
+        let line = line.split("//").next().unwrap_or("");
+        let mut prefixes = vec!["crate::"];
+        if top_level_file {
+            prefixes.push("super::");
+        }
+        for prefix in prefixes {
+            for (at, _) in line.match_indices(prefix) {
+                let before = line[..at].chars().next_back();
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+                    continue;
+                }
+                let rest = &line[at + prefix.len()..];
+                let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                // `crate::{a, b}` groups
+                if rest.starts_with('{') {
+                    for part in rest[1..].split('}').next().unwrap_or("").split(',') {
+                        let name: String = part
+                            .trim()
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_')
+                            .collect();
+                        if !name.is_empty() {
+                            used.insert(name);
+                        }
+                    }
+                } else if !name.is_empty() {
+                    used.insert(name);
+                }
+            }
+        }
+    }
+    used
+}
+
+#[test]
+fn arrows_only_run_down_and_no_layer_has_a_cycle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for file in &files {
+        let Some(module) = module_of(&src, file) else { continue };
+        let code = std::fs::read_to_string(file).unwrap();
+        let top_level_file = file.parent() == Some(src.as_path()) || file.ends_with(format!("{module}/mod.rs"));
+        let Some(layer) = layer_of(&module) else {
+            problems.push(format!(
+                "module `{module}` has no layer: add it to LAYERS (and the README's layout)"
+            ));
+            continue;
+        };
+        for used in used_modules(&code, top_level_file) {
+            if used == module
+                || layer_of(&used).is_none()
+                    && !files
+                        .iter()
+                        .any(|f| module_of(&src, f).as_deref() == Some(used.as_str()))
+            {
+                continue; // `crate::Result`-style items of the root, or itself
+            }
+            let Some(used_layer) = layer_of(&used) else { continue };
+            if used_layer > layer {
+                problems.push(format!(
+                    "{}: `{module}` ({}) uses `{used}` ({}), a layer above it",
+                    file.strip_prefix(&src).unwrap().display(),
+                    LAYERS[layer].0,
+                    LAYERS[used_layer].0
+                ));
+            }
+            graph.entry(module.clone()).or_default().insert(used);
+        }
+    }
+    // Cycles: a module reaching itself through others.
+    for start in graph.keys() {
+        let mut stack: Vec<(String, Vec<String>)> = vec![(start.clone(), vec![start.clone()])];
+        let mut seen = BTreeSet::new();
+        while let Some((node, path)) = stack.pop() {
+            for next in graph.get(&node).into_iter().flatten() {
+                if next == start {
+                    let cycle = format!("cycle: {} -> {start}", path.join(" -> "));
+                    if !problems.contains(&cycle) && path.iter().min() == Some(start) {
+                        problems.push(cycle);
+                    }
+                } else if seen.insert(next.clone()) {
+                    let mut longer = path.clone();
+                    longer.push(next.clone());
+                    stack.push((next.clone(), longer));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "the layering is broken:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn the_scanner_sees_uses_and_ignores_comments() {
+    let code = "use crate::report::junit;\nuse crate::{drill, env::Backend};\n// crate::cli in a comment\nlet x = super::pg::quote_ident;\n";
+    let used = used_modules(code, true);
+    assert_eq!(used.into_iter().collect::<Vec<_>>(), ["drill", "env", "pg", "report"]);
+    assert_eq!(
+        used_modules(code, false).len(),
+        3,
+        "super:: only counts directly under src/"
+    );
+}

@@ -1,0 +1,352 @@
+//! The operator's commands of issue 13, through the real binary against an
+//! archiving server and a real S3 API: `basebackup`, `check` (healthy, then
+//! each fault it must name: a deleted WAL segment, a damaged segment, a
+//! damaged dump, a stale backup) and `restore --table` (into a new database,
+//! and `--swap-into` the damaged one, refused when the columns differ).
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use drillbook::env::ArchivingEnvironment;
+use drillbook::fixtures::{FixtureSpec, Profile};
+use drillbook::store::Store;
+use drillbook::wal::switch_and_wait_archived;
+use serde_json::Value;
+
+use crate::common::{BIN, connect, exec, output_text};
+
+const ARCHIVED_WITHIN: Duration = Duration::from_secs(60);
+
+/// `drillbook <args>` with the store's endpoint and credentials.
+fn drillbook(store: &Store, args: &[&str]) -> Output {
+    let config = store.config();
+    let (key, secret) = config.credentials.clone().expect("the embedded S3 has credentials");
+    Command::new(BIN)
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret.expose())
+        .env(
+            "AWS_ENDPOINT_URL",
+            config.endpoint.clone().expect("the embedded S3 has an endpoint"),
+        )
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("DRILL_PROGRESS", "off")
+        .env_remove("DATABASE_URL")
+        .env_remove("ADMIN_DATABASE_URL")
+        .env_remove("BACKUP_BUCKET")
+        .output()
+        .unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", output_text(out)))
+}
+
+/// The `check` of this name in a `check --json` report.
+fn check<'r>(report: &'r Value, name: &str) -> &'r Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == name)
+        .unwrap_or_else(|| panic!("no {name} check in {report:#}"))
+}
+
+fn problems(report: &Value, name: &str) -> String {
+    check(report, name)["problems"].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basebackup_check_and_table_restore_from_the_command_line() {
+    let env = ArchivingEnvironment::start(Path::new(BIN), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let store = env.store().clone();
+    let bucket = store.config().location();
+    let admin = env.admin().url();
+    let source = env.source().url();
+    drillbook::fixtures::seed(
+        &env.source(),
+        FixtureSpec {
+            profile: Profile::Small,
+            seed: 13,
+            until: "2026-06-30T12:00:00Z".parse().unwrap(),
+        },
+    )
+    .await
+    .unwrap();
+
+    // basebackup: bad input first, then the real one.
+    let out = drillbook(
+        &store,
+        &["basebackup", "--admin-url", &admin, "--bucket", "s3://no-such-bucket"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "{}",
+        output_text(&out)
+    );
+    let unreachable = "postgres://postgres:x@127.0.0.1:1/postgres";
+    let out = drillbook(&store, &["basebackup", "--admin-url", unreachable, "--bucket", &bucket]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(
+        store.list("base/").await.unwrap().is_empty(),
+        "a refused base backup writes nothing"
+    );
+    let out = drillbook(
+        &store,
+        &["basebackup", "--admin-url", &admin, "--bucket", &bucket, "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let base = json(&out);
+    assert!(base["tar_bytes"].as_u64().unwrap() > 1_000_000, "{base:#}");
+    assert!(
+        store
+            .size_of(&format!("base/{}/manifest.json", base["stamp"].as_str().unwrap()))
+            .await
+            .unwrap()
+            .is_some(),
+        "its manifest is in the bucket"
+    );
+
+    // A daily dump, an anchor, and the WAL since the base backup archived.
+    let out = drillbook(
+        &store,
+        &[
+            "backup",
+            "--database-url",
+            &source,
+            "--admin-url",
+            &admin,
+            "--bucket",
+            &bucket,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let out = drillbook(&store, &["anchor", "--database-url", &source, "--bucket", &bucket]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let mut admin_conn = connect(&env.admin()).await;
+    for _ in 0..3 {
+        exec(&mut connect(&env.source()).await, "UPDATE tenants SET name = name").await;
+        switch_and_wait_archived(&mut admin_conn, ARCHIVED_WITHIN)
+            .await
+            .unwrap();
+    }
+
+    // Healthy: every check passes, exit 0; the textfile says so.
+    let prom = tempfile::tempdir().unwrap();
+    let prom_file = prom.path().join("drillbook.prom");
+    let prom_arg = prom_file.display().to_string();
+    let args = ["check", "--bucket", &bucket, "--database-url", &admin, "--json"];
+    let out = drillbook(&store, &[&args[..], &["--prometheus", &prom_arg]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let healthy = json(&out);
+    for name in ["daily_dump", "base_backup", "wal_archive", "archive_lag", "anchors"] {
+        assert_eq!(check(&healthy, name)["ok"], true, "{name}: {healthy:#}");
+    }
+    assert!(check(&healthy, "wal_archive")["figures"]["segments"].as_f64().unwrap() >= 3.0);
+    let text = std::fs::read_to_string(&prom_file).unwrap();
+    assert!(text.contains("drillbook_check_ok{check=\"wal_archive\"} 1"), "{text}");
+
+    // A WAL segment deleted from the middle of the archive: a gap, exit 1.
+    let mut segments: Vec<String> = store
+        .list("wal/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.rsplit('/').next().is_some_and(|n| n.len() == 24))
+        .collect();
+    segments.sort();
+    let deleted = segments[segments.len() - 2].clone();
+    let deleted_bytes = store.get_bytes(&deleted).await.unwrap();
+    store.delete(&deleted).await.unwrap();
+    let out = drillbook(&store, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let report = json(&out);
+    let name = deleted.rsplit('/').next().unwrap();
+    assert!(
+        problems(&report, "wal_archive").contains(name),
+        "the gap is named: {report:#}"
+    );
+    store
+        .put_bytes(&deleted, deleted_bytes.clone(), "application/octet-stream")
+        .await
+        .unwrap();
+
+    // The same segment damaged instead: its content no longer matches its header.
+    let mut damaged = deleted_bytes.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    store
+        .put_bytes(&deleted, damaged, "application/octet-stream")
+        .await
+        .unwrap();
+    let out = drillbook(&store, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(
+        problems(&json(&out), "wal_archive").contains("damaged"),
+        "{}",
+        output_text(&out)
+    );
+    store
+        .put_bytes(&deleted, deleted_bytes, "application/octet-stream")
+        .await
+        .unwrap();
+
+    // Sampling: with 3 runs per cycle, the WAL objects are spread over the runs.
+    let wal_objects = || async { store.list("wal/").await.unwrap().len() as f64 };
+    let objects = wal_objects().await;
+    let mut hashed = 0.0;
+    for _ in 0..3 {
+        let out = drillbook(&store, &["check", "--bucket", &bucket, "--sample-runs", "3", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+        let report = json(&out);
+        hashed += check(&report, "wal_archive")["figures"]["hashed"].as_f64().unwrap();
+    }
+    assert_eq!(
+        wal_objects().await,
+        objects,
+        "the server archived nothing meanwhile (it is idle)"
+    );
+    assert_eq!(hashed, objects, "three sampled runs hash every WAL object exactly once");
+
+    // The newest dump damaged: its sha256 no longer matches the manifest.
+    let dump_key = check(&healthy, "daily_dump")["summary"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    let dump = store.get_bytes(&dump_key).await.unwrap();
+    let mut bad = dump.clone();
+    bad[100] ^= 0xff;
+    store
+        .put_bytes(&dump_key, bad, "application/octet-stream")
+        .await
+        .unwrap();
+    let out = drillbook(&store, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(
+        problems(&json(&out), "daily_dump").contains("damaged"),
+        "{}",
+        output_text(&out)
+    );
+    store
+        .put_bytes(&dump_key, dump, "application/octet-stream")
+        .await
+        .unwrap();
+
+    // Stale: the same bucket judged with a one-second maximum age.
+    let out = drillbook(
+        &store,
+        &[
+            "check",
+            "--bucket",
+            &bucket,
+            "--max-dump-age",
+            "1s",
+            "--max-base-backup-age",
+            "1s",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let stale = json(&out);
+    assert!(problems(&stale, "daily_dump").contains("stopped"), "{stale:#}");
+    assert!(problems(&stale, "base_backup").contains("old"), "{stale:#}");
+
+    // restore --table: the damaged table stays as it is; the backup's copy
+    // lands in a new database, with the manifest's row count.
+    let mut app = connect(&env.source()).await;
+    exec(&mut app, "DELETE FROM invoice_lines WHERE id % 4 = 0").await;
+    let damaged_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM invoice_lines")
+        .fetch_one(&mut app)
+        .await
+        .unwrap();
+    let out = drillbook(
+        &store,
+        &[
+            "restore",
+            "--admin-url",
+            &admin,
+            "--bucket",
+            &bucket,
+            "--table",
+            "invoice_lines",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let copy = json(&out);
+    let copy_db = copy["database"].as_str().unwrap().to_owned();
+    assert!(copy_db.contains("invoice_lines_restore_"), "{copy:#}");
+    let restored = copy["rows_restored"].as_i64().unwrap();
+    assert!(restored > damaged_rows, "{copy:#}");
+    let mut copy_conn = connect(&env.admin().with_database(&copy_db)).await;
+    let in_copy: i64 = sqlx::query_scalar("SELECT count(*) FROM invoice_lines")
+        .fetch_one(&mut copy_conn)
+        .await
+        .unwrap();
+    assert_eq!(in_copy, restored);
+    drop(copy_conn);
+
+    // --swap-into refused when the columns differ; nothing touched.
+    exec(&mut app, "ALTER TABLE invoice_lines ADD COLUMN note text").await;
+    let swap = [
+        "restore",
+        "--admin-url",
+        &admin,
+        "--bucket",
+        &bucket,
+        "--table",
+        "invoice_lines",
+        "--swap-into",
+        &source,
+    ];
+    let out = drillbook(&store, &swap);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("definition differs"),
+        "{}",
+        output_text(&out)
+    );
+    let still: i64 = sqlx::query_scalar("SELECT count(*) FROM invoice_lines")
+        .fetch_one(&mut app)
+        .await
+        .unwrap();
+    assert_eq!(still, damaged_rows, "a refused swap touches nothing");
+
+    // Same columns again: the swap replaces the rows in one transaction.
+    exec(&mut app, "ALTER TABLE invoice_lines DROP COLUMN note").await;
+    let out = drillbook(&store, &[&swap[..], &["--json"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let swapped = json(&out);
+    assert_eq!(swapped["rows_before"], damaged_rows, "{swapped:#}");
+    let now: i64 = sqlx::query_scalar("SELECT count(*) FROM invoice_lines")
+        .fetch_one(&mut app)
+        .await
+        .unwrap();
+    assert_eq!(now, restored);
+    // --swap-into without --table is a usage error.
+    let out = drillbook(
+        &store,
+        &[
+            "restore",
+            "--admin-url",
+            &admin,
+            "--bucket",
+            &bucket,
+            "--swap-into",
+            &source,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+
+    drop(app);
+    drop(admin_conn);
+    env.cleanup().await.unwrap();
+}
