@@ -70,41 +70,59 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The top-level modules `code` names as `crate::<module>` (outside
-/// comments); `super::<module>` too in a file directly under src/.
+/// comments), groups included (`crate::{pg::{A, B}, store}` across lines);
+/// `super::<module>` too in a file directly under src/.
 fn used_modules(code: &str, top_level_file: bool) -> BTreeSet<String> {
+    let code: String = code
+        .lines()
+        .map(|line| line.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ident = |text: &str| -> String {
+        text.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut prefixes = vec!["crate::"];
+    if top_level_file {
+        prefixes.push("super::");
+    }
     let mut used = BTreeSet::new();
-    for line in code.lines() {
-        let line = line.split("//").next().unwrap_or("");
-        let mut prefixes = vec!["crate::"];
-        if top_level_file {
-            prefixes.push("super::");
-        }
-        for prefix in prefixes {
-            for (at, _) in line.match_indices(prefix) {
-                let before = line[..at].chars().next_back();
-                if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
-                    continue;
+    for prefix in prefixes {
+        for (at, _) in code.match_indices(prefix) {
+            let before = code[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == ':') {
+                continue;
+            }
+            let rest = &code[at + prefix.len()..];
+            let Some(group) = rest.strip_prefix('{') else {
+                used.insert(ident(rest));
+                continue;
+            };
+            // Each item of the group at depth 1 starts with a module name.
+            let mut depth = 1;
+            let mut item_start = true;
+            for (i, c) in group.char_indices() {
+                if item_start && !c.is_whitespace() {
+                    used.insert(ident(&group[i..]));
+                    item_start = false;
                 }
-                let rest = &line[at + prefix.len()..];
-                let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-                // `crate::{a, b}` groups
-                if rest.starts_with('{') {
-                    for part in rest[1..].split('}').next().unwrap_or("").split(',') {
-                        let name: String = part
-                            .trim()
-                            .chars()
-                            .take_while(|c| c.is_alphanumeric() || *c == '_')
-                            .collect();
-                        if !name.is_empty() {
-                            used.insert(name);
+                match c {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
                         }
                     }
-                } else if !name.is_empty() {
-                    used.insert(name);
+                    ',' if depth == 1 => item_start = true,
+                    _ => {}
                 }
             }
         }
     }
+    used.retain(|name| !name.is_empty());
     used
 }
 
@@ -174,12 +192,16 @@ fn arrows_only_run_down_and_no_layer_has_a_cycle() {
 
 #[test]
 fn the_scanner_sees_uses_and_ignores_comments() {
-    let code = "use crate::report::junit;\nuse crate::{drill, env::Backend};\n// crate::cli in a comment\nlet x = super::pg::quote_ident;\n";
+    let code = "use crate::report::junit;\nuse crate::{\n    drill,\n    env::{Backend, EnvError},\n    store,\n};\n\
+                // crate::cli in a comment\nlet x = super::pg::quote_ident;\n";
     let used = used_modules(code, true);
-    assert_eq!(used.into_iter().collect::<Vec<_>>(), ["drill", "env", "pg", "report"]);
+    assert_eq!(
+        used.into_iter().collect::<Vec<_>>(),
+        ["drill", "env", "pg", "report", "store"]
+    );
     assert_eq!(
         used_modules(code, false).len(),
-        3,
+        4,
         "super:: only counts directly under src/"
     );
 }
