@@ -70,6 +70,18 @@ impl Setup {
     }
 }
 
+/// Waits until `n` canaries were committed after `after` (a minute at most).
+async fn wait_for_canaries_after(canaries: &CanaryWriter, after: chrono::DateTime<Utc>, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while canaries.committed().iter().filter(|c| c.written_at > after).count() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than {n} canaries in a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn recovery_to_a_time_keeps_every_canary_before_it_and_none_after() {
     let setup = Setup::start().await;
@@ -80,9 +92,10 @@ async fn recovery_to_a_time_keeps_every_canary_before_it_and_none_after() {
     take_base_backup(&setup.bins, &setup.primary.admin(), &setup.store)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Counted, not slept: a loaded machine writes fewer canaries per second.
+    wait_for_canaries_after(&canaries, Utc::now(), 30).await;
     let target = Utc::now();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_for_canaries_after(&canaries, target, 30).await;
     let log = canaries.stop().await;
     switch_and_wait_archived(&mut setup.admin_conn().await, ARCHIVED_WITHIN)
         .await
