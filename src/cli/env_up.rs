@@ -1,5 +1,6 @@
 //! `drillbook env up`: a local environment to explore and rehearse on.
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
@@ -7,14 +8,16 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::exit;
 use crate::backup::backup_database;
 use crate::env::{ConnectionFacts, EmbeddedEnvironment};
+use crate::basebackup::take_base_backup;
 use crate::fixtures::{FixtureSpec, Profile};
 use crate::pg::ClusterOptions;
 
 #[derive(Debug, Subcommand)]
 #[command(after_help = "Example:\n  drillbook env up --profile small > env.json   # details: drillbook env up --help")]
 pub(super) enum EnvCommand {
-    /// Start an embedded Postgres + S3, seed it, take a first backup, print
-    /// the connection facts as JSON, and keep running until interrupted.
+    /// Start an embedded Postgres + S3, seed it, take a first backup and
+    /// anchor (and with --wal-archiving a base backup), print the connection
+    /// facts as JSON, and keep running until interrupted.
     #[command(after_help = "\
 Example:
   drillbook env up --profile small > env.json
@@ -35,6 +38,15 @@ pub(super) struct UpArgs {
     /// Fixed PostgreSQL port (default: a free one).
     #[arg(long)]
     port: Option<u16>,
+    /// Archive WAL into the environment's S3 (`archive_command = drillbook
+    /// wal-push %p`) and take a first base backup, so `basebackup`, `check`
+    /// and point-in-time recovery can be tried by hand.
+    #[arg(long)]
+    wal_archiving: bool,
+    /// With `--wal-archiving`: the server switches to a new WAL segment (and
+    /// archives it) at least this often while it is written to.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, requires = "wal_archiving")]
+    archive_timeout: std::time::Duration,
 }
 
 #[derive(Serialize)]
@@ -44,6 +56,9 @@ struct UpOutput {
     profile: Profile,
     seed: u64,
     first_backup: String,
+    /// With `--wal-archiving`: the first base backup's stamp.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_base_backup: Option<String>,
 }
 
 impl EnvCommand {
@@ -53,12 +68,22 @@ impl EnvCommand {
         // still stop the servers and remove their files.
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
-        let options = ClusterOptions {
-            port: args.port,
-            ..Default::default()
+        let start = async {
+            if args.wal_archiving {
+                let program = std::env::current_exe().context("find the drillbook binary for archive_command")?;
+                EmbeddedEnvironment::start_archiving(args.port, &program, args.archive_timeout)
+                    .await
+                    .context("start an archiving environment")
+            } else {
+                let options = ClusterOptions {
+                    port: args.port,
+                    ..Default::default()
+                };
+                Ok(EmbeddedEnvironment::start_with(options).await?)
+            }
         };
         let env = tokio::select! {
-            env = EmbeddedEnvironment::start_with(options) => env?,
+            env = start => env?,
             _ = interrupt.recv() => return Ok(exit::ERROR),
             _ = terminate.recv() => return Ok(exit::ERROR),
         };
@@ -79,7 +104,19 @@ async fn serve(env: &EmbeddedEnvironment, args: &UpArgs) -> anyhow::Result<()> {
     tracing::info!(profile = %args.profile, elapsed = ?seeded.elapsed, "seeded");
     let admin = env.primary().admin();
     let backup = backup_database(env.binaries(), &env.source(), Some(&admin), env.store()).await?;
+    // What a well-run production has beside its backups: the chain's head
+    // recorded outside the database (`drillbook anchor`).
+    let anchor = crate::integrity::anchor::Anchor::capture(&env.source()).await?;
+    env.store()
+        .put_bytes(&anchor.key(), anchor.to_json(), "application/json")
+        .await?;
+    let first_base_backup = if args.wal_archiving {
+        Some(take_base_backup(env.binaries(), &admin, env.store()).await?.stamp)
+    } else {
+        None
+    };
     let output = UpOutput {
+        first_base_backup,
         facts: env.connection_facts(),
         profile: args.profile,
         seed: args.seed,

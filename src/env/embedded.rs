@@ -1,12 +1,15 @@
 //! The embedded backend: a PostgreSQL cluster per drill and an in-process
 //! S3 server, all on 127.0.0.1, all removed at the end.
 
+use std::path::Path;
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::{APP_DATABASE, BACKUP_BUCKET, EmbeddedS3, Result};
 use crate::fixtures::{self, FixtureSpec, SeedSummary};
 use crate::pg::{Cluster, ClusterOptions, ConnInfo, PgBinaries};
-use crate::store::Store;
+use crate::store::{S3Config, Store};
 
 /// A disposable environment: everything in it was created by this process,
 /// so drills may corrupt, kill and delete freely.
@@ -43,12 +46,32 @@ impl EmbeddedEnvironment {
     }
 
     pub async fn start_with(options: ClusterOptions) -> Result<Self> {
+        Self::start_configured(|_| Ok(options)).await
+    }
+
+    /// [`Self::start_with`] a primary that archives its WAL into the
+    /// environment's S3 with `program wal-push` (`drillbook env up
+    /// --wal-archiving`), so base backups, recovery and `check` can be tried
+    /// by hand. `program` must be executable by the server's user.
+    pub async fn start_archiving(port: Option<u16>, program: &Path, archive_timeout: Duration) -> Result<Self> {
+        Self::start_configured(|s3| {
+            let mut options = crate::wal::archiving_options(program, s3, archive_timeout)?;
+            options.port = port;
+            Ok(options)
+        })
+        .await
+    }
+
+    /// The bucket exists before the primary starts: an archiving primary
+    /// pushes its first segment into it at once.
+    async fn start_configured(options: impl FnOnce(&S3Config) -> Result<ClusterOptions>) -> Result<Self> {
         let bins = PgBinaries::discover()?;
         let s3 = EmbeddedS3::start()?;
-        let primary = Cluster::start(&bins, options).await?;
-        primary.create_database(APP_DATABASE).await?;
-        let store = Store::connect(s3.config(BACKUP_BUCKET)).await;
+        let config = s3.config(BACKUP_BUCKET);
+        let store = Store::connect(config.clone()).await;
         store.ensure_bucket().await?;
+        let primary = Cluster::start(&bins, options(&config)?).await?;
+        primary.create_database(APP_DATABASE).await?;
         Ok(Self {
             bins,
             primary: Some(primary),

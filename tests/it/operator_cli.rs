@@ -350,3 +350,67 @@ async fn basebackup_check_and_table_restore_from_the_command_line() {
     drop(admin_conn);
     env.cleanup().await.unwrap();
 }
+
+/// `drillbook env up --wal-archiving`: the environment the README's
+/// operator commands are tried against. It archives WAL, has a first base
+/// backup, dump and anchor, so `check` passes on it as it comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_up_with_wal_archiving_is_healthy_as_it_comes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = dir.path().join("env-up.stderr");
+    let mut child = Command::new(BIN)
+        .args(["env", "up", "--wal-archiving", "--archive-timeout", "10s"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut text = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        text.push_str(&line);
+        if line == "}" {
+            break;
+        }
+    }
+    let stop = |mut child: std::process::Child| {
+        // SAFETY: kill(2) with SIGINT on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        child.wait().unwrap()
+    };
+    let facts: Value = match serde_json::from_str(&text) {
+        Ok(facts) => facts,
+        Err(e) => {
+            stop(child);
+            panic!("env up printed no JSON ({e}): {}", std::fs::read_to_string(&stderr).unwrap());
+        }
+    };
+    let fact = |name: &str| facts[name].as_str().unwrap_or_else(|| panic!("no {name} in {facts:#}")).to_owned();
+    let base = fact("first_base_backup");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", fact("access_key"))
+            .env("AWS_SECRET_ACCESS_KEY", fact("secret_key"))
+            .env("AWS_ENDPOINT_URL", fact("s3_endpoint"))
+            .env("DRILL_PROGRESS", "off")
+            .output()
+            .unwrap()
+    };
+    // The server archives: a switched segment lands in the bucket within the timeout.
+    let admin: drillbook::pg::ConnInfo = fact("admin_url").parse().unwrap();
+    switch_and_wait_archived(&mut connect(&admin).await, ARCHIVED_WITHIN)
+        .await
+        .unwrap();
+    let out = run(&["check", "--bucket", &fact("backup_bucket"), "--database-url", &fact("admin_url"), "--json"]);
+    let status = stop(child);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let report = json(&out);
+    assert!(
+        check(&report, "base_backup")["summary"].as_str().unwrap().contains(&base),
+        "{report:#}"
+    );
+    assert!(status.success(), "env up stops cleanly on SIGINT: {status:?}");
+}
