@@ -351,6 +351,13 @@ pub async fn switch_and_wait_archived(conn: &mut sqlx::PgConnection, timeout: st
         let context = context.to_owned();
         move |source| WalError::Sql { context, source }
     };
+    // A switch with no WAL since the last one does nothing and names the
+    // current, unfinished segment, which would never be archived: write one
+    // record first (a logical message, no table touched).
+    sqlx::query("SELECT pg_logical_emit_message(false, 'drillbook', 'switch')")
+        .execute(&mut *conn)
+        .await
+        .map_err(sql("write a WAL record before switching"))?;
     let segment: String = sqlx::query_scalar("SELECT pg_walfile_name(pg_switch_wal())")
         .fetch_one(&mut *conn)
         .await

@@ -7,8 +7,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::exit;
 use crate::backup::backup_database;
-use crate::env::{ConnectionFacts, EmbeddedEnvironment};
 use crate::basebackup::take_base_backup;
+use crate::env::{ConnectionFacts, EmbeddedEnvironment};
 use crate::fixtures::{FixtureSpec, Profile};
 use crate::pg::ClusterOptions;
 

@@ -384,10 +384,18 @@ async fn env_up_with_wal_archiving_is_healthy_as_it_comes() {
         Ok(facts) => facts,
         Err(e) => {
             stop(child);
-            panic!("env up printed no JSON ({e}): {}", std::fs::read_to_string(&stderr).unwrap());
+            panic!(
+                "env up printed no JSON ({e}): {}",
+                std::fs::read_to_string(&stderr).unwrap()
+            );
         }
     };
-    let fact = |name: &str| facts[name].as_str().unwrap_or_else(|| panic!("no {name} in {facts:#}")).to_owned();
+    let fact = |name: &str| {
+        facts[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in {facts:#}"))
+            .to_owned()
+    };
     let base = fact("first_base_backup");
     let run = |args: &[&str]| {
         Command::new(BIN)
@@ -404,12 +412,22 @@ async fn env_up_with_wal_archiving_is_healthy_as_it_comes() {
     switch_and_wait_archived(&mut connect(&admin).await, ARCHIVED_WITHIN)
         .await
         .unwrap();
-    let out = run(&["check", "--bucket", &fact("backup_bucket"), "--database-url", &fact("admin_url"), "--json"]);
+    let out = run(&[
+        "check",
+        "--bucket",
+        &fact("backup_bucket"),
+        "--database-url",
+        &fact("admin_url"),
+        "--json",
+    ]);
     let status = stop(child);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let report = json(&out);
     assert!(
-        check(&report, "base_backup")["summary"].as_str().unwrap().contains(&base),
+        check(&report, "base_backup")["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&base),
         "{report:#}"
     );
     assert!(status.success(), "env up stops cleanly on SIGINT: {status:?}");
