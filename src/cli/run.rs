@@ -6,10 +6,11 @@ use anyhow::bail;
 use clap::Args;
 
 use super::exit;
-use crate::drill::{DrillSummary, format_duration};
+use crate::drill::DrillSummary;
 use crate::drills::{self, BuiltinDrill};
 use crate::env::Backend;
 use crate::report::schedule::Cadence;
+use crate::time::format_duration;
 
 const EXAMPLES: &str = "\
 Examples:

@@ -9,7 +9,8 @@
 //! the record, in [`Drill::verdict`].
 //!
 //! ```no_run
-//! use drillbook::drill::{Drill, Scenario};
+//! use drillbook::drill::Drill;
+//! use drillbook::playbook::Scenario;
 //!
 //! # async fn restore() -> anyhow::Result<()> { Ok(()) }
 //! # async fn drill() -> anyhow::Result<()> {
@@ -31,7 +32,7 @@
 //! - [`outputs`]: the [`Outputs`] sink a finished drill's record goes to.
 //!
 //! Durations and clocks are [`crate::time`]'s, the scenarios
-//! [`crate::playbook`]'s; both are re-exported here for drills.
+//! [`crate::playbook`]'s.
 //!
 //! # Measurements
 //!
@@ -47,13 +48,15 @@
 //!   counts them ([`Drill::rows_lost`]).
 //!
 //! Time comes from a [`Clock`]: [`SystemClock`] in real drills,
-//! [`ManualClock`] in tests that need four hours to pass instantly.
+//! [`ManualClock`](crate::time::ManualClock) in tests that need four hours
+//! to pass instantly.
 //!
 //! # Reports
 //!
 //! [`Drill::finish`] hands the judged record to the drill's [`Outputs`]; the
 //! built-in drills' (`report::DrillReports`) write JUnit to
-//! `<`[`report_dir`]`>/<name>.xml` and append the history record. A drill
+//! `<report dir>/<name>.xml` (`report::report_dir`) and append the history
+//! record. A drill
 //! that returns early (`?` on a failed phase) or panics never reaches
 //! `finish`, so dropping an unfinished [`Drill`] hands the record over
 //! anyway, marked as aborted: CI then shows a failed drill instead of a
@@ -73,15 +76,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
-pub use self::outputs::{Outputs, report_dir};
+pub use self::outputs::Outputs;
 pub use self::record::{Check, DrillSummary, Incident, Phase, RecoveryPoint, RecoverySource, TimelineEvent, Verdict};
 pub use self::targets::Targets;
-use crate::time::timestamp;
-
-// Moved to their own rooms (issue 12); re-exported so the drills, tests and
-// the CLI keep their `drill::` paths.
-pub use crate::playbook::Scenario;
-pub use crate::time::{Clock, ManualClock, ParseDurationError, SystemClock, format_duration, parse_duration};
+use crate::playbook::Scenario;
+use crate::time::{Clock, ParseDurationError, SystemClock, format_duration, timestamp};
 
 /// Result of the harness's fallible operations.
 pub type Result<T, E = DrillError> = std::result::Result<T, E>;
@@ -510,6 +509,7 @@ impl Drop for Drill {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
+    use crate::time::ManualClock;
 
     /// 2026-05-01T08:00:00Z, where every test's manual clock starts.
     pub(crate) fn t0() -> DateTime<Utc> {

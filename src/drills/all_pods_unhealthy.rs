@@ -3,16 +3,17 @@
 //! fails to start, the rollout stalls); recovery is `rollout undo` to the
 //! previous revision and `rollout status` until complete.
 //!
-//! Needs a Kubernetes cluster (see `drills/pod_crash.rs` for the
+//! Needs a Kubernetes cluster (see `src/drills/pod_crash.rs` for the
 //! settings): `#[ignore]`d here, FAILS when run without one. It patches the
 //! named deployment: point it at a drill deployment of your own, never at
 //! production.
 
 use std::time::Duration;
 
-use crate::drill::{DrillSummary, Scenario};
+use crate::drill::DrillSummary;
 use crate::k8s::rollout::Rollout;
 use crate::k8s::{K8sError, Wait};
+use crate::playbook::Scenario;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{Patch, PatchParams};

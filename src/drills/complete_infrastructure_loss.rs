@@ -14,18 +14,19 @@
 //! the source holds beyond the backup as the loss (read only), asserts the
 //! same checks, and drops its copy at the end.
 //!
-//! Library code so `drillbook run` ships it; `tests/staging_rehearsal.rs`
+//! Library code so `drillbook run` ships it; `tests/it/staging_rehearsal.rs`
 //! runs exactly this code on the staging backend.
 
 use std::time::Duration;
 
 use crate::backup::backup_database;
 use crate::checklist;
-use crate::drill::{DrillSummary, RecoveryPoint, Scenario};
+use crate::drill::{DrillSummary, RecoveryPoint};
 use crate::env;
 use crate::fixtures::{CRITICAL_TABLES, FixtureSpec};
 use crate::pg::table_facts;
 use crate::playbook::PlaybookAnswers;
+use crate::playbook::Scenario;
 use crate::restore::{BackupChoice, RestoreOptions, find_backup, restore_database};
 use crate::store::manifest::BackupManifest;
 use crate::workload::write_activity;

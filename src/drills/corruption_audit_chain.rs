@@ -10,10 +10,11 @@
 //! Runs on every backend: on staging the damage goes into the drill's own
 //! restored copy of the newest backup (see `workbench.rs`).
 
-use crate::drill::{DrillSummary, Scenario};
+use crate::drill::DrillSummary;
 use crate::fault;
 use crate::fixtures::Profile;
 use crate::integrity::suite::run_suite;
+use crate::playbook::Scenario;
 
 use super::workbench::Workbench;
 

@@ -13,11 +13,12 @@
 //! restored copy of the newest backup (see `workbench.rs`), and the table
 //! is restored into that copy.
 
-use crate::drill::{DrillSummary, RecoveryPoint, Scenario};
+use crate::drill::{DrillSummary, RecoveryPoint};
 use crate::fault;
 use crate::fixtures::Profile;
 use crate::integrity::CheckName;
 use crate::integrity::suite::run_suite;
+use crate::playbook::Scenario;
 use crate::table_restore::restore_table;
 use sqlx::{Connection, PgConnection};
 

@@ -12,11 +12,12 @@
 //! Runs on every backend: on staging the damage goes into the drill's own
 //! restored copy of the newest backup (see `workbench.rs`).
 
-use crate::drill::{DrillSummary, RecoveryPoint, Scenario};
+use crate::drill::{DrillSummary, RecoveryPoint};
 use crate::fault;
 use crate::fixtures::Profile;
 use crate::integrity::CheckName;
 use crate::integrity::suite::run_suite;
+use crate::playbook::Scenario;
 use sqlx::{Connection, PgConnection};
 
 use super::workbench::Workbench;

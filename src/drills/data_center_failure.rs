@@ -13,10 +13,11 @@
 use std::time::Duration;
 
 use crate::canary::CanaryWriter;
-use crate::drill::{DrillSummary, Scenario};
+use crate::drill::DrillSummary;
 use crate::env::APP_DATABASE;
 use crate::failover::{promote, replay_state};
 use crate::playbook::PlaybookAnswers;
+use crate::playbook::Scenario;
 use crate::workload::write_activity;
 
 pub async fn run() -> DrillSummary {

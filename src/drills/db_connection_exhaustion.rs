@@ -8,9 +8,10 @@
 
 use std::time::Duration;
 
-use crate::drill::{DrillSummary, Scenario};
+use crate::drill::DrillSummary;
 use crate::fixtures::{FixtureSpec, Profile};
 use crate::pg::{Secret, quote_ident, quote_literal};
+use crate::playbook::Scenario;
 use crate::sessions::{Flood, relieve, responder, saturation};
 use sqlx::{Connection, PgConnection};
 

@@ -17,10 +17,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::canary::{CanaryWriter, check_canaries};
-use crate::drill::{DrillSummary, Scenario};
+use crate::drill::DrillSummary;
 use crate::env::APP_DATABASE;
 use crate::pitr::RecoveryTarget;
 use crate::playbook::PlaybookAnswers;
+use crate::playbook::Scenario;
 use crate::wal::switch_and_wait_archived;
 use crate::workload::write_activity;
 use sqlx::{Connection, PgConnection};

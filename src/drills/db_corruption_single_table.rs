@@ -14,8 +14,9 @@
 
 use std::time::Duration;
 
-use crate::drill::{DrillSummary, RecoveryPoint, Scenario};
+use crate::drill::{DrillSummary, RecoveryPoint};
 use crate::playbook::PlaybookAnswers;
+use crate::playbook::Scenario;
 use crate::table_restore::restore_table;
 use crate::workload::write_activity;
 use sqlx::{Connection, PgConnection};

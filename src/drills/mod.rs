@@ -39,9 +39,10 @@ use std::path::PathBuf;
 
 use futures::future::BoxFuture;
 
-use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::drill::{Drill, DrillSummary};
 use crate::env::Backend;
 use crate::pg::{ConnInfo, PgBinaries};
+use crate::playbook::Scenario;
 use crate::report::schedule::Cadence;
 
 /// The registry of built-in drills, in the schedule's order: calls

@@ -12,9 +12,10 @@
 
 use std::time::Duration;
 
-use crate::drill::{DrillSummary, Scenario};
+use crate::drill::DrillSummary;
 use crate::k8s::rollout::Rollout;
 use crate::k8s::{Wait, pods};
+use crate::playbook::Scenario;
 
 pub async fn run() -> DrillSummary {
     let client = super::kube_cluster().await;

@@ -11,9 +11,11 @@
 use std::time::Duration;
 
 use crate::canary::CanaryWriter;
-use crate::drill::{DrillSummary, Scenario, format_duration};
+use crate::drill::DrillSummary;
 use crate::failover::{cut_replication, promote, replay_state};
 use crate::fixtures::Profile;
+use crate::playbook::Scenario;
+use crate::time::format_duration;
 
 const STALL: Duration = Duration::from_secs(3);
 

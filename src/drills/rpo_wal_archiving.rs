@@ -11,10 +11,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::canary::{CanaryWriter, check_canaries};
-use crate::drill::{DrillSummary, Scenario, format_duration};
+use crate::drill::DrillSummary;
 use crate::env::APP_DATABASE;
 use crate::fixtures::Profile;
 use crate::pitr::RecoveryTarget;
+use crate::playbook::Scenario;
+use crate::time::format_duration;
 use crate::wal::WalArchive;
 
 const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use crate::basebackup::{BaseBackupManifest, take_base_backup};
 use crate::canary::{Canary, CanaryReport, check_canaries};
-use crate::drill::{Drill, RecoveryPoint, RecoverySource, Scenario};
+use crate::drill::{Drill, RecoveryPoint, RecoverySource};
 use crate::env::ArchivingEnvironment;
 use crate::env::{APP_DATABASE, Environment};
 use crate::failover::{replay_state, wait_caught_up};
 use crate::fixtures::{FixtureSpec, Profile, seed};
 use crate::pg::ConnInfo;
+use crate::playbook::Scenario;
 use crate::report::DrillReports;
 
 /// A built-in drill's harness: [`Drill::new`] with the reports as its

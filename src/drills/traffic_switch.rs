@@ -10,9 +10,11 @@
 //! and `DRILL_WATCH_WINDOW` (default `15m`). `#[ignore]`d here, FAILS when
 //! run without them.
 
-use crate::drill::{DrillSummary, Scenario, parse_duration};
+use crate::drill::DrillSummary;
 use crate::http::{HttpChecker, RetryPolicy, WatchOptions};
 use crate::k8s::istio::switch_traffic;
+use crate::playbook::Scenario;
+use crate::time::parse_duration;
 
 fn missing(name: &str) -> String {
     format!(
