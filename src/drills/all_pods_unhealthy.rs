@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::drill::DrillSummary;
+use crate::drill::{Drill, DrillSummary, Result, StepContext};
 use crate::k8s::rollout::Rollout;
 use crate::k8s::{K8sError, Wait};
 use crate::playbook::Scenario;
@@ -19,32 +19,38 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
-pub async fn run() -> DrillSummary {
-    let client = super::kube_cluster().await;
+pub async fn run() -> Result<DrillSummary> {
+    let mut drill = super::steps::reported_drill("all_pods_unhealthy", Scenario::AllPodsUnhealthy)?;
+    let outcome = story(&mut drill).await;
+    drill.conclude(outcome)
+}
+
+async fn story(drill: &mut Drill) -> Result<()> {
+    super::record_cluster_backend(drill)?;
+    let client = super::kube_cluster().await?;
     let namespace = super::cluster_setting("DRILL_KUBE_NAMESPACE", "default");
     let name = super::cluster_setting("DRILL_KUBE_DEPLOYMENT", "immoflowme");
     let rollout = Rollout::new(client.clone(), &namespace, &name);
-    let mut drill = super::steps::reported_drill("all_pods_unhealthy", Scenario::AllPodsUnhealthy).unwrap();
 
-    let current = rollout.get().await.unwrap_or_else(|e| panic!("{e}"));
+    const READ: &str = "read the deployment's container";
+    let current = rollout.get().await.step(READ)?;
     let container = current
         .spec
         .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
+        .and_then(|spec| spec.template.spec.as_ref())
+        .and_then(|pod| pod.containers.first())
+        .step(READ)?
         .name
         .clone();
     drill.incident(format!("release of a broken image to `{namespace}/{name}`"));
+    // A release replaces pods, not data: nothing can be lost.
+    drill.nothing_lost();
     let broken = json!({"spec": {"progressDeadlineSeconds": 60, "template": {"spec": {"containers": [
         {"name": container, "image": "registry.invalid/drillbook/broken:does-not-exist"}]}}}});
     let api: Api<Deployment> = Api::namespaced(client, &namespace);
     api.patch(&name, &PatchParams::default(), &Patch::Strategic(&broken))
         .await
-        .unwrap_or_else(|e| panic!("failed to release the broken image: {e}"));
+        .step("release the broken image")?;
     // The broken rollout must stall (ProgressDeadlineExceeded) or time out.
     let stalled = rollout.wait_complete(Wait::new(Duration::from_secs(180))).await;
     drill.check(
@@ -66,5 +72,5 @@ pub async fn run() -> DrillSummary {
     if undo.is_ok() && done.is_ok() {
         drill.verified();
     }
-    drill.finish().expect("drill report written")
+    Ok(())
 }
