@@ -229,3 +229,24 @@ fn print_table(outcomes: &[Outcome]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The safety net: a drill that panics anyway is a failed drill with
+    /// the panic's message, not a crashed `drillbook run`.
+    #[tokio::test]
+    async fn a_panicking_drill_is_a_failed_drill_with_its_message() {
+        let drill = BuiltinDrill {
+            run: || Box::pin(async { panic!("the harness broke") }),
+            ..drills::all()[0]
+        };
+        let outcome = run_one(drill).await;
+        assert!(!outcome.passed());
+        assert_eq!(
+            outcome.result.err().as_deref(),
+            Some("the drill panicked: the harness broke")
+        );
+    }
+}
