@@ -157,13 +157,18 @@ impl<T> StepContext<T> for Option<T> {
     }
 }
 
-/// `error` and every source under it, `: `-separated, as one line.
+/// `error` and every source under it, `: `-separated, as one line. A
+/// cause whose text the line already ends with (an error that prints its
+/// source, as sqlx's do) is not repeated.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
@@ -984,6 +989,21 @@ mod tests {
         let reason = "the drill stopped: step `seed fixture ledger` failed: connection refused";
         assert_eq!(kept[0].aborted.as_deref(), Some(reason));
         assert_eq!(kept[0].verdict.failures[0], reason);
+    }
+
+    #[test]
+    fn error_chain_does_not_repeat_a_cause_its_error_already_prints() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("error returned from database: {0}")]
+        struct Prints(#[source] std::io::Error);
+        let error = DrillError::step(
+            "pick the rows",
+            Prints(std::io::Error::other("relation does not exist")),
+        );
+        assert_eq!(
+            error_chain(&error),
+            "step `pick the rows` failed: error returned from database: relation does not exist"
+        );
     }
 
     #[test]
