@@ -1,6 +1,7 @@
 //! The built-in drills as tests: one `#[tokio::test]` per line of the drill
 //! registry ([`drillbook::for_each_drill!`], `src/drills/mod.rs`), each a
-//! wrapper asserting that `drillbook::drills::<name>::run()` passed. What
+//! wrapper asserting that `drillbook::drills::<name>::run()` passed: a drill
+//! that stopped on an error fails its test with the error's whole chain. What
 //! each drill does is documented in its module, `src/drills/<name>.rs`.
 //!
 //! A drill's test lives at `<cadence>::<backends>::<name>`, e.g.
@@ -29,6 +30,16 @@ macro_rules! if_same {
     ($wanted:ident $word:ident $($then:tt)*) => {};
 }
 
+/// Asserts that a drill ran to the end and passed; a drill stopped by an
+/// error fails with the error and every cause under it.
+#[track_caller]
+fn assert_drill(name: &str, outcome: Result<drillbook::drill::DrillSummary, drillbook::drill::DrillError>) {
+    match outcome {
+        Ok(summary) => summary.assert_passed(),
+        Err(error) => panic!("drill `{name}` stopped: {}", drillbook::drill::error_chain(&error)),
+    }
+}
+
 /// One drill's test.
 macro_rules! drill_test {
     ($name:ident cluster $($flag:ident)?) => {
@@ -41,7 +52,7 @@ macro_rules! drill_test {
         #[tokio::test]
         $(#[$attr])*
         async fn $name() {
-            drillbook::drills::$name::run().await.assert_passed();
+            crate::assert_drill(stringify!($name), drillbook::drills::$name::run().await);
         }
     };
     // PostgreSQL runs `drillbook` as archive/restore command: the one built
@@ -50,9 +61,8 @@ macro_rules! drill_test {
         #[tokio::test]
         $(#[$attr])*
         async fn $name() {
-            drillbook::drills::$name::run_with(std::path::Path::new(env!("CARGO_BIN_EXE_drillbook")))
-                .await
-                .assert_passed();
+            let outcome = drillbook::drills::$name::run_with(std::path::Path::new(env!("CARGO_BIN_EXE_drillbook"))).await;
+            crate::assert_drill(stringify!($name), outcome);
         }
     };
 }

@@ -10,7 +10,7 @@
 //! - `return` holds the operation at that point for good, without blocking
 //!   a thread: the runtime keeps serving signals, so a test can kill the
 //!   real `drillbook` process there with SIGKILL, SIGTERM or SIGINT
-//!   (tests/crash_points.rs), or drop the operation's future in-process;
+//!   (tests/it/crash_points.rs), or drop the operation's future in-process;
 //! - any other `fail` action (`panic`, `sleep(ms)`, ...) acts as `fail`
 //!   defines it.
 

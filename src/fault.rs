@@ -1,14 +1,20 @@
 //! Incident injection: the corruptions drills and tests cause on purpose.
 //!
 //! Every operator takes a [`Disposable`]: proof that the target database is
-//! one this process created and will throw away. Only three things mint it:
+//! one this process created and will throw away. Only four things mint it:
 //! [`Disposable::embedded`] (a database on one of an
 //! [`EmbeddedEnvironment`]'s own clusters), [`Disposable::owned_by`] (what an
 //! [`Environment`] of any backend says the drill owns: on staging, only the
-//! drill's own restored copies) and [`Disposable::restored_copy`] (the
-//! database a drill's own restore just created). A URL typed by a user,
-//! a staging server or the source database of a staging drill cannot get one,
-//! so no operator can touch them.
+//! drill's own restored copies), [`Disposable::restored_copy`] (the
+//! database a drill's own restore just created) and
+//! [`Disposable::archiving_primary`] (the primary of an
+//! [`ArchivingEnvironment`], which is always the drill's own). A URL typed by
+//! a user, a staging server or the source database of a staging drill cannot
+//! get one, so no operator can touch them.
+//!
+//! Damage on disk ([`flip_page_bytes`]) needs more: the server's data
+//! directory, which only [`Disposable::archiving_primary`] records. Every
+//! other token is refused, and so is a file outside that directory.
 //!
 //! Each operator returns an [`Injected`]: what it changed, and the findings
 //! the integrity checks must now report ([`Injected::expect`]), so a test can
@@ -19,11 +25,14 @@
 //! The playbook's 4.3 query flags an invoice only when charges and credits
 //! differ by more than 0.01: operators change amounts by at least 2 cents.
 
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Component, Path, PathBuf};
+
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, Row};
 
-use crate::env::{EmbeddedEnvironment, Environment};
+use crate::env::{ArchivingEnvironment, EmbeddedEnvironment, Environment};
 use crate::fixtures::audit_hash::GENESIS;
 use crate::integrity::chain::{AUDIT_TABLE, AuditRow};
 use crate::integrity::{CheckName, Expected};
@@ -46,6 +55,12 @@ pub enum FaultError {
     NoAmount { table: String },
     #[error("audit_logs in {target} is empty: there is no chain to corrupt; seed the fixture first")]
     EmptyChain { target: String },
+    #[error("failed to damage `{}` on disk; stop the server first and check the file is writable", path.display())]
+    Disk {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Postgres(#[from] PgError),
 }
@@ -54,6 +69,9 @@ pub enum FaultError {
 #[derive(Debug, Clone)]
 pub struct Disposable {
     target: ConnInfo,
+    /// The target server's data directory, where the token allows damage
+    /// on disk ([`flip_page_bytes`]); `None`: SQL-level damage only.
+    data_dir: Option<PathBuf>,
 }
 
 impl Disposable {
@@ -63,7 +81,10 @@ impl Disposable {
     /// [`FaultError::NotDisposable`] when `target` is on any other server.
     pub fn embedded(env: &EmbeddedEnvironment, target: &ConnInfo) -> Result<Self> {
         if env.owns(target) {
-            Ok(Self { target: target.clone() })
+            Ok(Self {
+                target: target.clone(),
+                data_dir: None,
+            })
         } else {
             Err(FaultError::NotDisposable {
                 target: target.to_string(),
@@ -81,7 +102,10 @@ impl Disposable {
     /// a server the environment did not start.
     pub fn owned_by(env: &Environment, target: &ConnInfo) -> Result<Self> {
         if env.owns(target) {
-            Ok(Self { target: target.clone() })
+            Ok(Self {
+                target: target.clone(),
+                data_dir: None,
+            })
         } else {
             Err(FaultError::NotDisposable {
                 target: target.to_string(),
@@ -107,7 +131,19 @@ impl Disposable {
         }
         Ok(Self {
             target: report.target.clone(),
+            data_dir: None,
         })
+    }
+
+    /// The application database on `env`'s primary, with the primary's
+    /// data directory: an archiving environment's primary is always the
+    /// drill's own (embedded or containers, never staging), so this is the
+    /// one token that allows damage on disk.
+    pub fn archiving_primary(env: &ArchivingEnvironment) -> Self {
+        Self {
+            target: env.source(),
+            data_dir: Some(env.primary_data_dir()),
+        }
     }
 
     /// The database this token allows corrupting.
@@ -142,6 +178,7 @@ pub enum Fault {
     DisableRls,
     StuckBillingRun,
     UnbalanceInvoice,
+    FlipPageBytes,
 }
 
 /// What an operator did.
@@ -741,4 +778,171 @@ pub async fn truncate_chain_tail(d: &Disposable, rows: i64) -> Result<Injected> 
         keys: deleted.iter().map(i64::to_string).collect(),
         expect,
     })
+}
+
+/// A table's main relation file, relative to its server's data directory
+/// (`pg_relation_filepath`), found while the server runs so that
+/// [`flip_page_bytes`] can damage it while the server is stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationFile {
+    pub table: String,
+    /// As `pg_relation_filepath` returns it: `base/16384/16402`.
+    pub path: String,
+}
+
+/// Where `table`'s main relation file is in the data directory of `d`'s server.
+pub async fn locate_relation(d: &Disposable, table: &str) -> Result<RelationFile> {
+    let mut conn = d.connect().await?;
+    let path: Option<String> = sqlx::query_scalar("SELECT pg_relation_filepath(to_regclass($1))")
+        .bind(table)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(PgError::sql(format!("find {table}'s relation file")))?;
+    conn.close().await.map_err(PgError::sql("close the connection"))?;
+    let path = path.ok_or_else(|| FaultError::NoSuchRow {
+        target: d.target.to_string(),
+        table: table.to_owned(),
+        key: "(the table itself)".to_owned(),
+    })?;
+    Ok(RelationFile {
+        table: table.to_owned(),
+        path,
+    })
+}
+
+/// Flips `len` bytes at `offset` of `file` on disk (XOR `0xA5`), as a
+/// failing disk or a bad storage layer would; stop the server first. With
+/// data checksums on, reading the page then fails its checksum. No
+/// integrity-suite finding is promised: the page cannot be read at all.
+///
+/// # Errors
+/// [`FaultError::NotDisposable`] unless `d` names its server's data
+/// directory ([`Disposable::archiving_primary`]) and `file` lies inside it;
+/// [`FaultError::Disk`] when the file cannot be read or written.
+pub fn flip_page_bytes(d: &Disposable, file: &RelationFile, offset: u64, len: usize) -> Result<Injected> {
+    let path = file_in_data_dir(d, &file.path)?;
+    let disk = |source| FaultError::Disk {
+        path: path.clone(),
+        source,
+    };
+    let mut relation = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(disk)?;
+    let mut bytes = vec![0u8; len];
+    relation.seek(SeekFrom::Start(offset)).map_err(disk)?;
+    relation.read_exact(&mut bytes).map_err(disk)?;
+    for b in &mut bytes {
+        *b ^= 0xA5;
+    }
+    relation.seek(SeekFrom::Start(offset)).map_err(disk)?;
+    relation.write_all(&bytes).map_err(disk)?;
+    relation.sync_all().map_err(disk)?;
+    Ok(Injected {
+        fault: Fault::FlipPageBytes,
+        table: file.table.clone(),
+        keys: vec![format!("{}@{offset}+{len}", file.path)],
+        expect: Vec::new(),
+    })
+}
+
+/// `relative` inside the data directory `d` allows damaging, or why not.
+fn file_in_data_dir(d: &Disposable, relative: &str) -> Result<PathBuf> {
+    let refuse = |reason: &str| FaultError::NotDisposable {
+        target: d.target.to_string(),
+        reason: reason.to_owned(),
+    };
+    let data_dir = d.data_dir.as_deref().ok_or_else(|| {
+        refuse("the token does not name the server's data directory (only a drill's own archiving primary may be damaged on disk)")
+    })?;
+    let relative = Path::new(relative);
+    if !relative.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(refuse(&format!(
+            "`{}` is not a path inside the server's data directory",
+            relative.display()
+        )));
+    }
+    Ok(data_dir.join(relative))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::Secret;
+
+    fn token(data_dir: Option<&Path>) -> Disposable {
+        Disposable {
+            target: ConnInfo {
+                host: "127.0.0.1".to_owned(),
+                port: 5432,
+                user: "postgres".to_owned(),
+                password: Secret::new("secret"),
+                database: "immoflowme".to_owned(),
+            },
+            data_dir: data_dir.map(Path::to_path_buf),
+        }
+    }
+
+    fn relation(path: &str) -> RelationFile {
+        RelationFile {
+            table: "invoice_lines".to_owned(),
+            path: path.to_owned(),
+        }
+    }
+
+    #[test]
+    fn flip_page_bytes_flips_exactly_the_bytes_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("base/1")).unwrap();
+        let original: Vec<u8> = (0..=255).cycle().take(8192).collect();
+        std::fs::write(dir.path().join("base/1/2"), &original).unwrap();
+        let injected = flip_page_bytes(&token(Some(dir.path())), &relation("base/1/2"), 6000, 16).unwrap();
+        assert_eq!(injected.fault, Fault::FlipPageBytes);
+        assert_eq!(injected.table, "invoice_lines");
+        let damaged = std::fs::read(dir.path().join("base/1/2")).unwrap();
+        for (i, (before, after)) in original.iter().zip(&damaged).enumerate() {
+            let expected = if (6000..6016).contains(&i) {
+                before ^ 0xA5
+            } else {
+                *before
+            };
+            assert_eq!(*after, expected, "byte {i}");
+        }
+    }
+
+    /// Only a token that names its server's data directory may damage a
+    /// file, and only inside it: a token from `owned_by`, `embedded` or
+    /// `restored_copy` names none.
+    #[test]
+    fn flip_page_bytes_refuses_what_is_not_disposable() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("victim"), [0u8; 64]).unwrap();
+        let without_dir = flip_page_bytes(&token(None), &relation("victim"), 0, 8).unwrap_err();
+        assert!(matches!(without_dir, FaultError::NotDisposable { .. }), "{without_dir}");
+        assert!(
+            without_dir.to_string().starts_with("refusing to inject an incident"),
+            "{without_dir}"
+        );
+        assert!(
+            !without_dir.to_string().contains("secret"),
+            "password leaked: {without_dir}"
+        );
+
+        let inside = tempfile::tempdir_in(dir.path()).unwrap();
+        let name = inside.path().file_name().unwrap().to_str().unwrap().to_owned();
+        for escape in [
+            "../victim".to_owned(),
+            dir.path().join("victim").display().to_string(),
+            format!("{name}/../../victim"),
+        ] {
+            let error = flip_page_bytes(&token(Some(inside.path())), &relation(&escape), 0, 8).unwrap_err();
+            assert!(matches!(error, FaultError::NotDisposable { .. }), "{escape}: {error}");
+        }
+        assert_eq!(
+            std::fs::read(dir.path().join("victim")).unwrap(),
+            [0u8; 64],
+            "nothing was touched"
+        );
+    }
 }

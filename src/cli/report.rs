@@ -6,7 +6,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::exit;
-use crate::report::history::{self, HistoryStore, Month};
+use crate::report::history::{self, HistoryStore};
+use crate::report::month::Month;
 use crate::report::monthly::{self, MonthVerdict, MonthlyReport};
 use crate::report::render;
 use crate::store::{S3Config, Store};
@@ -69,7 +70,7 @@ impl ReportArgs {
         };
         let history = store.read(&months).await?;
         let files = if self.junit.is_empty() {
-            monthly::junit_files_in(&crate::drill::report_dir())?
+            monthly::junit_files_in(&crate::report::report_dir())?
         } else {
             self.junit.clone()
         };

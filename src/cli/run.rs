@@ -6,10 +6,11 @@ use anyhow::bail;
 use clap::Args;
 
 use super::exit;
-use crate::drill::{DrillSummary, format_duration};
+use crate::drill::{DrillSummary, error_chain};
 use crate::drills::{self, BuiltinDrill};
 use crate::env::Backend;
 use crate::report::schedule::Cadence;
+use crate::time::format_duration;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -81,7 +82,7 @@ impl RunArgs {
             let outcome = run_one(drill).await;
             match &outcome.result {
                 Ok(summary) => eprintln!("==> drill {}: {}", drill.name, summary.verdict),
-                Err(panic) => eprintln!("==> drill {}: failed: {panic}", drill.name),
+                Err(cause) => eprintln!("==> drill {}: failed: {cause}", drill.name),
             }
             outcomes.push(outcome);
         }
@@ -143,10 +144,13 @@ fn on_this_backend(candidates: impl Iterator<Item = BuiltinDrill>) -> Result<Vec
     Ok(runnable)
 }
 
-/// Runs one drill in its own task, so a panicking drill is a failed drill.
+/// Runs one drill in its own task. A drill that stops on an error is a
+/// failed drill with that cause (its report already says so); a panicking
+/// drill, the safety net, is one too.
 async fn run_one(drill: BuiltinDrill) -> Outcome {
     let result = match tokio::spawn((drill.run)()).await {
-        Ok(summary) => Ok(summary),
+        Ok(Ok(summary)) => Ok(summary),
+        Ok(Err(error)) => Err(error_chain(&error)),
         Err(error) if error.is_panic() => {
             let payload = error.into_panic();
             let message = payload
@@ -223,5 +227,26 @@ fn print_table(outcomes: &[Outcome]) {
             Ok(summary) => println!("\n{}: {}", outcome.name, summary.verdict),
             Err(message) => println!("\n{}: failed: {message}", outcome.name),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The safety net: a drill that panics anyway is a failed drill with
+    /// the panic's message, not a crashed `drillbook run`.
+    #[tokio::test]
+    async fn a_panicking_drill_is_a_failed_drill_with_its_message() {
+        let drill = BuiltinDrill {
+            run: || Box::pin(async { panic!("the harness broke") }),
+            ..drills::all()[0]
+        };
+        let outcome = run_one(drill).await;
+        assert!(!outcome.passed());
+        assert_eq!(
+            outcome.result.err().as_deref(),
+            Some("the drill panicked: the harness broke")
+        );
     }
 }

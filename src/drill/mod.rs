@@ -9,7 +9,8 @@
 //! the record, in [`Drill::verdict`].
 //!
 //! ```no_run
-//! use drillbook::drill::{Drill, Scenario};
+//! use drillbook::drill::Drill;
+//! use drillbook::playbook::Scenario;
 //!
 //! # async fn restore() -> anyhow::Result<()> { Ok(()) }
 //! # async fn drill() -> anyhow::Result<()> {
@@ -25,13 +26,14 @@
 //!
 //! # What this room owns
 //!
-//! - this module: the harness [`Drill`] and its errors;
+//! - this module: the harness [`Drill`], its errors, and [`StepContext`]
+//!   (a drill's `?` names the step that failed);
 //! - [`record`]: what a drill records and the judged [`DrillSummary`];
 //! - [`targets`]: the RTO/RPO [`Targets`] and their environment layering;
 //! - [`outputs`]: the [`Outputs`] sink a finished drill's record goes to.
 //!
 //! Durations and clocks are [`crate::time`]'s, the scenarios
-//! [`crate::playbook`]'s; both are re-exported here for drills.
+//! [`crate::playbook`]'s.
 //!
 //! # Measurements
 //!
@@ -47,13 +49,24 @@
 //!   counts them ([`Drill::rows_lost`]).
 //!
 //! Time comes from a [`Clock`]: [`SystemClock`] in real drills,
-//! [`ManualClock`] in tests that need four hours to pass instantly.
+//! [`ManualClock`](crate::time::ManualClock) in tests that need four hours
+//! to pass instantly.
+//!
+//! # Failing
+//!
+//! A drill fails, it does not panic: its story returns
+//! `Result<(), DrillError>`, every fallible step `?`-ed with
+//! [`StepContext::step`] (or run as a [`Drill::step`]), and
+//! [`Drill::conclude`] ends it: finished and judged on `Ok`, handed to the
+//! outputs as aborted *with the cause's whole chain* on `Err`, which it then
+//! returns. [`error_chain`] prints such an error with its causes.
 //!
 //! # Reports
 //!
 //! [`Drill::finish`] hands the judged record to the drill's [`Outputs`]; the
 //! built-in drills' (`report::DrillReports`) write JUnit to
-//! `<`[`report_dir`]`>/<name>.xml` and append the history record. A drill
+//! `<report dir>/<name>.xml` (`report::report_dir`) and append the history
+//! record. A drill
 //! that returns early (`?` on a failed phase) or panics never reaches
 //! `finish`, so dropping an unfinished [`Drill`] hands the record over
 //! anyway, marked as aborted: CI then shows a failed drill instead of a
@@ -73,15 +86,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
-pub use self::outputs::{Outputs, report_dir};
+pub use self::outputs::Outputs;
 pub use self::record::{Check, DrillSummary, Incident, Phase, RecoveryPoint, RecoverySource, TimelineEvent, Verdict};
 pub use self::targets::Targets;
-use crate::time::timestamp;
-
-// Moved to their own rooms (issue 12); re-exported so the drills, tests and
-// the CLI keep their `drill::` paths.
-pub use crate::playbook::Scenario;
-pub use crate::time::{Clock, ManualClock, ParseDurationError, SystemClock, format_duration, parse_duration};
+use crate::playbook::Scenario;
+use crate::time::{Clock, ParseDurationError, SystemClock, format_duration, timestamp};
 
 /// Result of the harness's fallible operations.
 pub type Result<T, E = DrillError> = std::result::Result<T, E>;
@@ -104,7 +113,73 @@ pub enum DrillError {
         #[source]
         source: std::io::Error,
     },
+    /// A step of the drill failed, so the drill stopped there: `step` says
+    /// what it was doing, `source` why it failed.
+    #[error("step `{step}` failed")]
+    Step {
+        step: String,
+        #[source]
+        source: BoxError,
+    },
 }
+
+/// Any error a step can fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl DrillError {
+    /// A failed step: what the drill was doing, and why it failed.
+    pub fn step(step: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Step {
+            step: step.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// `?` with the step it ends: `conn.execute(..).await.step("create the
+/// application role")?` turns any error into [`DrillError::Step`], and a
+/// `None` into one whose cause says nothing was there.
+pub trait StepContext<T> {
+    /// # Errors
+    /// [`DrillError::Step`] naming `step`, with the error as its source.
+    fn step(self, step: impl Into<String>) -> Result<T>;
+}
+
+impl<T, E: Into<BoxError>> StepContext<T> for std::result::Result<T, E> {
+    fn step(self, step: impl Into<String>) -> Result<T> {
+        self.map_err(|source| DrillError::step(step, source))
+    }
+}
+
+impl<T> StepContext<T> for Option<T> {
+    fn step(self, step: impl Into<String>) -> Result<T> {
+        self.ok_or_else(|| DrillError::step(step, "there was nothing to find"))
+    }
+}
+
+/// `error` and every source under it, `: `-separated, as one line. A
+/// cause whose text the line already ends with (an error that prints its
+/// source, as sqlx's do) is not repeated.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Property the report reads the backend from (`embedded`, `containers`, `staging`).
+pub const BACKEND_PROPERTY: &str = "backend";
+/// Property the report reads the dataset size from (`small`, `medium`, `large`).
+pub const DATASET_PROPERTY: &str = "dataset_profile";
+/// Property the report reads the PostgreSQL server version from.
+pub const POSTGRES_VERSION_PROPERTY: &str = "postgres_version";
 
 /// Property names the JUnit report sets itself; [`Drill::property`] refuses
 /// them so a drill cannot shadow a measurement.
@@ -149,6 +224,9 @@ pub struct Drill {
     properties: BTreeMap<String, String>,
     timeline: Vec<TimelineEvent>,
     finished: bool,
+    /// Why the drill stopped early ([`Self::conclude`] with an error): the
+    /// aborted record says this instead of "returned without finish".
+    stopped_by: Option<String>,
 }
 
 impl Drill {
@@ -181,6 +259,7 @@ impl Drill {
             properties: BTreeMap::new(),
             timeline: Vec::new(),
             finished: false,
+            stopped_by: None,
         }
     }
 
@@ -366,6 +445,75 @@ impl Drill {
         });
     }
 
+    /// Records the backend the drill runs on, for the report's backend column.
+    pub fn set_backend(&mut self, backend: crate::env::Backend) {
+        self.property(BACKEND_PROPERTY, backend.name());
+    }
+
+    /// Records the size of the dataset the drill seeded, for the report.
+    pub fn set_dataset_profile(&mut self, profile: crate::fixtures::Profile) {
+        self.property(DATASET_PROPERTY, profile);
+    }
+
+    /// Records the PostgreSQL server version (`SHOW server_version`) the
+    /// drill ran against, for the report.
+    pub fn set_postgres_version(&mut self, version: &str) {
+        self.property(POSTGRES_VERSION_PROPERTY, version);
+    }
+
+    /// Records that the incident touched no data (a pod, a connection
+    /// slot, a route): the recovered data is complete up to the incident,
+    /// RPO 0, no rows lost. Call after [`Self::incident`].
+    ///
+    /// # Panics
+    ///
+    /// If no incident was recorded yet: there is nothing to measure from.
+    #[track_caller]
+    pub fn nothing_lost(&mut self) {
+        let Some((mark, _)) = &self.incident else {
+            panic!(
+                "drill `{}`: nothing_lost before any incident; call `incident` first",
+                self.name
+            );
+        };
+        let at = mark.wall;
+        self.recovery_point(RecoveryPoint::new(RecoverySource::NothingLost, at));
+        self.rows_lost(0);
+    }
+
+    /// A [`phase`](Self::phase) the drill cannot go on without: its error
+    /// becomes [`DrillError::Step`] named after the phase, for `?`.
+    ///
+    /// # Errors
+    ///
+    /// [`DrillError::Step`] with the phase's error as its source.
+    pub async fn step<T, E>(&mut self, name: &str, fut: impl Future<Output = Result<T, E>>) -> Result<T>
+    where
+        E: fmt::Display + Into<BoxError>,
+    {
+        self.phase(name, fut).await.step(name)
+    }
+
+    /// Ends a drill whose story returned `outcome`: on `Ok`,
+    /// [`finish`](Self::finish)es it; on `Err`, hands the record to the
+    /// outputs as aborted, the error's whole chain as the reason, and
+    /// returns the error.
+    ///
+    /// # Errors
+    ///
+    /// The story's error, or [`DrillError::WriteReport`] from `finish`.
+    pub fn conclude(mut self, outcome: Result<()>) -> Result<DrillSummary> {
+        match outcome {
+            Ok(()) => self.finish(),
+            Err(error) => {
+                self.stopped_by = Some(format!("the drill stopped: {}", error_chain(&error)));
+                // Dropping the unfinished drill writes the aborted record.
+                drop(self);
+                Err(error)
+            }
+        }
+    }
+
     /// Records a measured value (dataset size, dump bytes, ...) for the
     /// report. Setting a name again replaces its value.
     ///
@@ -490,12 +638,11 @@ impl Drop for Drill {
         if self.finished {
             return;
         }
-        let how = if std::thread::panicking() {
-            "panicked"
-        } else {
-            "returned"
+        let reason = match self.stopped_by.take() {
+            Some(cause) => cause,
+            None if std::thread::panicking() => "the drill panicked without calling `Drill::finish`".to_owned(),
+            None => "the drill returned without calling `Drill::finish`".to_owned(),
         };
-        let reason = format!("the drill {how} without calling `Drill::finish`");
         let at = self.now();
         self.record(at, reason.clone(), true);
         let mut summary = self.summary();
@@ -510,6 +657,7 @@ impl Drop for Drill {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
+    use crate::time::ManualClock;
 
     /// 2026-05-01T08:00:00Z, where every test's manual clock starts.
     pub(crate) fn t0() -> DateTime<Utc> {
@@ -823,6 +971,98 @@ mod tests {
         assert_eq!(kept[0].aborted.as_deref(), Some(reason));
         assert_eq!(kept[0].verdict.failures[0], reason);
         assert!(kept[0].timeline.last().is_some_and(|e| e.message == reason));
+    }
+
+    #[test]
+    fn a_drill_stopped_by_an_error_hands_over_its_cause() {
+        let kept = Arc::default();
+        let mut fx = fixture("stopped", Scenario::SinglePodCrash);
+        fx.drill = fx.drill.with_outputs(Kept(Arc::clone(&kept)));
+        let outcome = Err(std::io::Error::other("connection refused")).step("seed fixture ledger");
+        let error = fx.drill.conclude(outcome).unwrap_err();
+        assert_eq!(
+            error_chain(&error),
+            "step `seed fixture ledger` failed: connection refused"
+        );
+        let kept = kept.lock().unwrap();
+        assert_eq!(kept.len(), 1);
+        let reason = "the drill stopped: step `seed fixture ledger` failed: connection refused";
+        assert_eq!(kept[0].aborted.as_deref(), Some(reason));
+        assert_eq!(kept[0].verdict.failures[0], reason);
+    }
+
+    #[test]
+    fn error_chain_does_not_repeat_a_cause_its_error_already_prints() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("error returned from database: {0}")]
+        struct Prints(#[source] std::io::Error);
+        let error = DrillError::step(
+            "pick the rows",
+            Prints(std::io::Error::other("relation does not exist")),
+        );
+        assert_eq!(
+            error_chain(&error),
+            "step `pick the rows` failed: error returned from database: relation does not exist"
+        );
+    }
+
+    #[test]
+    fn conclude_finishes_a_drill_whose_story_succeeded() {
+        let kept = Arc::default();
+        let mut fx = recovered_after(MINUTE);
+        fx.drill = fx.drill.with_outputs(Kept(Arc::clone(&kept)));
+        fx.drill.conclude(Ok(())).unwrap().assert_passed();
+        assert_eq!(kept.lock().unwrap()[0].aborted, None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_is_a_failed_phase_and_a_step_error() {
+        let mut fx = recovered_after(MINUTE);
+        let error = fx
+            .drill
+            .step("restore", async {
+                Err::<(), _>(std::io::Error::other("bucket unreachable"))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(error_chain(&error), "step `restore` failed: bucket unreachable");
+        assert_eq!(
+            fx.drill.verdict().failures,
+            ["phase `restore` failed: bucket unreachable"]
+        );
+        let missing = None::<u8>.step("newest canary").unwrap_err();
+        assert_eq!(
+            error_chain(&missing),
+            "step `newest canary` failed: there was nothing to find"
+        );
+    }
+
+    #[test]
+    fn nothing_lost_is_rpo_zero_and_no_rows() {
+        let mut fx = fixture("pod", Scenario::SinglePodCrash);
+        fx.clock.advance(MINUTE);
+        fx.drill.incident("killed the pod");
+        fx.clock.advance(MINUTE);
+        fx.drill.nothing_lost();
+        let summary = fx.drill.summary();
+        assert_eq!(summary.rpo, Some(Duration::ZERO));
+        assert_eq!(summary.rows_lost, Some(0));
+        assert_eq!(
+            summary.recovery_point.map(|p| p.source),
+            Some(RecoverySource::NothingLost)
+        );
+    }
+
+    #[test]
+    fn typed_setters_fill_the_properties_the_report_reads() {
+        let mut fx = fixture("typed", Scenario::SinglePodCrash);
+        fx.drill.set_backend(crate::env::Backend::Containers);
+        fx.drill.set_dataset_profile(crate::fixtures::Profile::Medium);
+        fx.drill.set_postgres_version("16.4");
+        let properties = fx.drill.summary().properties;
+        assert_eq!(properties[BACKEND_PROPERTY], "containers");
+        assert_eq!(properties[DATASET_PROPERTY], "medium");
+        assert_eq!(properties[POSTGRES_VERSION_PROPERTY], "16.4");
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum RecoverySource {
     LastReplayedCommit,
     /// The newest canary found in the recovered data.
     Canary,
+    /// The incident touched no data (a pod, a connection slot, a route):
+    /// complete up to the incident itself, RPO 0.
+    NothingLost,
 }
 
 impl RecoverySource {
@@ -38,6 +41,7 @@ impl RecoverySource {
             Self::ReplayEnd => "replay_end",
             Self::LastReplayedCommit => "last_replayed_commit",
             Self::Canary => "canary",
+            Self::NothingLost => "nothing_lost",
         }
     }
 
@@ -47,6 +51,7 @@ impl RecoverySource {
             Self::ReplayEnd => "the last commit WAL replay applied",
             Self::LastReplayedCommit => "the standby's last replayed commit",
             Self::Canary => "the newest surviving canary",
+            Self::NothingLost => "the incident touched no data",
         }
     }
 }

@@ -14,18 +14,18 @@
 //! the source holds beyond the backup as the loss (read only), asserts the
 //! same checks, and drops its copy at the end.
 //!
-//! Library code so `drillbook run` ships it; `tests/staging_rehearsal.rs`
+//! Library code so `drillbook run` ships it; `tests/it/staging_rehearsal.rs`
 //! runs exactly this code on the staging backend.
 
 use std::time::Duration;
 
 use crate::backup::backup_database;
-use crate::checklist;
-use crate::drill::{DrillSummary, RecoveryPoint, Scenario};
+use crate::drill::{Drill, DrillSummary, RecoveryPoint, Result, StepContext};
 use crate::env;
 use crate::fixtures::{CRITICAL_TABLES, FixtureSpec};
 use crate::pg::table_facts;
 use crate::playbook::PlaybookAnswers;
+use crate::playbook::Scenario;
 use crate::restore::{BackupChoice, RestoreOptions, find_backup, restore_database};
 use crate::store::manifest::BackupManifest;
 use crate::workload::write_activity;
@@ -41,42 +41,39 @@ struct Late {
     newest: Option<DateTime<Utc>>,
 }
 
-pub async fn run() -> DrillSummary {
+pub async fn run() -> Result<DrillSummary> {
     // The playbook backs up daily, so up to a day of writes may be lost.
-    let mut drill = super::steps::reported_drill("complete-infrastructure-loss", Scenario::CompleteInfrastructureLoss)
-        .expect("drill targets")
+    let mut drill = super::steps::reported_drill("complete-infrastructure-loss", Scenario::CompleteInfrastructureLoss)?
         .with_rpo_target(Duration::from_secs(24 * 3600));
-    let mut env = drill.phase("bring up environment", env::from_env()).await.unwrap();
-    drill.property("backend", env.backend().name());
+    let outcome = story(&mut drill).await;
+    drill.conclude(outcome)
+}
+
+async fn story(drill: &mut Drill) -> Result<()> {
+    let mut env = drill.step("bring up environment", env::from_env()).await?;
     let (bins, source) = (env.binaries().clone(), env.source());
 
     let (manifest, late): (BackupManifest, Late) = if env.is_disposable() {
-        let profile = super::drill_profile();
-        drill.property("dataset_profile", profile);
+        let profile = super::drill_profile()?;
+        super::steps::record_setup(drill, env.backend(), Some(profile), &env.admin()).await?;
         let seeded = drill
-            .phase("seed fixture ledger", env.seed(FixtureSpec::ending_now(profile, 42)))
-            .await
-            .unwrap();
+            .step("seed fixture ledger", env.seed(FixtureSpec::ending_now(profile, 42)))
+            .await?;
         drill.property("audit_logs_rows", seeded.rows_in("audit_logs").unwrap_or(0));
         let admin = env.admin();
         // Traffic up to the backup, so the backup's newest row is recent.
-        drill
-            .phase("application writes", write_activity(&source, 5))
-            .await
-            .unwrap();
+        drill.step("application writes", write_activity(&source, 5)).await?;
         let backup = drill
-            .phase(
+            .step(
                 "daily backup to S3",
                 backup_database(&bins, &source, Some(&admin), env.store()),
             )
-            .await
-            .unwrap();
+            .await?;
         let late = drill
-            .phase("application keeps writing", write_activity(&source, LATE_WRITES))
-            .await
-            .unwrap();
+            .step("application keeps writing", write_activity(&source, LATE_WRITES))
+            .await?;
         drill.incident("primary database server lost: postgres killed, data directory deleted");
-        drill.phase("destroy primary", env.destroy_primary()).await.unwrap();
+        drill.step("destroy primary", env.destroy_primary()).await?;
         let late = Late {
             audit_ids: late.audit_ids,
             newest: Some(late.newest),
@@ -85,20 +82,19 @@ pub async fn run() -> DrillSummary {
     } else {
         // Staging: the existing data and backups, read only. The server is
         // not touched; the drill restores next to it.
+        super::steps::record_setup(drill, env.backend(), None, &source).await?;
         let manifest = drill
-            .phase(
+            .step(
                 "find newest existing backup in S3",
                 find_backup(env.store(), &BackupChoice::Newest),
             )
-            .await
-            .unwrap();
+            .await?;
         let late = drill
-            .phase(
+            .step(
                 "writes since the backup (read only)",
                 writes_after(&source, manifest.newest_data()),
             )
-            .await
-            .unwrap();
+            .await?;
         drill.incident("primary database server declared lost (staging: simulated, the server is not touched)");
         (manifest, late)
     };
@@ -106,20 +102,18 @@ pub async fn run() -> DrillSummary {
     drill.property("backup_stamp", &manifest.stamp);
 
     let replacement = drill
-        .phase("provision replacement server", env.provision_restore_target())
-        .await
-        .unwrap();
+        .step("provision replacement server", env.provision_restore_target())
+        .await?;
     let options = RestoreOptions {
         target_database: Some(replacement.database.clone()),
         ..RestoreOptions::default()
     };
     let restored = drill
-        .phase(
+        .step(
             "restore newest backup from S3 (playbook 3.2)",
             restore_database(&bins, &replacement.admin, env.store(), &options),
         )
-        .await
-        .unwrap();
+        .await?;
     drill.check(
         "restored backup is the newest",
         restored.manifest.stamp == manifest.stamp,
@@ -127,12 +121,11 @@ pub async fn run() -> DrillSummary {
     );
 
     let answers = drill
-        .phase(
+        .step(
             "playbook checks (3.2 step 4, 4.1-4.5)",
             PlaybookAnswers::collect(&restored.target),
         )
-        .await
-        .unwrap();
+        .await?;
     let problems = answers.problems();
     drill.check("playbook checks pass", problems.is_empty(), problems.join("; "));
     drill.check(
@@ -158,15 +151,16 @@ pub async fn run() -> DrillSummary {
     // RPO: the restore is complete up to the backup's snapshot, however
     // quiet the database was before it; the newest row only checks content.
     drill.recovery_point(RecoveryPoint::snapshot(&restored.manifest));
+    const COMPARE: &str = "compare the restored data with the late writes";
     let mut conn = PgConnection::connect_with(&restored.target.connect_options())
         .await
-        .unwrap();
-    let facts = table_facts(&mut conn).await.unwrap();
+        .step(COMPARE)?;
+    let facts = table_facts(&mut conn).await.step(COMPARE)?;
     let newest_surviving = facts
         .values()
         .filter_map(|t| t.newest_created_at)
         .max()
-        .expect("restored data has timestamps");
+        .step("find the newest timestamp in the restored data")?;
     drill.check(
         "newest surviving data is the backup's newest",
         Some(newest_surviving) == manifest.newest_data(),
@@ -176,7 +170,7 @@ pub async fn run() -> DrillSummary {
         .bind(&late.audit_ids)
         .fetch_one(&mut conn)
         .await
-        .unwrap();
+        .step(COMPARE)?;
     drill.check(
         "writes after the backup are exactly the loss",
         late_survivors == 0 && late.newest.is_none_or(|newest| newest > newest_surviving),
@@ -186,37 +180,18 @@ pub async fn run() -> DrillSummary {
             late.newest
         ),
     );
-    conn.close().await.unwrap();
+    conn.close().await.step(COMPARE)?;
     // Every application write leaves one audit row: the rows lost, counted.
     drill.rows_lost(late.audit_ids.len() as u64);
 
     // Playbook section 7. On a disposable backend the drill resumes the
     // backup schedule itself; on staging it never writes a backup, so that
     // item is not applicable there.
-    let recovered_at = drill.summary().verified_at.expect("verified above");
-    let store = if env.is_disposable() {
-        drill
-            .phase(
-                "resume backups: first backup after recovery",
-                backup_database(&bins, &restored.target, Some(&replacement.admin), env.store()),
-            )
-            .await
-            .unwrap();
-        Some(env.store())
-    } else {
-        None
-    };
-    let checklist = checklist::record_after_recovery(&mut drill, &restored.target, store, recovered_at)
-        .await
-        .unwrap();
-    drill.check(
-        "post-recovery checklist has no failed item",
-        checklist.passed(),
-        "playbook section 7",
-    );
+    let resume = env.is_disposable().then(|| (&bins, &replacement.admin, env.store()));
+    super::post_recovery_checklist(drill, &restored.target, resume).await?;
 
-    env.cleanup().await.unwrap();
-    drill.finish().expect("drill report written")
+    env.cleanup().await.step("clean up the environment")?;
+    Ok(())
 }
 
 /// The audit rows committed after `since` (the backup's newest data), read

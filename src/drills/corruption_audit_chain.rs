@@ -10,30 +10,38 @@
 //! Runs on every backend: on staging the damage goes into the drill's own
 //! restored copy of the newest backup (see `workbench.rs`).
 
-use crate::drill::{DrillSummary, Scenario};
+use crate::drill::{Drill, DrillSummary, RecoveryPoint, Result, StepContext};
 use crate::fault;
-use crate::fixtures::Profile;
 use crate::integrity::suite::run_suite;
+use crate::playbook::Scenario;
 
 use super::workbench::Workbench;
 
-pub async fn run() -> DrillSummary {
-    let mut drill =
-        super::steps::reported_drill("corruption-audit-chain", Scenario::DbCorruptionFull).expect("drill targets");
-    let mut bench = Workbench::open(&mut drill, Profile::Small, 7).await;
+pub async fn run() -> Result<DrillSummary> {
+    let mut drill = super::steps::reported_drill("corruption-audit-chain", Scenario::DbCorruptionFull)?;
+    let outcome = story(&mut drill).await;
+    drill.conclude(outcome)
+}
+
+async fn story(drill: &mut Drill) -> Result<()> {
+    let mut bench = Workbench::open(drill, 7).await?;
     let source = bench.database.clone();
-    let options = bench.suite_options();
-    let anchor = options.anchor.clone().expect("suite options carry the anchor");
+    let options = bench.suite_options()?;
+    let anchor = options.anchor.clone().step("read the chain anchor")?;
     drill.property("anchor_head_id", anchor.head_id);
 
     let target = &bench.disposable;
     drill.incident("audit chain corrupted: payload edited, chain re-hashed, newest rows deleted");
-    let mut injected = Vec::new();
-    injected.push(fault::tamper_audit_payload(target, 1_234).await.unwrap());
-    injected.push(fault::tamper_and_rehash(target, anchor.head_id / 2).await.unwrap());
-    injected.push(fault::truncate_chain_tail(target, 50).await.unwrap());
+    const INJECT: &str = "inject the audit chain corruption";
+    let injected = [
+        fault::tamper_audit_payload(target, 1_234).await.step(INJECT)?,
+        fault::tamper_and_rehash(target, anchor.head_id / 2)
+            .await
+            .step(INJECT)?,
+        fault::truncate_chain_tail(target, 50).await.step(INJECT)?,
+    ];
 
-    let report = drill.phase("detect", run_suite(&source, &options)).await.unwrap();
+    let report = drill.step("detect", run_suite(&source, &options)).await?;
     drill.property("findings_after_incident", report.findings.len());
     drill.property("findings_missed_by_playbook_4_1", report.missed_by_playbook().len());
     // The truncation deleted the re-hashed head, so the anchor reports the
@@ -63,12 +71,14 @@ pub async fn run() -> DrillSummary {
     );
 
     let (admin, restored) = bench
-        .restore_and_verify(&mut drill, "restored database has zero findings against the anchor")
-        .await;
+        .restore_and_verify(drill, "restored database has zero findings against the anchor")
+        .await?;
     drill.verified();
     // Playbook section 7: resume backups, then the post-recovery checklist.
-    super::post_recovery_checklist(&mut drill, &restored.target, bench.resume_backups(&admin)).await;
+    super::post_recovery_checklist(drill, &restored.target, bench.resume_backups(&admin)).await?;
+    // The database is back to the backup's snapshot: what came later is the loss.
+    drill.recovery_point(RecoveryPoint::snapshot(&bench.manifest));
 
-    bench.env.cleanup().await.unwrap();
-    drill.finish().expect("drill report written")
+    bench.env.cleanup().await.step("clean up the environment")?;
+    Ok(())
 }

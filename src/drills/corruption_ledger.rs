@@ -13,11 +13,11 @@
 //! restored copy of the newest backup (see `workbench.rs`), and the table
 //! is restored into that copy.
 
-use crate::drill::{DrillSummary, RecoveryPoint, Scenario};
+use crate::drill::{Drill, DrillSummary, RecoveryPoint, Result, StepContext};
 use crate::fault;
-use crate::fixtures::Profile;
 use crate::integrity::CheckName;
 use crate::integrity::suite::run_suite;
+use crate::playbook::Scenario;
 use crate::table_restore::restore_table;
 use sqlx::{Connection, PgConnection};
 
@@ -25,40 +25,48 @@ use super::workbench::Workbench;
 
 const TABLE: &str = "public.invoice_lines";
 
-pub async fn run() -> DrillSummary {
-    let mut drill =
-        super::steps::reported_drill("corruption-ledger", Scenario::DbCorruptionSingleTable).expect("drill targets");
+pub async fn run() -> Result<DrillSummary> {
+    let mut drill = super::steps::reported_drill("corruption-ledger", Scenario::DbCorruptionSingleTable)?;
+    let outcome = story(&mut drill).await;
+    drill.conclude(outcome)
+}
+
+async fn story(drill: &mut Drill) -> Result<()> {
     drill.property("table", TABLE);
-    let bench = Workbench::open(&mut drill, Profile::Small, 11).await;
+    let bench = Workbench::open(drill, 11).await?;
     let (bins, source, admin) = (&bench.bins, bench.database.clone(), bench.admin.clone());
-    let options = bench.suite_options();
+    let options = bench.suite_options()?;
 
     // A live line of one invoice, and another invoice to unbalance.
-    let mut conn = PgConnection::connect_with(&source.connect_options()).await.unwrap();
+    const PICK: &str = "pick the rows to damage";
+    let mut conn = PgConnection::connect_with(&source.connect_options()).await.step(PICK)?;
     let (line_id, line_invoice): (i64, i64) = sqlx::query_as(
         "SELECT id, invoice_id FROM invoice_lines WHERE deleted_at IS NULL ORDER BY id OFFSET 100 LIMIT 1",
     )
     .fetch_one(&mut conn)
     .await
-    .unwrap();
+    .step(PICK)?;
     let other_invoice: i64 =
         sqlx::query_scalar("SELECT id FROM monthly_invoices WHERE id <> $1 ORDER BY id OFFSET 10 LIMIT 1")
             .bind(line_invoice)
             .fetch_one(&mut conn)
             .await
-            .unwrap();
-    conn.close().await.unwrap();
+            .step(PICK)?;
+    conn.close().await.step(PICK)?;
 
     let target = &bench.disposable;
     drill.incident("ledger amounts corrupted: an invoice line's amount rewritten, a charge added without credit");
+    const INJECT: &str = "inject the ledger corruption";
     let injected = vec![
         fault::tamper_amount(target, "invoice_lines", line_id, 4_217)
             .await
-            .unwrap(),
-        fault::unbalance_invoice(target, other_invoice, 9_999).await.unwrap(),
+            .step(INJECT)?,
+        fault::unbalance_invoice(target, other_invoice, 9_999)
+            .await
+            .step(INJECT)?,
     ];
 
-    let report = drill.phase("detect", run_suite(&source, &options)).await.unwrap();
+    let report = drill.step("detect", run_suite(&source, &options)).await?;
     drill.property("findings_after_incident", report.findings.len());
     for injected in &injected {
         drill.check(
@@ -86,12 +94,11 @@ pub async fn run() -> DrillSummary {
     );
 
     let restored = drill
-        .phase(
+        .step(
             "restore invoice_lines from the newest backup (one transaction)",
             restore_table(bins, &admin, &source, bench.env.store(), TABLE),
         )
-        .await
-        .unwrap();
+        .await?;
     drill.check(
         "restored row count matches the manifest",
         Some(restored.rows_restored) == bench.manifest.rows_in("invoice_lines"),
@@ -102,9 +109,8 @@ pub async fn run() -> DrillSummary {
         ),
     );
     let verified = drill
-        .phase("verify database after table restore", run_suite(&source, &options))
-        .await
-        .unwrap();
+        .step("verify database after table restore", run_suite(&source, &options))
+        .await?;
     drill.check(
         "zero findings after the table restore",
         verified.is_clean(),
@@ -112,10 +118,10 @@ pub async fn run() -> DrillSummary {
     );
     drill.verified();
     // Playbook section 7: resume backups, then the post-recovery checklist.
-    super::post_recovery_checklist(&mut drill, &source, bench.resume_backups(&admin)).await;
+    super::post_recovery_checklist(drill, &source, bench.resume_backups(&admin)).await?;
     // Nothing was written after the backup: the table restore loses nothing.
     drill.recovery_point(RecoveryPoint::snapshot(&bench.manifest));
 
-    bench.env.cleanup().await.unwrap();
-    drill.finish().expect("drill report written")
+    bench.env.cleanup().await.step("clean up the environment")?;
+    Ok(())
 }

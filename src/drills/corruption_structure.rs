@@ -12,46 +12,52 @@
 //! Runs on every backend: on staging the damage goes into the drill's own
 //! restored copy of the newest backup (see `workbench.rs`).
 
-use crate::drill::{DrillSummary, RecoveryPoint, Scenario};
+use crate::drill::{Drill, DrillSummary, RecoveryPoint, Result, StepContext};
 use crate::fault;
-use crate::fixtures::Profile;
 use crate::integrity::CheckName;
 use crate::integrity::suite::run_suite;
+use crate::playbook::Scenario;
 use sqlx::{Connection, PgConnection};
 
 use super::workbench::Workbench;
 
 const RLS_TABLE: &str = "payments";
 
-pub async fn run() -> DrillSummary {
-    let mut drill =
-        super::steps::reported_drill("corruption-structure", Scenario::DbCorruptionFull).expect("drill targets");
-    let mut bench = Workbench::open(&mut drill, Profile::Small, 13).await;
-    let source = bench.database.clone();
-    let options = bench.suite_options();
+pub async fn run() -> Result<DrillSummary> {
+    let mut drill = super::steps::reported_drill("corruption-structure", Scenario::DbCorruptionFull)?;
+    let outcome = story(&mut drill).await;
+    drill.conclude(outcome)
+}
 
-    let mut conn = PgConnection::connect_with(&source.connect_options()).await.unwrap();
+async fn story(drill: &mut Drill) -> Result<()> {
+    let mut bench = Workbench::open(drill, 13).await?;
+    let source = bench.database.clone();
+    let options = bench.suite_options()?;
+
+    const PICK: &str = "pick the rows to damage";
+    let mut conn = PgConnection::connect_with(&source.connect_options()).await.step(PICK)?;
     let line_id: i64 =
         sqlx::query_scalar("SELECT id FROM invoice_lines WHERE deleted_at IS NULL ORDER BY id OFFSET 50 LIMIT 1")
             .fetch_one(&mut conn)
             .await
-            .unwrap();
+            .step(PICK)?;
     let run_id: i64 =
         sqlx::query_scalar("SELECT run_id FROM billing_runs WHERE status = 'completed' ORDER BY run_id LIMIT 1")
             .fetch_one(&mut conn)
             .await
-            .unwrap();
-    conn.close().await.unwrap();
+            .step(PICK)?;
+    conn.close().await.step(PICK)?;
 
     let target = &bench.disposable;
     drill.incident("structure corrupted: orphaned invoice line, RLS disabled, billing run stuck in running");
+    const INJECT: &str = "inject the structure corruption";
     let injected = [
-        fault::orphan_invoice_line(target, line_id).await.unwrap(),
-        fault::disable_rls(target, RLS_TABLE).await.unwrap(),
-        fault::stuck_billing_run(target, run_id).await.unwrap(),
+        fault::orphan_invoice_line(target, line_id).await.step(INJECT)?,
+        fault::disable_rls(target, RLS_TABLE).await.step(INJECT)?,
+        fault::stuck_billing_run(target, run_id).await.step(INJECT)?,
     ];
 
-    let report = drill.phase("detect", run_suite(&source, &options)).await.unwrap();
+    let report = drill.step("detect", run_suite(&source, &options)).await?;
     drill.property("findings_after_incident", report.findings.len());
     for (check, what) in [
         (CheckName::OrphanedInvoiceLines, "orphaned invoice line"),
@@ -73,11 +79,12 @@ pub async fn run() -> DrillSummary {
     }
 
     let (admin, restored) = bench
-        .restore_and_verify(&mut drill, "restored database has zero findings, RLS included")
-        .await;
+        .restore_and_verify(drill, "restored database has zero findings, RLS included")
+        .await?;
+    const RLS: &str = "read RLS and policies on the restored copy";
     let mut conn = PgConnection::connect_with(&restored.target.connect_options())
         .await
-        .unwrap();
+        .step(RLS)?;
     let (rls, policies): (bool, i64) = sqlx::query_as(
         "SELECT c.relrowsecurity, (SELECT count(*) FROM pg_policies p WHERE p.tablename = c.relname) \
          FROM pg_class c WHERE c.oid = to_regclass($1)",
@@ -85,8 +92,8 @@ pub async fn run() -> DrillSummary {
     .bind(format!("public.{RLS_TABLE}"))
     .fetch_one(&mut conn)
     .await
-    .unwrap();
-    conn.close().await.unwrap();
+    .step(RLS)?;
+    conn.close().await.step(RLS)?;
     drill.check(
         &format!("{RLS_TABLE} has RLS enabled and its policies after the restore"),
         rls && policies > 0,
@@ -94,9 +101,9 @@ pub async fn run() -> DrillSummary {
     );
     drill.verified();
     // Playbook section 7: resume backups, then the post-recovery checklist.
-    super::post_recovery_checklist(&mut drill, &restored.target, bench.resume_backups(&admin)).await;
+    super::post_recovery_checklist(drill, &restored.target, bench.resume_backups(&admin)).await?;
     drill.recovery_point(RecoveryPoint::snapshot(&bench.manifest));
 
-    bench.env.cleanup().await.unwrap();
-    drill.finish().expect("drill report written")
+    bench.env.cleanup().await.step("clean up the environment")?;
+    Ok(())
 }

@@ -13,21 +13,28 @@
 use std::time::Duration;
 
 use crate::canary::CanaryWriter;
-use crate::drill::{DrillSummary, Scenario};
+use crate::drill::{Drill, DrillSummary, Result, StepContext};
 use crate::env::APP_DATABASE;
 use crate::failover::{promote, replay_state};
 use crate::playbook::PlaybookAnswers;
+use crate::playbook::Scenario;
 use crate::workload::write_activity;
 
-pub async fn run() -> DrillSummary {
-    let mut drill = super::steps::reported_drill("data-center-failure", Scenario::DataCenterFailure)
-        .expect("drill targets")
+pub async fn run() -> Result<DrillSummary> {
+    let mut drill = super::steps::reported_drill("data-center-failure", Scenario::DataCenterFailure)?
         .with_rpo_target(Duration::from_secs(5 * 60));
-    let (mut env, standby) = super::steps::primary_with_standby(&mut drill, super::drill_profile()).await;
+    let outcome = story(&mut drill).await;
+    drill.conclude(outcome)
+}
+
+async fn story(drill: &mut Drill) -> Result<()> {
+    let (mut env, standby) = super::steps::primary_with_standby(drill).await?;
 
     // Write load: the application's writes and the canary, until the kill.
     let source = env.source();
-    let canary = CanaryWriter::start(&source, Duration::from_millis(5)).await.unwrap();
+    let canary = CanaryWriter::start(&source, Duration::from_millis(5))
+        .await
+        .step("start the canary writer")?;
     let app_load = tokio::spawn({
         let source = source.clone();
         // One request every 20 ms: steady traffic that keeps the ledger
@@ -45,42 +52,43 @@ pub async fn run() -> DrillSummary {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let incident = drill.incident(format!("primary region lost under write load: {}", env.primary_loss()));
-    drill.phase("destroy primary", env.destroy_primary()).await.unwrap();
+    drill.step("destroy primary", env.destroy_primary()).await?;
     // A container is removed through the Docker API, so the primary may
     // commit until the removal lands, a little after the incident mark.
     let primary_gone = chrono::Utc::now();
     let canaries = canary.stop().await;
-    let load = app_load.await.unwrap();
+    let load = app_load.await.step("stop the application's write load")?;
     let last_ack = canaries
         .committed
         .last()
         .map(|c| c.acked_at)
-        .expect("canaries committed");
+        .step("read the last acknowledged canary")?;
     drill.check(
         "write load was running when the primary died",
         incident - last_ack < chrono::Duration::milliseconds(500),
         format!("application writes ended with: {load}; last canary acknowledged {last_ack}"),
     );
-    let before = replay_state(&standby).await.unwrap();
+    let before = replay_state(&standby).await.step("read the standby's replay state")?;
     drill.property(
         "standby_replayed_lsn_at_failover",
         before.replayed_lsn.unwrap_or_default(),
     );
 
-    let promotion = drill.phase("promote standby", promote(&standby)).await.unwrap();
+    let promotion = drill.step("promote standby", promote(&standby)).await?;
     drill.property("promote_ms", promotion.as_millis());
     let target = standby.with_database(APP_DATABASE);
     let answers = drill
-        .phase(
+        .step(
             "playbook checks (3.2 step 4, 4.1-4.5)",
             PlaybookAnswers::collect(&target),
         )
-        .await
-        .unwrap();
+        .await?;
     let problems = answers.problems();
     drill.check("playbook checks pass", problems.is_empty(), problems.join("; "));
-    let report = super::steps::verdict_on_promoted_standby(&mut drill, &env, &standby, &canaries.committed).await;
-    let newest = report.newest_surviving.expect("canaries survived");
+    let report = super::steps::verdict_on_promoted_standby(drill, &env, &standby, &canaries.committed).await?;
+    let newest = report
+        .newest_surviving
+        .step("find the newest canary on the promoted standby")?;
     drill.property("canaries_acknowledged", report.acknowledged);
     drill.property("canaries_surviving", report.surviving);
     drill.check(
@@ -89,6 +97,6 @@ pub async fn run() -> DrillSummary {
         format!("{newest} vs incident {incident}, primary gone at {primary_gone}"),
     );
 
-    env.cleanup().await.unwrap();
-    drill.finish().expect("drill report written")
+    env.cleanup().await.step("clean up the environment")?;
+    Ok(())
 }

@@ -8,9 +8,10 @@
 
 use std::time::Duration;
 
-use crate::drill::{DrillSummary, Scenario};
-use crate::fixtures::{FixtureSpec, Profile};
+use crate::drill::{Drill, DrillSummary, Result, StepContext};
+use crate::fixtures::FixtureSpec;
 use crate::pg::{Secret, quote_ident, quote_literal};
+use crate::playbook::Scenario;
 use crate::sessions::{Flood, relieve, responder, saturation};
 use sqlx::{Connection, PgConnection};
 
@@ -19,37 +20,38 @@ const MAX_CONNECTIONS: i64 = 30;
 /// queries are terminated too (after every idle one).
 const FREE_AFTER: i64 = 20;
 
-pub async fn run() -> DrillSummary {
-    let mut drill = super::steps::reported_drill("db-connection-exhaustion", Scenario::DbConnectionExhaustion)
-        .expect("drill targets");
+pub async fn run() -> Result<DrillSummary> {
+    let mut drill = super::steps::reported_drill("db-connection-exhaustion", Scenario::DbConnectionExhaustion)?;
+    let outcome = story(&mut drill).await;
+    drill.conclude(outcome)
+}
+
+async fn story(drill: &mut Drill) -> Result<()> {
     drill.property("max_connections", MAX_CONNECTIONS);
+    let profile = super::drill_profile()?;
     // Its own server with few connection slots: on staging (a shared
     // server) this fails, loudly, with EnvError::Unsupported.
     let max_connections = MAX_CONNECTIONS.to_string();
     let env = drill
-        .phase(
+        .step(
             "bring up environment",
             crate::env::from_env_with(&[("max_connections", &max_connections)]),
         )
-        .await
-        .unwrap();
-    drill.property("backend", env.backend().name());
+        .await?;
+    super::steps::record_setup(drill, env.backend(), Some(profile), &env.admin()).await?;
     // The ledger the application serves: the post-recovery checklist
     // (playbook section 7) checks it is intact once the flood is relieved.
     drill
-        .phase(
-            "seed fixture ledger",
-            env.seed(FixtureSpec::ending_now(Profile::Small, 5)),
-        )
-        .await
-        .unwrap();
+        .step("seed fixture ledger", env.seed(FixtureSpec::ending_now(profile, 5)))
+        .await?;
     let admin = env.admin();
     let mut app = env.source();
     app.user = "immoflowme_app_drill".into();
     app.password = Secret::new(format!("pw-{}", std::process::id()));
+    const ROLE: &str = "create the application's role and heartbeat table";
     let mut setup = PgConnection::connect_with(&env.source().connect_options())
         .await
-        .unwrap();
+        .step(ROLE)?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE ROLE {role} LOGIN PASSWORD {pw};
          GRANT ALL ON SCHEMA public TO {role};
@@ -60,12 +62,16 @@ pub async fn run() -> DrillSummary {
     )))
     .execute(&mut setup)
     .await
-    .unwrap();
-    setup.close().await.unwrap();
-    let mut me = responder(&admin).await.unwrap();
+    .step(ROLE)?;
+    setup.close().await.step(ROLE)?;
+    let mut me = responder(&admin)
+        .await
+        .step("connect the responder on a reserved slot")?;
 
     drill.incident("connection leak: the application holds every connection slot");
-    let flood = Flood::open(&app, 200).await.unwrap();
+    let flood = Flood::open(&app, 200)
+        .await
+        .step("flood the server with the application's sessions")?;
     drill.property("sessions_leaked", flood.sessions());
     drill.check(
         "the server refused the application",
@@ -73,18 +79,14 @@ pub async fn run() -> DrillSummary {
         flood.refusal.clone(),
     );
 
-    let before = drill
-        .phase("detect: read pg_stat_activity", saturation(&mut me))
-        .await
-        .unwrap();
+    let before = drill.step("detect: read pg_stat_activity", saturation(&mut me)).await?;
     drill.check("exhaustion detected", before.exhausted(), format!("{before:?}"));
     let terminated = drill
-        .phase(
+        .step(
             "terminate sessions (idle and oldest first)",
             relieve(&mut me, FREE_AFTER),
         )
-        .await
-        .unwrap();
+        .await?;
     drill.property("sessions_terminated", terminated.len());
     let first_active = terminated
         .iter()
@@ -107,10 +109,15 @@ pub async fn run() -> DrillSummary {
         terminated.len() > first_active,
         format!("{} active terminated", terminated.len() - first_active),
     );
-    let still_mine: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut me).await.unwrap();
+    let still_mine: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut me)
+        .await
+        .step("query on the responder's own session")?;
     drill.check("the responder's own session survived", still_mine == 1, "");
 
-    let after = saturation(&mut me).await.unwrap();
+    let after = saturation(&mut me)
+        .await
+        .step("read pg_stat_activity after the relief")?;
     drill.check(
         "application slots are free again",
         after.free_for_applications() >= FREE_AFTER,
@@ -124,17 +131,16 @@ pub async fn run() -> DrillSummary {
         conn.close().await?;
         Ok::<_, sqlx::Error>(())
     };
-    drill
-        .phase("new application connections succeed", reconnect)
-        .await
-        .unwrap();
+    drill.step("new application connections succeed", reconnect).await?;
     drill.verified();
+    // Sessions were terminated, no data touched: nothing can be lost.
+    drill.nothing_lost();
     // Playbook section 7: resume backups, then the post-recovery checklist.
-    super::post_recovery_checklist(&mut drill, &env.source(), Some((env.binaries(), &admin, env.store()))).await;
+    super::post_recovery_checklist(drill, &env.source(), Some((env.binaries(), &admin, env.store()))).await?;
 
     flood.close().await;
-    me.close().await.unwrap();
+    me.close().await.step("close the responder's session")?;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    env.cleanup().await.unwrap();
-    drill.finish().expect("drill report written")
+    env.cleanup().await.step("clean up the environment")?;
+    Ok(())
 }

@@ -14,8 +14,9 @@
 
 use std::time::Duration;
 
-use crate::drill::{DrillSummary, RecoveryPoint, Scenario};
+use crate::drill::{Drill, DrillSummary, RecoveryPoint, Result, StepContext};
 use crate::playbook::PlaybookAnswers;
+use crate::playbook::Scenario;
 use crate::table_restore::restore_table;
 use crate::workload::write_activity;
 use sqlx::{Connection, PgConnection};
@@ -24,33 +25,36 @@ use super::workbench::Workbench;
 
 const TABLE: &str = "public.invoice_lines";
 
-pub async fn run() -> DrillSummary {
-    let mut drill = super::steps::reported_drill("db-corruption-single-table", Scenario::DbCorruptionSingleTable)
-        .expect("drill targets")
+pub async fn run() -> Result<DrillSummary> {
+    let mut drill = super::steps::reported_drill("db-corruption-single-table", Scenario::DbCorruptionSingleTable)?
         .with_rpo_target(Duration::from_secs(24 * 3600));
+    let outcome = story(&mut drill).await;
+    drill.conclude(outcome)
+}
+
+async fn story(drill: &mut Drill) -> Result<()> {
     drill.property("table", TABLE);
-    let bench = Workbench::open(&mut drill, super::drill_profile(), 42).await;
+    let bench = Workbench::open(drill, 42).await?;
     // The damage goes only where the bench's token allows it.
     let source = bench.disposable.target().clone();
     let (bins, admin) = (&bench.bins, bench.admin.clone());
     let late = drill
-        .phase("application keeps writing", write_activity(&source, 15))
-        .await
-        .unwrap();
+        .step("application keeps writing", write_activity(&source, 15))
+        .await?;
 
     drill.incident("faulty job corrupts invoice_lines: charge amounts rewritten, lines deleted");
-    let mut conn = PgConnection::connect_with(&source.connect_options()).await.unwrap();
+    const JOB: &str = "run the faulty job";
+    let mut conn = PgConnection::connect_with(&source.connect_options()).await.step(JOB)?;
     sqlx::raw_sql(
         "UPDATE invoice_lines SET amount = amount + 17.03 WHERE line_type = 'charge' AND id % 5 = 0;
          DELETE FROM invoice_lines WHERE id % 11 = 0;",
     )
     .execute(&mut conn)
     .await
-    .unwrap();
+    .step(JOB)?;
     let detected = drill
-        .phase("playbook checks find the damage", PlaybookAnswers::collect(&source))
-        .await
-        .unwrap();
+        .step("playbook checks find the damage", PlaybookAnswers::collect(&source))
+        .await?;
     drill.check(
         "corruption detected",
         !detected.problems().is_empty(),
@@ -58,12 +62,11 @@ pub async fn run() -> DrillSummary {
     );
 
     let report = drill
-        .phase(
+        .step(
             "restore invoice_lines from the newest backup (one transaction)",
             restore_table(bins, &admin, &source, bench.env.store(), TABLE),
         )
-        .await
-        .unwrap();
+        .await?;
     drill.property("rows_restored", report.rows_restored);
     let expected = bench
         .manifest
@@ -75,19 +78,19 @@ pub async fn run() -> DrillSummary {
         format!("{} restored, {expected:?} in manifest", report.rows_restored),
     );
     let answers = drill
-        .phase(
+        .step(
             "playbook checks (3.2 step 4, 4.1-4.5)",
             PlaybookAnswers::collect(&source),
         )
-        .await
-        .unwrap();
+        .await?;
     let problems = answers.problems();
     drill.check("playbook checks pass", problems.is_empty(), problems.join("; "));
+    const COUNT: &str = "count the late writes and scratch databases";
     let (late_kept,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_logs WHERE id = ANY($1)")
         .bind(&late.audit_ids)
         .fetch_one(&mut conn)
         .await
-        .unwrap();
+        .step(COUNT)?;
     drill.check(
         "other tables keep the writes made after the backup",
         late_kept as usize == late.audit_ids.len(),
@@ -96,15 +99,15 @@ pub async fn run() -> DrillSummary {
     let scratch_left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_scratch\\_%'")
         .fetch_one(&mut conn)
         .await
-        .unwrap();
+        .step(COUNT)?;
     drill.check("scratch database removed", scratch_left == 0, scratch_left.to_string());
     drill.verified();
     // Playbook section 7: resume backups, then the post-recovery checklist.
-    super::post_recovery_checklist(&mut drill, &source, bench.resume_backups(&admin)).await;
+    super::post_recovery_checklist(drill, &source, bench.resume_backups(&admin)).await?;
     // The table is back to the backup's snapshot: what it had later is the loss.
     drill.recovery_point(RecoveryPoint::snapshot(&bench.manifest));
-    conn.close().await.unwrap();
+    conn.close().await.step(COUNT)?;
 
-    bench.env.cleanup().await.unwrap();
-    drill.finish().expect("drill report written")
+    bench.env.cleanup().await.step("clean up the environment")?;
+    Ok(())
 }

@@ -2,9 +2,18 @@
 //!
 //! `drillbook run` ships them in the binary; the `drills` test binary
 //! (`drills/main.rs`) runs each as a test. Every drill's `run` returns its
-//! judged [`DrillSummary`] (its report already written); the test asserts
-//! it passed. Setup failures still panic, as they did in the tests:
-//! `drillbook run` catches the panic and reports the drill as failed.
+//! judged [`DrillSummary`] (its report already written), which the test
+//! asserts passed, or the [`DrillError`] that stopped it: drills fail, they
+//! do not panic. A step that fails (bringing up the environment, seeding,
+//! a query) stops the drill with [`DrillError::Step`] naming the step; the
+//! drill's JUnit report and history record say so
+//! ([`Drill::conclude`]), the test fails printing the error's chain, and
+//! `drillbook run` reports the drill as failed with that cause.
+//!
+//! Every drill creates its [`Drill`] first, so that even its setup failing
+//! leaves a report, and records the properties the report reads through one
+//! helper (`steps::record_setup`: backend, dataset profile, server version).
+//! Every drill that seeds seeds `DRILL_PROFILE`'s dataset.
 //!
 //! [`for_each_drill!`](crate::for_each_drill) is the registry: each drill
 //! once, with its scenario, cadence (playbook section 8), backends and lane.
@@ -15,7 +24,7 @@
 //! when a drill is added.
 //!
 //! Adding a drill: its file `src/drills/<name>.rs` with `pub async fn run()
-//! -> DrillSummary`, its `pub mod <name>;` below (kept outside the registry
+//! -> Result<DrillSummary, DrillError>`, its `pub mod <name>;` below (kept outside the registry
 //! macro so that `cargo fmt` still sees the file), and one registry line.
 
 pub mod all_pods_unhealthy;
@@ -39,9 +48,10 @@ use std::path::PathBuf;
 
 use futures::future::BoxFuture;
 
-use crate::drill::{Drill, DrillSummary, Scenario};
+use crate::drill::{Drill, DrillError, DrillSummary, Result, StepContext};
 use crate::env::Backend;
 use crate::pg::{ConnInfo, PgBinaries};
+use crate::playbook::Scenario;
 use crate::report::schedule::Cadence;
 
 /// The registry of built-in drills, in the schedule's order: calls
@@ -110,7 +120,8 @@ pub struct BuiltinDrill {
     /// Its test in the `drills` test binary:
     /// `monthly::everywhere::complete_infrastructure_loss`.
     pub test: &'static str,
-    /// Runs the drill and returns its judged summary.
+    /// Runs the drill and returns its judged summary, or the error that
+    /// stopped it (its report written either way).
     pub run: Run,
 }
 
@@ -126,7 +137,7 @@ const EVERYWHERE: &[Backend] = &[Backend::Embedded, Backend::Containers, Backend
 /// Backends whose servers are the drill's own: the drill kills, floods or
 /// reconfigures a server, which staging never allows.
 const OWN_SERVERS: &[Backend] = &[Backend::Embedded, Backend::Containers];
-type Run = fn() -> BoxFuture<'static, DrillSummary>;
+type Run = fn() -> BoxFuture<'static, Result<DrillSummary>>;
 
 /// The registry's words as values (the test binary reads the same words as
 /// module names).
@@ -201,15 +212,18 @@ pub fn find(name: &str) -> Option<BuiltinDrill> {
 
 /// The dataset size drills seed: `DRILL_PROFILE=small|medium|large`, small by default.
 ///
-/// # Panics
-/// On any other value, naming the choices.
-fn drill_profile() -> crate::fixtures::Profile {
+/// # Errors
+/// [`DrillError::Step`] on any other value, naming the choices.
+fn drill_profile() -> Result<crate::fixtures::Profile> {
     use crate::fixtures::Profile;
     match std::env::var("DRILL_PROFILE").as_deref() {
-        Err(_) | Ok("") | Ok("small") => Profile::Small,
-        Ok("medium") => Profile::Medium,
-        Ok("large") => Profile::Large,
-        Ok(other) => panic!("DRILL_PROFILE={other:?} is not a profile; use small, medium or large"),
+        Err(_) | Ok("") | Ok("small") => Ok(Profile::Small),
+        Ok("medium") => Ok(Profile::Medium),
+        Ok("large") => Ok(Profile::Large),
+        Ok(other) => Err(DrillError::step(
+            "read DRILL_PROFILE",
+            format!("DRILL_PROFILE={other:?} is not a profile; use small, medium or large"),
+        )),
     }
 }
 
@@ -221,21 +235,35 @@ fn cluster_setting(name: &str, default: &str) -> String {
 /// The Kubernetes cluster a cluster drill acts on ([`crate::env::cluster_target`]:
 /// `drill.toml` on staging, `DRILL_KUBE_CONTEXT` elsewhere).
 ///
-/// # Panics
-/// Without a kube context, or when the cluster cannot be reached: a cluster
-/// drill never passes without a cluster.
-async fn kube_cluster() -> kube::Client {
-    let target = crate::env::cluster_target().unwrap_or_else(|e| panic!("{e}"));
-    let context = target.kube_context.unwrap_or_else(|| {
-        panic!(
-            "{} is not set (nor [kube] context in drill.toml on staging): this drill needs a Kubernetes cluster (a \
-             staging kube context or K3s) and never passes without one",
-            crate::k8s::KUBE_CONTEXT_VAR
+/// # Errors
+/// [`DrillError::Step`] without a kube context, or when the cluster cannot
+/// be reached: a cluster drill never passes without a cluster.
+async fn kube_cluster() -> Result<kube::Client> {
+    const STEP: &str = "connect to the Kubernetes cluster";
+    let target = crate::env::cluster_target().step(STEP)?;
+    let context = target.kube_context.ok_or_else(|| {
+        DrillError::step(
+            STEP,
+            format!(
+                "{} is not set (nor [kube] context in drill.toml on staging): this drill needs a Kubernetes \
+                 cluster (a staging kube context or K3s) and never passes without one",
+                crate::k8s::KUBE_CONTEXT_VAR
+            ),
         )
-    });
-    crate::k8s::connect(Some(&context))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
+    })?;
+    crate::k8s::connect(Some(&context)).await.step(STEP)
+}
+
+/// Records the backend a cluster drill runs on: `DRILL_ENV`'s (it acts on
+/// a Kubernetes deployment, whatever serves its database; no dataset, no
+/// server of its own).
+///
+/// # Errors
+/// [`DrillError::Step`] when `DRILL_ENV` names no backend.
+fn record_cluster_backend(drill: &mut Drill) -> Result<()> {
+    let backend = Backend::from_env().step("read DRILL_ENV")?;
+    drill.set_backend(backend);
+    Ok(())
 }
 
 /// The `drillbook` binary the PITR drills give PostgreSQL as
@@ -255,31 +283,35 @@ type Resume<'a> = (&'a PgBinaries, &'a ConnInfo, &'a crate::store::Store);
 /// without `resume` its backup item is not applicable) and the check that
 /// no item failed.
 ///
-/// # Panics
-/// When the backup or the checklist cannot run, as the drills' other setup steps do.
-async fn post_recovery_checklist(drill: &mut Drill, recovered: &ConnInfo, resume: Option<Resume<'_>>) {
-    let recovered_at = drill.summary().verified_at.expect("call after drill.verified()");
+/// # Errors
+/// [`DrillError::Step`] when the backup or the checklist cannot run, or
+/// when called before `drill.verified()`.
+async fn post_recovery_checklist(drill: &mut Drill, recovered: &ConnInfo, resume: Option<Resume<'_>>) -> Result<()> {
+    let recovered_at = drill
+        .summary()
+        .verified_at
+        .step("read when the system was verified healthy")?;
     let store = match resume {
         Some((bins, admin, store)) => {
             drill
-                .phase(
+                .step(
                     "resume backups: first backup after recovery",
                     crate::backup::backup_database(bins, recovered, Some(admin), store),
                 )
-                .await
-                .unwrap();
+                .await?;
             Some(store)
         }
         None => None,
     };
     let checklist = crate::checklist::record_after_recovery(drill, recovered, store, recovered_at)
         .await
-        .unwrap();
+        .step("record the post-recovery checklist (playbook section 7)")?;
     drill.check(
         "post-recovery checklist has no failed item",
         checklist.passed(),
         "playbook section 7",
     );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,24 +11,31 @@
 use std::time::Duration;
 
 use crate::canary::CanaryWriter;
-use crate::drill::{DrillSummary, Scenario, format_duration};
+use crate::drill::{Drill, DrillSummary, Result, StepContext};
 use crate::failover::{cut_replication, promote, replay_state};
-use crate::fixtures::Profile;
+use crate::playbook::Scenario;
+use crate::time::format_duration;
 
 const STALL: Duration = Duration::from_secs(3);
 
-pub async fn run() -> DrillSummary {
-    let mut drill = super::steps::reported_drill("rpo-streaming-replication", Scenario::DataCenterFailure)
-        .expect("drill targets")
+pub async fn run() -> Result<DrillSummary> {
+    let mut drill = super::steps::reported_drill("rpo-streaming-replication", Scenario::DataCenterFailure)?
         .with_rpo_target(Duration::from_secs(5 * 60));
+    let outcome = story(&mut drill).await;
+    drill.conclude(outcome)
+}
+
+async fn story(drill: &mut Drill) -> Result<()> {
     drill.property("replication_stall_seconds", STALL.as_secs());
-    let (mut env, standby) = super::steps::primary_with_standby(&mut drill, Profile::Small).await;
+    let (mut env, standby) = super::steps::primary_with_standby(drill).await?;
 
     let canary = CanaryWriter::start(&env.source(), Duration::from_millis(5))
         .await
-        .unwrap();
+        .step("start the canary writer")?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    cut_replication(&standby, Duration::from_secs(30)).await.unwrap();
+    cut_replication(&standby, Duration::from_secs(30))
+        .await
+        .step("cut the replication link")?;
     let stalled_at = chrono::Utc::now();
     drill.event("replication link down: the standby receives nothing from here on");
     tokio::time::sleep(STALL).await;
@@ -37,19 +44,21 @@ pub async fn run() -> DrillSummary {
         "primary region lost while the standby lagged: {}",
         env.primary_loss()
     ));
-    drill.phase("destroy primary", env.destroy_primary()).await.unwrap();
+    drill.step("destroy primary", env.destroy_primary()).await?;
     let canaries = canary.stop().await;
-    let lag = replay_state(&standby).await.unwrap();
+    let lag = replay_state(&standby).await.step("read the standby's replay state")?;
     let lag_seconds = lag
         .last_replayed_commit
         .map(|t| (incident - t).num_milliseconds() as f64 / 1000.0)
         .unwrap_or(f64::NAN);
     drill.property("standby_lag_at_failover_seconds", format!("{lag_seconds:.3}"));
 
-    drill.phase("promote standby", promote(&standby)).await.unwrap();
-    let report = super::steps::verdict_on_promoted_standby(&mut drill, &env, &standby, &canaries.committed).await;
-    let newest = report.newest_surviving.expect("canaries survived");
-    let rpo = drill.rpo().expect("incident and recovery point recorded");
+    drill.step("promote standby", promote(&standby)).await?;
+    let report = super::steps::verdict_on_promoted_standby(drill, &env, &standby, &canaries.committed).await?;
+    let newest = report
+        .newest_surviving
+        .step("find the newest canary on the promoted standby")?;
+    let rpo = drill.rpo().step("measure the RPO")?;
     let lost_in_stall = canaries.committed.iter().filter(|c| c.written_at > stalled_at).count();
     drill.check(
         "measured RPO reflects the standby's lag",
@@ -69,6 +78,6 @@ pub async fn run() -> DrillSummary {
         ),
     );
 
-    env.cleanup().await.unwrap();
-    drill.finish().expect("drill report written")
+    env.cleanup().await.step("clean up the environment")?;
+    Ok(())
 }

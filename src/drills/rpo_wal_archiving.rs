@@ -11,58 +11,64 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::canary::{CanaryWriter, check_canaries};
-use crate::drill::{DrillSummary, Scenario, format_duration};
+use crate::drill::{Drill, DrillSummary, Result, StepContext};
 use crate::env::APP_DATABASE;
-use crate::fixtures::Profile;
 use crate::pitr::RecoveryTarget;
+use crate::playbook::Scenario;
+use crate::time::format_duration;
 use crate::wal::WalArchive;
 
 const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time to push the one segment the timeout closed (spawn + upload).
 const ONE_SEGMENT_ALLOWANCE: Duration = Duration::from_secs(2);
 
-pub async fn run() -> DrillSummary {
+pub async fn run() -> Result<DrillSummary> {
     run_with(&super::program()).await
 }
 
 /// [`run`] with the `drillbook` binary the server's `archive_command` and
 /// `restore_command` call (in tests, `env!("CARGO_BIN_EXE_drillbook")`).
-pub async fn run_with(program: &Path) -> DrillSummary {
-    let mut drill = super::steps::reported_drill("rpo-wal-archiving", Scenario::CompleteInfrastructureLoss)
-        .expect("drill targets")
+pub async fn run_with(program: &Path) -> Result<DrillSummary> {
+    let mut drill = super::steps::reported_drill("rpo-wal-archiving", Scenario::CompleteInfrastructureLoss)?
         .with_rpo_target(Duration::from_secs(3600));
+    let outcome = story(&mut drill, program).await;
+    drill.conclude(outcome)
+}
+
+async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
     drill.property("archive_timeout_seconds", ARCHIVE_TIMEOUT.as_secs());
-    let (mut env, _) = super::steps::archiving_primary(&mut drill, program, ARCHIVE_TIMEOUT, Profile::Small).await;
+    let (mut env, _) = super::steps::archiving_primary(drill, program, ARCHIVE_TIMEOUT).await?;
 
     let canary = CanaryWriter::start(&env.source(), Duration::from_millis(5))
         .await
-        .unwrap();
+        .step("start the canary writer")?;
     // Long enough for archive_timeout to close and archive a few segments.
     tokio::time::sleep(ARCHIVE_TIMEOUT * 3 + Duration::from_millis(1500)).await;
     drill.incident(match env.backend() {
         crate::env::Backend::Containers => "primary lost with its disks: its container removed",
         _ => "primary lost with its disks: postgres SIGKILLed, data directory deleted",
     });
-    drill.phase("destroy primary", env.destroy_primary()).await.unwrap();
+    drill.step("destroy primary", env.destroy_primary()).await?;
     let canaries = canary.stop().await;
-    let archived = WalArchive::new(env.store().clone()).list(None).await.unwrap();
+    let archived = WalArchive::new(env.store().clone())
+        .list(None)
+        .await
+        .step("list the WAL archive")?;
     drill.property("archived_wal_files", archived.len());
 
     let recovered = drill
-        .phase(
+        .step(
             "recover from S3: base backup + every archived segment",
             env.recover(&RecoveryTarget::EndOfArchive),
         )
-        .await
-        .unwrap();
+        .await?;
     let target = recovered.server.admin().with_database(APP_DATABASE);
     let report = drill
-        .phase(
+        .step(
             "canaries after recovery",
             check_canaries(&target, &canaries.committed, None),
         )
-        .await
-        .unwrap();
+        .await?;
     drill.check(
         "surviving canaries are a gap-free prefix",
         report.clean(),
@@ -71,14 +77,14 @@ pub async fn run_with(program: &Path) -> DrillSummary {
     drill.verified();
     // Playbook section 7: resume backups, then the post-recovery checklist.
     super::post_recovery_checklist(
-        &mut drill,
+        drill,
         &target,
         Some((&env.bins, &recovered.server.admin(), env.store())),
     )
-    .await;
-    super::steps::record_replay_end(&mut drill, &recovered);
-    super::steps::record_canaries(&mut drill, &report);
-    let rpo = drill.rpo().expect("incident and recovery point recorded");
+    .await?;
+    super::steps::record_replay_end(drill, &recovered);
+    super::steps::record_canaries(drill, &report)?;
+    let rpo = drill.rpo().step("measure the RPO")?;
     drill.check(
         "loss within archive_timeout plus one segment",
         rpo <= ARCHIVE_TIMEOUT + ONE_SEGMENT_ALLOWANCE,
@@ -90,7 +96,8 @@ pub async fn run_with(program: &Path) -> DrillSummary {
         ),
     );
 
-    recovered.server.cleanup().await.unwrap();
-    env.cleanup().await.unwrap();
-    drill.finish().expect("drill report written")
+    const CLEANUP: &str = "clean up the environment";
+    recovered.server.cleanup().await.step(CLEANUP)?;
+    env.cleanup().await.step(CLEANUP)?;
+    Ok(())
 }

@@ -4,22 +4,27 @@
 //! failover drills' verdict on the promoted standby. The detection drills
 //! have theirs in `workbench.rs`.
 //!
-//! Every step panics when it fails, as the drills' other setup steps do.
+//! A step that fails returns [`DrillError::Step`](crate::drill::DrillError::Step) for the drill to `?`.
 //!
 //! Also where every built-in drill gets its harness: [`reported_drill`],
-//! the one place the reports are wired in as the drill's outputs.
+//! the one place the reports are wired in as the drill's outputs; and
+//! [`record_setup`], the one place the properties the report reads
+//! (backend, dataset profile, server version) are recorded.
 
 use std::path::Path;
 use std::time::Duration;
 
+use sqlx::{Connection, PgConnection};
+
 use crate::basebackup::{BaseBackupManifest, take_base_backup};
 use crate::canary::{Canary, CanaryReport, check_canaries};
-use crate::drill::{Drill, RecoveryPoint, RecoverySource, Scenario};
+use crate::drill::{Drill, RecoveryPoint, RecoverySource, Result, StepContext};
 use crate::env::ArchivingEnvironment;
-use crate::env::{APP_DATABASE, Environment};
+use crate::env::{APP_DATABASE, Backend, Environment};
 use crate::failover::{replay_state, wait_caught_up};
 use crate::fixtures::{FixtureSpec, Profile, seed};
 use crate::pg::ConnInfo;
+use crate::playbook::Scenario;
 use crate::report::DrillReports;
 
 /// A built-in drill's harness: [`Drill::new`] with the reports as its
@@ -29,74 +34,95 @@ use crate::report::DrillReports;
 /// # Errors
 ///
 /// [`crate::drill::DrillError::InvalidTarget`] if a target override is not a duration.
-pub(super) fn reported_drill(name: &str, scenario: Scenario) -> crate::drill::Result<Drill> {
+pub(super) fn reported_drill(name: &str, scenario: Scenario) -> Result<Drill> {
     Ok(Drill::new(name, scenario)?.with_outputs(DrillReports::new()))
 }
 
-/// The fixture ledger (`profile`) on the primary of `DRILL_ENV`'s
+/// Records what the report reads about where the drill ran: the backend,
+/// the dataset profile it seeded (`None`: it seeded nothing, e.g. on
+/// staging) and the version of the PostgreSQL server `server` is on.
+///
+/// # Errors
+/// [`DrillError::Step`](crate::drill::DrillError::Step) when the server cannot be asked its version.
+pub(super) async fn record_setup(
+    drill: &mut Drill,
+    backend: Backend,
+    profile: Option<Profile>,
+    server: &ConnInfo,
+) -> Result<()> {
+    drill.set_backend(backend);
+    if let Some(profile) = profile {
+        drill.set_dataset_profile(profile);
+    }
+    let version = server_version(server)
+        .await
+        .step("read the PostgreSQL server version")?;
+    drill.set_postgres_version(&version);
+    Ok(())
+}
+
+/// `SHOW server_version` on `server`.
+async fn server_version(server: &ConnInfo) -> std::result::Result<String, sqlx::Error> {
+    let mut conn = PgConnection::connect_with(&server.connect_options()).await?;
+    let version = sqlx::query_scalar("SHOW server_version").fetch_one(&mut conn).await?;
+    conn.close().await?;
+    Ok(version)
+}
+
+/// The fixture ledger (`DRILL_PROFILE`) on the primary of `DRILL_ENV`'s
 /// environment, and a hot standby that has caught up with it. Returns the
 /// environment and the standby's admin facts.
-pub(super) async fn primary_with_standby(drill: &mut Drill, profile: Profile) -> (Environment, ConnInfo) {
-    drill.property("dataset_profile", profile);
-    let mut env = drill
-        .phase("bring up environment", crate::env::from_env())
-        .await
-        .unwrap();
-    drill.property("backend", env.backend().name());
+pub(super) async fn primary_with_standby(drill: &mut Drill) -> Result<(Environment, ConnInfo)> {
+    let profile = super::drill_profile()?;
+    let mut env = drill.step("bring up environment", crate::env::from_env()).await?;
+    record_setup(drill, env.backend(), Some(profile), &env.admin()).await?;
     let seeded = drill
-        .phase("seed fixture ledger", env.seed(FixtureSpec::ending_now(profile, 42)))
-        .await
-        .unwrap();
+        .step("seed fixture ledger", env.seed(FixtureSpec::ending_now(profile, 42)))
+        .await?;
     drill.property("audit_logs_rows", seeded.rows_in("audit_logs").unwrap_or(0));
     let standby = drill
-        .phase("build hot standby (pg_basebackup + streaming)", env.start_standby())
-        .await
-        .unwrap();
+        .step("build hot standby (pg_basebackup + streaming)", env.start_standby())
+        .await?;
     drill
-        .phase(
+        .step(
             "standby catches up",
             wait_caught_up(&env.admin(), &standby, Duration::from_secs(120)),
         )
-        .await
-        .unwrap();
-    (env, standby)
+        .await?;
+    Ok((env, standby))
 }
 
 /// A primary archiving its WAL to S3 through `program wal-push` (segments
 /// switched at least every `archive_timeout`), the fixture ledger
-/// (`profile`) on it, and a base backup in S3.
+/// (`DRILL_PROFILE`) on it, and a base backup in S3.
 pub(super) async fn archiving_primary(
     drill: &mut Drill,
     program: &Path,
     archive_timeout: Duration,
-    profile: Profile,
-) -> (ArchivingEnvironment, BaseBackupManifest) {
-    drill.property("dataset_profile", profile);
+) -> Result<(ArchivingEnvironment, BaseBackupManifest)> {
+    let profile = super::drill_profile()?;
     let env = drill
-        .phase(
+        .step(
             "bring up environment (WAL archiving to S3, data checksums on)",
             ArchivingEnvironment::from_env(program, archive_timeout),
         )
-        .await
-        .unwrap();
-    drill.property("backend", env.backend().name());
+        .await?;
+    record_setup(drill, env.backend(), Some(profile), &env.admin()).await?;
     let seeded = drill
-        .phase(
+        .step(
             "seed fixture ledger",
             seed(&env.source(), FixtureSpec::ending_now(profile, 42)),
         )
-        .await
-        .unwrap();
+        .await?;
     drill.property("audit_logs_rows", seeded.rows_in("audit_logs").unwrap_or(0));
     let base = drill
-        .phase(
+        .step(
             "base backup to S3",
             take_base_backup(&env.bins, &env.admin(), env.store()),
         )
-        .await
-        .unwrap();
+        .await?;
     drill.property("base_backup_bytes", base.tar_bytes);
-    (env, base)
+    Ok((env, base))
 }
 
 /// After failing over to `standby` (promoted): the canaries on its
@@ -110,15 +136,14 @@ pub(super) async fn verdict_on_promoted_standby(
     env: &Environment,
     standby: &ConnInfo,
     committed: &[Canary],
-) -> CanaryReport {
+) -> Result<CanaryReport> {
     let target = standby.with_database(APP_DATABASE);
     let report = drill
-        .phase(
+        .step(
             "canaries on the promoted standby",
             check_canaries(&target, committed, None),
         )
-        .await
-        .unwrap();
+        .await?;
     drill.check(
         "surviving canaries are a gap-free prefix",
         report.clean(),
@@ -126,23 +151,31 @@ pub(super) async fn verdict_on_promoted_standby(
     );
     drill.verified();
     // Playbook section 7: resume backups, then the post-recovery checklist.
-    super::post_recovery_checklist(drill, &target, Some((env.binaries(), standby, env.store()))).await;
-    let replay = replay_state(standby).await.unwrap();
+    super::post_recovery_checklist(drill, &target, Some((env.binaries(), standby, env.store()))).await?;
+    let replay = replay_state(standby)
+        .await
+        .step("read the promoted standby's replay state")?;
     if let Some(at) = replay.last_replayed_commit {
         drill.recovery_point(RecoveryPoint::new(RecoverySource::LastReplayedCommit, at));
     }
-    record_canaries(drill, &report);
-    report
+    record_canaries(drill, &report)?;
+    Ok(report)
 }
 
 /// What the canaries found in recovered data say: the newest bounds the
 /// recovery point, the acknowledged ones missing are the rows lost.
-pub(super) fn record_canaries(drill: &mut Drill, report: &CanaryReport) {
-    let newest = report.newest_surviving.expect("canaries survived");
+///
+/// # Errors
+/// [`DrillError::Step`](crate::drill::DrillError::Step) when no canary survived: nothing bounds the loss.
+pub(super) fn record_canaries(drill: &mut Drill, report: &CanaryReport) -> Result<()> {
+    let newest = report
+        .newest_surviving
+        .step("find the newest canary in the recovered data")?;
     drill.recovery_point(RecoveryPoint::new(RecoverySource::Canary, newest));
     let lost = report.acknowledged.saturating_sub(report.surviving);
     drill.property("canaries_lost", lost);
     drill.rows_lost(lost as u64);
+    Ok(())
 }
 
 /// Where point-in-time recovery's replay ended, as the recovery point.

@@ -10,48 +10,56 @@
 //! and `DRILL_WATCH_WINDOW` (default `15m`). `#[ignore]`d here, FAILS when
 //! run without them.
 
-use crate::drill::{DrillSummary, Scenario, parse_duration};
+use crate::drill::{Drill, DrillError, DrillSummary, Result, StepContext};
 use crate::http::{HttpChecker, RetryPolicy, WatchOptions};
 use crate::k8s::istio::switch_traffic;
+use crate::playbook::Scenario;
+use crate::time::parse_duration;
 
-fn missing(name: &str) -> String {
-    format!(
-        "{name} is not set: the traffic-switch drill needs a cluster with the application (see \
-         src/drills/traffic_switch.rs); it never passes without one"
+fn missing(name: &str) -> DrillError {
+    DrillError::step(
+        "read the drill's settings",
+        format!(
+            "{name} is not set: the traffic-switch drill needs a cluster with the application (see \
+             src/drills/traffic_switch.rs); it never passes without one"
+        ),
     )
 }
 
-fn required(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{}", missing(name)))
+fn required(name: &str) -> Result<String> {
+    std::env::var(name).map_err(|_| missing(name))
 }
 
-pub async fn run() -> DrillSummary {
+pub async fn run() -> Result<DrillSummary> {
+    let mut drill = super::steps::reported_drill("traffic_switch", Scenario::CompleteInfrastructureLoss)?;
+    let outcome = story(&mut drill).await;
+    drill.conclude(outcome)
+}
+
+async fn story(drill: &mut Drill) -> Result<()> {
+    super::record_cluster_backend(drill)?;
     let app_url = crate::env::cluster_target()
-        .unwrap_or_else(|e| panic!("{e}"))
+        .step("read the drill's settings")?
         .app_base_url
-        .unwrap_or_else(|| {
-            panic!(
-                "{}",
-                missing("DRILL_APP_URL (or [app] base_url in drill.toml on staging)")
-            )
-        });
-    let prometheus = required("DRILL_PROMETHEUS_URL");
-    let client = super::kube_cluster().await;
+        .ok_or_else(|| missing("DRILL_APP_URL (or [app] base_url in drill.toml on staging)"))?;
+    let prometheus = required("DRILL_PROMETHEUS_URL")?;
+    let client = super::kube_cluster().await?;
     let namespace = super::cluster_setting("DRILL_KUBE_NAMESPACE", "default");
     let name = super::cluster_setting("DRILL_VIRTUAL_SERVICE", "immoflowme");
     let subset = super::cluster_setting("DRILL_SWITCH_SUBSET", "green");
-    let window = parse_duration(&super::cluster_setting("DRILL_WATCH_WINDOW", "15m")).unwrap();
+    let window =
+        parse_duration(&super::cluster_setting("DRILL_WATCH_WINDOW", "15m")).step("read DRILL_WATCH_WINDOW")?;
     let checker = HttpChecker::new(RetryPolicy::default());
-    let mut drill = super::steps::reported_drill("traffic_switch", Scenario::CompleteInfrastructureLoss).unwrap();
 
     drill.incident("traffic must move to the restored environment");
+    // Moving traffic moves no data: nothing can be lost.
+    drill.nothing_lost();
     let switch = drill
-        .phase(
+        .step(
             "switch VirtualService (6.1)",
             switch_traffic(client.clone(), &namespace, &name, &subset),
         )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .await?;
     let smoke = drill.phase("smoke tests (6.3)", checker.smoke(&app_url)).await;
     let options = WatchOptions {
         window,
@@ -74,11 +82,8 @@ pub async fn run() -> DrillSummary {
             drill.verified();
         }
         _ => {
-            drill
-                .phase("revert the switch", switch.revert(client))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+            drill.step("revert the switch", switch.revert(client)).await?;
         }
     }
-    drill.finish().expect("drill report written")
+    Ok(())
 }

@@ -10,10 +10,10 @@
 //!   and bucket are only read.
 
 use crate::backup::backup_database;
-use crate::drill::Drill;
+use crate::drill::{Drill, Result, StepContext};
 use crate::env::{Environment, RestoreTarget};
 use crate::fault::Disposable;
-use crate::fixtures::{FixtureSpec, Profile};
+use crate::fixtures::FixtureSpec;
 use crate::integrity::suite::{SuiteOptions, run_suite};
 use crate::pg::{ConnInfo, PgBinaries};
 use crate::restore::{BackupChoice, RestoreOptions, RestoreReport, find_backup, restore_database};
@@ -36,78 +36,76 @@ pub(super) struct Workbench {
 }
 
 impl Workbench {
-    /// Opens the bench, each step a timed phase of `drill`.
+    /// Opens the bench, each step a timed phase of `drill`; seeds
+    /// `DRILL_PROFILE`'s ledger where it seeds.
     ///
-    /// # Panics
-    /// When a step fails, as the drills' other setup steps do.
-    pub(super) async fn open(drill: &mut Drill, profile: Profile, seed: u64) -> Self {
-        let mut env = drill
-            .phase("bring up environment", crate::env::from_env())
-            .await
-            .unwrap();
-        drill.property("backend", env.backend().name());
+    /// # Errors
+    /// [`DrillError::Step`](crate::drill::DrillError::Step) naming the step that failed.
+    pub(super) async fn open(drill: &mut Drill, seed: u64) -> Result<Self> {
+        let mut env = drill.step("bring up environment", crate::env::from_env()).await?;
         let bins = env.binaries().clone();
         let (database, admin, manifest) = if env.is_disposable() {
-            drill.property("dataset_profile", profile);
+            let profile = super::drill_profile()?;
+            super::steps::record_setup(drill, env.backend(), Some(profile), &env.admin()).await?;
             let spec = FixtureSpec::ending_now(profile, seed);
-            drill.phase("seed fixture ledger", env.seed(spec)).await.unwrap();
+            drill.step("seed fixture ledger", env.seed(spec)).await?;
             let (source, admin) = (env.source(), env.admin());
             let backup = drill
-                .phase(
+                .step(
                     "daily backup to S3",
                     backup_database(&bins, &source, Some(&admin), env.store()),
                 )
-                .await
-                .unwrap();
+                .await?;
             (source, admin, backup.manifest)
         } else {
+            // Staging: nothing seeded, the server only read.
+            super::steps::record_setup(drill, env.backend(), None, &env.source()).await?;
             let manifest = drill
-                .phase(
+                .step(
                     "find newest existing backup in S3",
                     find_backup(env.store(), &BackupChoice::Newest),
                 )
-                .await
-                .unwrap();
+                .await?;
             let target = drill
-                .phase("provision a copy to damage", env.provision_restore_target())
-                .await
-                .unwrap();
+                .step("provision a copy to damage", env.provision_restore_target())
+                .await?;
             let copy = drill
-                .phase(
+                .step(
                     "restore the newest backup into the drill's own copy",
                     restore_into(&bins, &env, &target, &manifest),
                 )
-                .await
-                .unwrap();
+                .await?;
             (copy.target, target.admin, manifest)
         };
         drill.property("backup_stamp", &manifest.stamp);
-        let disposable = Disposable::owned_by(&env, &database).unwrap();
-        Self {
+        let disposable =
+            Disposable::owned_by(&env, &database).step("prove the bench's database is the drill's to damage")?;
+        Ok(Self {
             env,
             bins,
             database,
             admin,
             manifest,
             disposable,
-        }
+        })
     }
 
     /// The integrity suite's options: the chain anchor the bench's backup
     /// recorded, so truncated or rewritten history is found too.
     ///
-    /// # Panics
-    /// When the manifest has no anchor (every drillbook backup records one).
-    pub(super) fn suite_options(&self) -> SuiteOptions {
-        SuiteOptions {
-            anchor: Some(
-                self.manifest
-                    .anchor
-                    .clone()
-                    .expect("the manifest records the chain anchor"),
-            ),
+    /// # Errors
+    /// [`DrillError::Step`](crate::drill::DrillError::Step) when the manifest
+    /// has no anchor (every drillbook backup records one).
+    pub(super) fn suite_options(&self) -> Result<SuiteOptions> {
+        let anchor = self
+            .manifest
+            .anchor
+            .clone()
+            .step("read the chain anchor the backup's manifest records")?;
+        Ok(SuiteOptions {
+            anchor: Some(anchor),
             ..SuiteOptions::default()
-        }
+        })
     }
 
     /// The recovery of the full-restore detection drills, each step a timed
@@ -115,34 +113,26 @@ impl Workbench {
     /// restored copy, checked to find nothing (`clean_check` names that
     /// check). Returns the restored server's admin and the restore's report.
     ///
-    /// # Panics
-    /// When a step fails, as the drills' other steps do.
+    /// # Errors
+    /// [`DrillError::Step`](crate::drill::DrillError::Step) naming the step that failed.
     pub(super) async fn restore_and_verify(
         &mut self,
         drill: &mut Drill,
         clean_check: &str,
-    ) -> (ConnInfo, RestoreReport) {
-        let (admin, restored) = drill
-            .phase("restore database from backup", self.restore_anew())
-            .await
-            .unwrap();
+    ) -> Result<(ConnInfo, RestoreReport)> {
+        let options = self.suite_options()?;
+        let (admin, restored) = drill.step("restore database from backup", self.restore_anew()).await?;
         let verified = drill
-            .phase(
-                "verify restored database",
-                run_suite(&restored.target, &self.suite_options()),
-            )
-            .await
-            .unwrap();
+            .step("verify restored database", run_suite(&restored.target, &options))
+            .await?;
         drill.check(clean_check, verified.is_clean(), format!("{:?}", verified.findings));
-        (admin, restored)
+        Ok((admin, restored))
     }
 
     /// The full restore after the damage: the bench's backup into a new
     /// target the drill owns (a new server, or a new database on staging).
     /// Returns the target server's admin and the restore's report.
-    pub(super) async fn restore_anew(
-        &mut self,
-    ) -> Result<(ConnInfo, RestoreReport), Box<dyn std::error::Error + Send + Sync>> {
+    pub(super) async fn restore_anew(&mut self) -> Result<(ConnInfo, RestoreReport), crate::drill::BoxError> {
         let target = self.env.provision_restore_target().await?;
         let report = restore_into(&self.bins, &self.env, &target, &self.manifest).await?;
         Ok((target.admin, report))

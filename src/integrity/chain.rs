@@ -37,7 +37,7 @@
 //! [`CheckName::ChainContent`] (`created_at` is hashed); re-hashed, by the
 //! link it breaks ([`CheckName::ChainLinks`], or [`CheckName::ChainGenesis`]
 //! when the row after it becomes the first) or, for the head, by the anchor
-//! (`tests/integrity_properties.rs` proves it for every row, in the model
+//! (`tests/it/integrity_properties.rs` proves it for every row, in the model
 //! and in SQL).
 //!
 //! Duplicate hashes ([`CheckName::ChainDuplicateHash`]) need memory

@@ -144,7 +144,3 @@ pub fn quote_ident(name: &str) -> String {
 pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
-
-/// The old name of [`crate::scratch::reap_orphaned_dirs`], which reaps more
-/// than clusters (tests/orphaned_clusters.rs still calls it by this name).
-pub use crate::scratch::reap_orphaned_dirs as reap_orphaned_clusters;

@@ -10,11 +10,12 @@
 //!   all with `DRILL_HISTORY=off`. A failure there is a warning, never a
 //!   drill failure: history is a report's input, not the drill's outcome.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::history::{self, HistoryRecord};
 use super::junit;
-use crate::drill::{Drill, DrillError, DrillSummary, Outputs, report_dir};
+use crate::drill::{DrillError, DrillSummary, Outputs};
 
 /// The JUnit report and the history record of a drill.
 #[derive(Debug, Clone, Default)]
@@ -104,35 +105,17 @@ impl Outputs for DrillReports {
     }
 }
 
-/// The harness's setters from before [`Outputs`]: each reports the drill
-/// through [`DrillReports`] (installing it if the drill had none), into
-/// `dir`. Kept for callers that build a [`Drill`] themselves (integration
-/// tests); new code gives the drill `DrillReports` with
-/// [`Drill::with_outputs`].
-impl Drill {
-    /// Reports through [`DrillReports`], writing JUnit into `dir`.
-    pub fn with_report_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        let dir = dir.into();
-        match self.outputs_mut::<DrillReports>() {
-            Some(reports) => {
-                reports.report_dir = Some(dir);
-                self
-            }
-            None => self.with_outputs(DrillReports::new().with_report_dir(dir)),
-        }
-    }
+/// Where JUnit reports go: `DRILL_REPORT_DIR`, else `./target/drill-reports`.
+/// Tests run from the package root, so that is beside nextest's own
+/// `target/nextest/<profile>/junit.xml`, also when `CARGO_TARGET_DIR` moves
+/// the build elsewhere.
+pub fn report_dir() -> PathBuf {
+    report_dir_from(|name| std::env::var_os(name))
+}
 
-    /// Reports through [`DrillReports`], appending history to `dir`.
-    pub fn with_history_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        let dir = dir.into();
-        match self.outputs_mut::<DrillReports>() {
-            Some(reports) => {
-                reports.history_dir = Some(dir);
-                self
-            }
-            None => self.with_outputs(DrillReports::new().with_history_dir(dir)),
-        }
-    }
+fn report_dir_from(lookup: impl Fn(&str) -> Option<OsString>) -> PathBuf {
+    let set = |name| lookup(name).filter(|value| !value.is_empty()).map(PathBuf::from);
+    set("DRILL_REPORT_DIR").unwrap_or_else(|| PathBuf::from("target").join("drill-reports"))
 }
 
 #[cfg(test)]
@@ -142,9 +125,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::drill::Scenario;
     use crate::drill::testing::{Fixture, fixture, t0};
-    use crate::report::history::{Month, month_file};
+    use crate::playbook::Scenario;
+    use crate::report::history::month_file;
+    use crate::report::month::Month;
 
     const MINUTE: Duration = Duration::from_mins(1);
 
@@ -195,7 +179,7 @@ mod tests {
         let blocker = fx.reports.path().join("reports");
         fs::write(&blocker, "not a directory").unwrap();
         let history_dir = fx.reports.path().join("history");
-        fx.drill = fx.drill.with_report_dir(&blocker);
+        fx.drill.outputs_mut::<DrillReports>().unwrap().report_dir = Some(blocker.clone());
         let error = fx.drill.finish().unwrap_err();
         assert!(matches!(error, DrillError::WriteReport { .. }), "{error}");
         let history = fs::read_to_string(month_file(&history_dir, Month::of(t0()))).unwrap();
@@ -274,15 +258,20 @@ mod tests {
     }
 
     #[test]
-    fn the_old_setters_report_through_drill_reports() {
-        let mut fx = fixture("setters", Scenario::SinglePodCrash);
-        let (reports, history) = (fx.reports.path().join("r"), fx.reports.path().join("h"));
-        fx.drill = fx.drill.with_report_dir(&reports).with_history_dir(&history);
-        let Fixture {
-            drill, reports: _tmp, ..
-        } = fx;
-        drop(drill);
-        assert!(reports.join("setters.xml").is_file());
-        assert!(month_file(&history, Month::of(t0())).is_file());
+    fn report_dir_precedence() {
+        let dir = |vars: &[(&str, &str)]| {
+            let vars: std::collections::HashMap<&str, &str> = vars.iter().copied().collect();
+            report_dir_from(|name| vars.get(name).map(OsString::from))
+        };
+        assert_eq!(dir(&[]), PathBuf::from("target/drill-reports"));
+        assert_eq!(
+            dir(&[("CARGO_TARGET_DIR", "/t")]),
+            PathBuf::from("target/drill-reports")
+        );
+        assert_eq!(
+            dir(&[("CARGO_TARGET_DIR", "/t"), ("DRILL_REPORT_DIR", "/r")]),
+            PathBuf::from("/r")
+        );
+        assert_eq!(dir(&[("DRILL_REPORT_DIR", "")]), PathBuf::from("target/drill-reports"));
     }
 }

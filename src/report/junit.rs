@@ -178,8 +178,9 @@ mod tests {
     use quick_junit::{Report, TestCaseStatus};
 
     use super::*;
+    use crate::drill::HARNESS_PROPERTIES;
     use crate::drill::testing::{Fixture, fixture, t0};
-    use crate::drill::{HARNESS_PROPERTIES, Scenario};
+    use crate::playbook::Scenario;
 
     const MINUTE: Duration = Duration::from_mins(1);
     const HOUR: Duration = Duration::from_hours(1);

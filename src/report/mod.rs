@@ -25,4 +25,4 @@ pub mod monthly;
 pub mod render;
 pub mod schedule;
 
-pub use drill_reports::DrillReports;
+pub use drill_reports::{DrillReports, report_dir};

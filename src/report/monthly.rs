@@ -580,8 +580,8 @@ fn parse_timeline(text: &str, started_at: DateTime<Utc>) -> Vec<RecordEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drill::Scenario;
     use crate::drill::testing::{fixture, t0};
+    use crate::playbook::Scenario;
     use crate::report::junit;
 
     #[test]

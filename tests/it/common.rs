@@ -5,9 +5,11 @@ use std::path::Path;
 use std::process::Output;
 
 use drillbook::backup::{BackupReport, backup_database};
-use drillbook::drill::{Drill, Scenario};
+use drillbook::drill::Drill;
 use drillbook::env::EmbeddedEnvironment;
 use drillbook::pg::ConnInfo;
+use drillbook::playbook::Scenario;
+use drillbook::report::DrillReports;
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
 
@@ -18,10 +20,10 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_drillbook");
 /// record to `dir/history`: a test never writes into the user's
 /// `target/drill-reports` or `target/drill-history`.
 pub(crate) fn drill_in(dir: &Path, name: &str, scenario: Scenario) -> Drill {
-    Drill::new(name, scenario)
-        .unwrap()
+    let reports = DrillReports::new()
         .with_report_dir(dir.join("reports"))
-        .with_history_dir(dir.join("history"))
+        .with_history_dir(dir.join("history"));
+    Drill::new(name, scenario).unwrap().with_outputs(reports)
 }
 
 /// The name libtest knows the test `function` of module `module`

@@ -82,7 +82,7 @@ async fn a_killed_test_process_leaves_no_server_and_no_dir_behind() {
 
     // A cluster of a living process (this one) must survive the reaping.
     let mine = Cluster::start(&bins, ClusterOptions::default()).await.unwrap();
-    let reaped = drillbook::pg::reap_orphaned_clusters();
+    let reaped = drillbook::scratch::reap_orphaned_dirs();
     let deadline = Instant::now() + Duration::from_secs(10);
     while running(orphan) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

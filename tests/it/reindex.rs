@@ -4,10 +4,10 @@
 use chrono::Utc;
 use drillbook::backup::backup_database;
 use drillbook::checklist::{Checklist, Facts, Item, Status, backup_times};
-use drillbook::drill::Scenario;
 use drillbook::env::EmbeddedEnvironment;
 use drillbook::fixtures::{FixtureSpec, Profile};
 use drillbook::integrity::{SuiteOptions, run_suite};
+use drillbook::playbook::Scenario;
 use drillbook::reindex::{invalid_indexes, reindex_database};
 use sqlx::{Connection, PgConnection};
 use std::time::Duration;

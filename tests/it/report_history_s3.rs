@@ -5,7 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use drillbook::env::EmbeddedEnvironment;
-use drillbook::report::history::{FORMAT_VERSION, HistoryRecord, HistoryStore, Month, RecordV0, S3_PREFIX};
+use drillbook::report::history::{FORMAT_VERSION, HistoryRecord, HistoryStore, RecordV0, S3_PREFIX};
+use drillbook::report::month::Month;
 
 fn at(text: &str) -> DateTime<Utc> {
     text.parse().unwrap()

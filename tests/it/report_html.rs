@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use drillbook::drill::{ManualClock, Scenario};
+use drillbook::playbook::Scenario;
+use drillbook::time::ManualClock;
 
 const MINUTE: Duration = Duration::from_mins(1);
 

@@ -31,8 +31,8 @@ fn unknown_drill_exits_2_naming_the_known_ones() {
 }
 
 #[test]
-fn a_panicking_drill_is_a_failed_drill_with_its_message() {
-    // pod_crash panics at once without a Kubernetes context.
+fn a_drill_that_stops_is_a_failed_drill_with_its_cause() {
+    // pod_crash stops at once without a Kubernetes context.
     let reports = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
         .args(["run", "pod_crash"])
@@ -49,6 +49,14 @@ fn a_panicking_drill_is_a_failed_drill_with_its_message() {
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(row.contains("FAILED"), "{row}");
     assert!(stdout.contains("DRILL_KUBE_CONTEXT is not set"), "{stdout}");
+    // The drill exists before its setup fails, so its report says why.
+    let junit = std::fs::read_to_string(reports.path().join("reports/pod_crash.xml")).unwrap();
+    assert!(
+        junit.contains(
+            "the drill stopped: step `connect to the Kubernetes cluster` failed: DRILL_KUBE_CONTEXT is not set"
+        ),
+        "{junit}"
+    );
 }
 
 #[test]

@@ -5,7 +5,8 @@ use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{History, HistoryError, HistoryRecord, Month, Result};
+use super::{History, HistoryError, HistoryRecord, Result};
+use crate::report::month::Month;
 
 /// `DRILL_HISTORY_DIR`, else `target/drill-history` (relative to the package
 /// root, where tests and drills run).

@@ -40,8 +40,7 @@ pub use self::record::{
     RecordIncident, RecordPhase, RecordV0,
 };
 pub use self::s3::S3_PREFIX;
-// `report::history::Month` for the CLI and tests; the month is `report::month`'s.
-pub use super::month::Month;
+use crate::report::month::Month;
 use crate::store::{Store, StoreError};
 
 pub type Result<T, E = HistoryError> = std::result::Result<T, E>;

@@ -18,11 +18,15 @@ use crate::playbook::Scenario;
 /// The record format this drillbook writes.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Property a drill sets to name its dataset size (`small`, `medium`, `large`).
-pub const DATASET_PROPERTY: &str = "dataset_profile";
+/// Property a drill sets to name its dataset size (`small`, `medium`,
+/// `large`): [`Drill::set_dataset_profile`](crate::drill::Drill::set_dataset_profile).
+pub const DATASET_PROPERTY: &str = crate::drill::DATASET_PROPERTY;
 
-/// Properties a drill may set with the PostgreSQL server version, first wins.
-pub const POSTGRES_VERSION_PROPERTIES: &[&str] = &["postgres_version", "server_version", "pg_version"];
+/// Properties a drill may set with the PostgreSQL server version, first
+/// wins: [`Drill::set_postgres_version`](crate::drill::Drill::set_postgres_version)
+/// sets the first; the others are read in older records.
+pub const POSTGRES_VERSION_PROPERTIES: &[&str] =
+    &[crate::drill::POSTGRES_VERSION_PROPERTY, "server_version", "pg_version"];
 
 /// A timed step, as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

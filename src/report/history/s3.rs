@@ -1,7 +1,8 @@
 //! The S3 history store: one JSON object per record under
 //! `drills/history/<YYYY-MM>/` of a [`Store`]'s prefix (S3 has no append).
 
-use super::{History, HistoryError, HistoryRecord, Month, Result};
+use super::{History, HistoryError, HistoryRecord, Result};
+use crate::report::month::Month;
 use crate::store::Store;
 
 /// Key prefix of the S3 history store (relative to the store's prefix).
