@@ -26,7 +26,7 @@
 //! (SIGINT/SIGTERM to `drillbook restore`) has it dropped by the command
 //! line; a killed one (SIGKILL) leaves it under its incomplete name, and
 //! the next restore on that server drops it. `pg_restore` dies with
-//! drillbook ([`crate::pg::child`]). The downloaded dump lives in an
+//! drillbook (`pg::child`). The downloaded dump lives in an
 //! owner-only dir, deleted on every exit path and reaped when its owner is
 //! gone.
 
