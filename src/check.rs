@@ -138,7 +138,7 @@ pub async fn check_backups(store: &Store, options: &CheckOptions) -> Result<Chec
     let mut checks = vec![daily.0];
     let (base, oldest_base_start) = check_base_backups(store, options, &sampled).await?;
     checks.push(base);
-    checks.push(check_wal_archive(store, oldest_base_start, &sampled).await?);
+    checks.push(check_wal_archive(store, oldest_base_start, options.now, &sampled).await?);
     if let Some(database) = &options.database {
         checks.push(check_archive_lag(store, database, options.now).await?);
     }
@@ -363,6 +363,7 @@ fn timeline_of(segno: u64, newest: u32, ancestry: &[(u32, u64)]) -> u32 {
 async fn check_wal_archive(
     store: &Store,
     oldest_base_start: Option<(u32, u64)>,
+    now: DateTime<Utc>,
     sampled: &impl Fn(&str) -> bool,
 ) -> Result<CheckResult, CheckError> {
     let mut result = CheckResult::new("wal_archive");
@@ -385,7 +386,7 @@ async fn check_wal_archive(
     if let Some(newest) = newest_modified {
         result
             .figures
-            .insert("newest_age_seconds", age(Utc::now(), newest).as_secs_f64());
+            .insert("newest_age_seconds", age(now, newest).as_secs_f64());
     }
     let Some(&(newest_timeline, newest_segno)) = segments.iter().max_by_key(|(t, s)| (*s, *t)) else {
         result.summary = "no WAL under wal/".to_owned();
