@@ -3,21 +3,22 @@
 //!
 //! A faulty job corrupts `invoice_lines` (charges rewritten, lines deleted)
 //! while the rest of the database keeps taking writes. The playbook's checks
-//! find it; the table alone is restored from the newest logical backup
-//! (`pg_restore -t` into a scratch database, then swapped in inside one
-//! transaction); the checks pass again and the other tables keep every row
-//! written since the backup.
+//! find it; the table alone is restored from the newest logical backup by
+//! the command an operator runs, `drillbook restore --table invoice_lines
+//! --swap-into URL` (`pg_restore -t` into a scratch database, then swapped
+//! in inside one transaction); the checks pass again and the other tables
+//! keep every row written since the backup.
 //!
 //! Runs on every backend: on staging the faulty job and the later writes
 //! hit the drill's own restored copy of the newest backup
 //! (see `workbench.rs`), never the staging database.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::drill::{Drill, DrillSummary, RecoveryPoint, Result, StepContext};
 use crate::playbook::PlaybookAnswers;
 use crate::playbook::Scenario;
-use crate::table_restore::restore_table;
 use crate::workload::write_activity;
 use sqlx::{Connection, PgConnection};
 
@@ -26,18 +27,24 @@ use super::workbench::Workbench;
 const TABLE: &str = "public.invoice_lines";
 
 pub async fn run() -> Result<DrillSummary> {
+    run_with(&super::program()).await
+}
+
+/// [`run`] with the `drillbook` binary whose `restore --table` it drives
+/// (in tests, `env!("CARGO_BIN_EXE_drillbook")`).
+pub async fn run_with(program: &Path) -> Result<DrillSummary> {
     let mut drill = super::steps::reported_drill("db-corruption-single-table", Scenario::DbCorruptionSingleTable)?
         .with_rpo_target(Duration::from_secs(24 * 3600));
-    let outcome = story(&mut drill).await;
+    let outcome = story(&mut drill, program).await;
     drill.conclude(outcome)
 }
 
-async fn story(drill: &mut Drill) -> Result<()> {
+async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
     drill.property("table", TABLE);
     let bench = Workbench::open(drill, 42).await?;
     // The damage goes only where the bench's token allows it.
     let source = bench.disposable.target().clone();
-    let (bins, admin) = (&bench.bins, bench.admin.clone());
+    let admin = bench.admin.clone();
     let late = drill
         .step("application keeps writing", write_activity(&source, 15))
         .await?;
@@ -61,21 +68,40 @@ async fn story(drill: &mut Drill) -> Result<()> {
         detected.problems().join("; "),
     );
 
+    let store = bench.env.store();
+    let (admin_url, source_url, bucket) = (admin.url(), source.url(), store.config().location());
     let report = drill
         .step(
-            "restore invoice_lines from the newest backup (one transaction)",
-            restore_table(bins, &admin, &source, bench.env.store(), TABLE),
+            "drillbook restore --table invoice_lines --swap-into (one transaction)",
+            super::steps::operator_command(
+                program,
+                store,
+                &[
+                    "restore",
+                    "--admin-url",
+                    &admin_url,
+                    "--bucket",
+                    &bucket,
+                    "--table",
+                    TABLE,
+                    "--swap-into",
+                    &source_url,
+                ],
+            ),
         )
         .await?;
-    drill.property("rows_restored", report.rows_restored);
+    let rows_restored = report["rows_restored"]
+        .as_u64()
+        .step("read rows_restored from the command's report")?;
+    drill.property("rows_restored", rows_restored);
     let expected = bench
         .manifest
         .rows_in(TABLE)
         .or_else(|| bench.manifest.rows_in("invoice_lines"));
     drill.check(
         "restored row count matches the manifest",
-        Some(report.rows_restored) == expected,
-        format!("{} restored, {expected:?} in manifest", report.rows_restored),
+        Some(rows_restored) == expected,
+        format!("{rows_restored} restored, {expected:?} in manifest"),
     );
     let answers = drill
         .step(

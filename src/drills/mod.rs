@@ -69,8 +69,9 @@ use crate::report::schedule::Cadence;
 ///   server, which staging never allows);
 /// - `lane`: `local`, or `cluster` when it needs a Kubernetes cluster (its
 ///   test is `#[ignore]`d);
-/// - `runs_drillbook`: PostgreSQL runs the `drillbook` binary as
-///   `archive_command`/`restore_command`, so the test calls
+/// - `runs_drillbook`: the drill runs the `drillbook` binary (PostgreSQL
+///   as `archive_command`/`restore_command`, or the drill itself, driving
+///   the operator's command), so the test calls
 ///   `run_with(CARGO_BIN_EXE_drillbook)` (under `drillbook run` it is the
 ///   running executable).
 ///
@@ -83,7 +84,7 @@ macro_rules! for_each_drill {
             // Full restore test, monthly.
             complete_infrastructure_loss: CompleteInfrastructureLoss, monthly, everywhere, local;
             db_corruption_full: DbCorruptionFull, monthly, own_servers, local, runs_drillbook;
-            db_corruption_single_table: DbCorruptionSingleTable, monthly, everywhere, local;
+            db_corruption_single_table: DbCorruptionSingleTable, monthly, everywhere, local, runs_drillbook;
             db_connection_exhaustion: DbConnectionExhaustion, monthly, own_servers, local;
             // Failover drill, quarterly. The cluster drills act on a
             // Kubernetes deployment, whatever serves its database.

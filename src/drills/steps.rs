@@ -184,3 +184,71 @@ pub(super) fn record_replay_end(drill: &mut Drill, recovered: &crate::pitr::Reco
         drill.recovery_point(RecoveryPoint::new(RecoverySource::ReplayEnd, at));
     }
 }
+
+/// Why an operator's command, run by a drill, gave no report.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CommandError {
+    #[error("could not start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`drillbook {command}` exited with {status}: {stderr}")]
+    Failed {
+        command: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("`drillbook {command}` printed no JSON report ({source})")]
+    NotJson {
+        command: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Runs `program <args> --json` — the command an operator types in a real
+/// incident, so the drill walks the operator's path, not a library call of
+/// its own — against `store`'s bucket, and returns its JSON report. The
+/// command dies with the drill (`pg::child`).
+pub(super) async fn operator_command(
+    program: &Path,
+    store: &crate::store::Store,
+    args: &[&str],
+) -> std::result::Result<serde_json::Value, CommandError> {
+    let config = store.config();
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .arg("--json")
+        .env("AWS_REGION", &config.region)
+        .env("DRILL_PROGRESS", "off")
+        .env_remove("DATABASE_URL")
+        .env_remove("ADMIN_DATABASE_URL")
+        .env_remove("BACKUP_BUCKET");
+    if let Some(endpoint) = &config.endpoint {
+        command.env("AWS_ENDPOINT_URL", endpoint);
+    }
+    if let Some((key, secret)) = &config.credentials {
+        command
+            .env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret.expose());
+    }
+    // The secrets stay out of what is reported: the subcommand names the step.
+    let shown = args.first().copied().unwrap_or_default().to_owned();
+    let output = crate::pg::child::output(command)
+        .await
+        .map_err(|source| CommandError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(CommandError::Failed {
+            command: shown,
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    serde_json::from_slice(&output.stdout).map_err(|source| CommandError::NotJson { command: shown, source })
+}
