@@ -166,10 +166,6 @@ fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
     (now - then).to_std().unwrap_or_default()
 }
 
-fn show_age(d: Duration) -> String {
-    crate::progress::duration(d)
-}
-
 fn at(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -204,15 +200,15 @@ async fn check_daily_dump(
         "newest dump {} ({}, snapshot {} ago)",
         manifest.dump.key,
         crate::progress::bytes(manifest.dump.bytes),
-        show_age(dump_age)
+        crate::progress::duration(dump_age)
     );
     if dump_age > options.max_dump_age {
         result.problem(format!(
             "the newest dump is {} old (snapshot {}), more than the {} allowed: the daily backup has stopped; run \
              drillbook backup and find out why the schedule did not",
-            show_age(dump_age),
+            crate::progress::duration(dump_age),
             at(manifest.snapshot_at),
-            show_age(options.max_dump_age)
+            crate::progress::duration(options.max_dump_age)
         ));
     }
     match store.hash_object(&manifest.dump.key).await {
@@ -259,8 +255,8 @@ async fn check_base_backups(
             "the newest base backup ({}) is {} old, more than the {} allowed: recovery replays all WAL since; take \
              one (drillbook basebackup)",
             newest.stamp,
-            show_age(newest_age),
-            show_age(options.max_base_backup_age)
+            crate::progress::duration(newest_age),
+            crate::progress::duration(options.max_base_backup_age)
         ));
     }
     let sizes: BTreeMap<String, u64> = store
@@ -298,7 +294,7 @@ async fn check_base_backups(
         "{} base backup(s), newest {} ({} ago); {hashed} tar(s) hashed this run",
         backups.len(),
         newest.stamp,
-        show_age(newest_age)
+        crate::progress::duration(newest_age)
     );
     let oldest = backups.iter().min_by_key(|b| b.end_time).expect("not empty");
     let start = parse_lsn(&oldest.start_lsn).map(|lsn| (oldest.timeline, lsn));
@@ -541,8 +537,8 @@ async fn check_archive_lag(store: &Store, database: &ConnInfo, now: DateTime<Utc
     result.summary = format!(
         "{} archived {last_wal} {} ago (archive_timeout {}), {behind} segment(s) behind",
         database.redacted_url(),
-        since.map_or_else(|| "?".to_owned(), show_age),
-        timeout.map_or_else(|| "off".to_owned(), show_age)
+        since.map_or_else(|| "?".to_owned(), crate::progress::duration),
+        timeout.map_or_else(|| "off".to_owned(), crate::progress::duration)
     );
     if let (Some(failed_wal), Some(failed_time)) = (&failed_wal, failed_time)
         && last_time.is_none_or(|ok| failed_time > ok)
@@ -560,8 +556,8 @@ async fn check_archive_lag(store: &Store, database: &ConnInfo, now: DateTime<Utc
         result.problem(format!(
             "the last archived segment is {} old and {behind} segments behind the server, more than two \
              archive_timeouts ({}): archiving is stuck or too slow",
-            show_age(since),
-            show_age(timeout)
+            crate::progress::duration(since),
+            crate::progress::duration(timeout)
         ));
     }
     let archived = crate::wal::key_for(&last_wal).ok();

@@ -132,15 +132,9 @@ pub async fn swap_table_from(
     choice: &BackupChoice,
 ) -> Result<TableRestoreReport, TableRestoreError> {
     let (schema, name) = split_table(table);
-    let loaded = load_into_scratch(
-        bins,
-        admin,
-        store,
-        table,
-        choice,
-        &format!("{}_scratch", target.database),
-    )
-    .await?;
+    let manifest = find_backup(store, choice).await?;
+    let scratch_name = format!("{}_scratch", target.database);
+    let loaded = load_into_scratch(bins, admin, store, table, manifest, &scratch_name).await?;
     let scratch = loaded.database.conn();
     let result = async {
         let differences = definition_differences(&scratch, target, schema, name).await?;
@@ -187,19 +181,18 @@ pub async fn restore_table_copy(
     database: Option<&str>,
 ) -> Result<TableRestoreReport, TableRestoreError> {
     let (schema, name) = split_table(table);
+    // One lookup: the name and the restored rows come from the same backup.
+    let manifest = find_backup(store, choice).await?;
     let final_name = match database {
         Some(name) => name.to_owned(),
-        None => {
-            let manifest = find_backup(store, choice).await?;
-            format!(
-                "{}_{name}_restore_{}",
-                manifest.database,
-                chrono::Utc::now().format("%Y%m%d%H%M%S%3f")
-            )
-        }
+        None => format!(
+            "{}_{name}_restore_{}",
+            manifest.database,
+            chrono::Utc::now().format("%Y%m%d%H%M%S%3f")
+        ),
     };
     crate::restore::checks::check_target_absent(admin, &final_name).await?;
-    let loaded = load_into_scratch(bins, admin, store, table, choice, &final_name).await?;
+    let loaded = load_into_scratch(bins, admin, store, table, manifest, &final_name).await?;
     let scratch = loaded.database.conn();
     let counted = async {
         let mut conn = PgConnection::connect_with(&scratch.connect_options())
@@ -250,8 +243,8 @@ fn split_table(table: &str) -> (&str, &str) {
     table.split_once('.').unwrap_or(("public", table))
 }
 
-/// The chosen backup's `table`, alone, in an incomplete database meant to
-/// become `final_name`.
+/// `manifest`'s backup of `table`, alone, in an incomplete database meant
+/// to become `final_name`.
 struct Loaded {
     database: IncompleteDatabase,
     manifest: BackupManifest,
@@ -264,14 +257,13 @@ async fn load_into_scratch(
     admin: &ConnInfo,
     store: &Store,
     table: &str,
-    choice: &BackupChoice,
+    manifest: BackupManifest,
     final_name: &str,
 ) -> Result<Loaded, TableRestoreError> {
     let (schema, name) = split_table(table);
     let qualified = format!("{schema}.{name}");
     crate::scratch::reap_temp_dir_once();
     crate::pg::incomplete::reap(admin, false).await?;
-    let manifest = find_backup(store, choice).await?;
     if !manifest.tables.contains_key(&qualified) && !manifest.tables.contains_key(name) {
         return Err(TableRestoreError::NotInBackup {
             table: qualified,

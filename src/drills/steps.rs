@@ -217,24 +217,16 @@ pub(super) async fn operator_command(
     store: &crate::store::Store,
     args: &[&str],
 ) -> std::result::Result<serde_json::Value, CommandError> {
-    let config = store.config();
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
         .arg("--json")
-        .env("AWS_REGION", &config.region)
+        // The bucket, region, endpoint and credentials, as the server's
+        // archive_command gets them.
+        .envs(crate::wal::server_env(store.config()))
         .env("DRILL_PROGRESS", "off")
         .env_remove("DATABASE_URL")
-        .env_remove("ADMIN_DATABASE_URL")
-        .env_remove("BACKUP_BUCKET");
-    if let Some(endpoint) = &config.endpoint {
-        command.env("AWS_ENDPOINT_URL", endpoint);
-    }
-    if let Some((key, secret)) = &config.credentials {
-        command
-            .env("AWS_ACCESS_KEY_ID", key)
-            .env("AWS_SECRET_ACCESS_KEY", secret.expose());
-    }
+        .env_remove("ADMIN_DATABASE_URL");
     // The secrets stay out of what is reported: the subcommand names the step.
     let shown = args.first().copied().unwrap_or_default().to_owned();
     let output = crate::pg::child::output(command)

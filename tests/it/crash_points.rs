@@ -458,6 +458,24 @@ impl Bench {
         self.assert_daily_complete(&context).await;
         self.assert_no_backup_leftovers(&context).await;
     }
+
+    async fn kill_a_base_backup(&mut self, moment: Moment, kill: Kill) {
+        let context = format!("basebackup killed ({kill:?}) at {moment:?}");
+        let args = vec!["basebackup".to_owned(), "--admin-url".to_owned(), self.admin().url()];
+        let (code, stderr) = self.run_and_kill(&args, moment, kill);
+        if let (Some(expected), Moment::At(_)) = (kill.exit_code(), moment) {
+            assert_eq!(code, Some(expected), "{context}: exit code\n{stderr}");
+        }
+        assert_eq!(
+            self.surviving_children(),
+            Vec::<String>::new(),
+            "{context}: children outlived drillbook"
+        );
+        assert_base_backups_complete(self.store(), &context, kill.is_signal_handled() || code == Some(0)).await;
+
+        self.run_ok(&args);
+        assert_base_backups_complete(self.store(), &context, true).await;
+    }
 }
 
 const RESTORE_POINTS: [&str; 3] = [
@@ -478,6 +496,7 @@ const MOMENTS_MS: [u64; 4] = [150, 500, 1_000, 2_000];
 #[derive(Debug, Clone, Copy)]
 enum Operation {
     Backup,
+    BaseBackup,
     Restore,
 }
 
@@ -499,6 +518,7 @@ async fn kill_at_every(operation: Operation, moments: &[Moment], kills: &[Kill])
         for &kill in kills {
             match operation {
                 Operation::Backup => bench.kill_a_backup(moment, kill).await,
+                Operation::BaseBackup => bench.kill_a_base_backup(moment, kill).await,
                 Operation::Restore => bench.kill_a_restore(moment, kill).await,
             }
         }
@@ -628,6 +648,47 @@ async fn single_table_restores_stopped_at_every_crash_point_leave_the_table_unto
     bench.env.cleanup().await.unwrap();
 }
 
+/// Every base backup that counts is complete (its tar as its manifest
+/// says); with `swept`, nothing else is under `base/` either (no tar
+/// without a manifest, no owner marker).
+async fn assert_base_backups_complete(store: &Store, context: &str, swept: bool) {
+    let finished = list_base_backups(store).await.unwrap();
+    for manifest in &finished {
+        let tar = store.size_of(&manifest.tar_key).await.unwrap();
+        assert_eq!(tar, Some(manifest.tar_bytes), "{context}: {}", manifest.tar_key);
+    }
+    if !swept {
+        return;
+    }
+    let finished: BTreeSet<&str> = finished.iter().map(|m| m.stamp.as_str()).collect();
+    for object in store.list("base/").await.unwrap() {
+        let stamp = layout::stamp_under("base/", &object.key).unwrap();
+        assert!(
+            finished.contains(stamp) && !object.key.ends_with("/owner"),
+            "{context}: {} left behind",
+            object.key
+        );
+    }
+}
+
+/// `drillbook basebackup` held at each crash point and killed: handled
+/// signals exit 130/143 and leave no tar without its manifest; after a
+/// SIGKILL the next base backup sweeps what was left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_backup_commands_killed_at_every_crash_point_leave_only_complete_base_backups() {
+    let points = [
+        "basebackup::before_tar",
+        "basebackup::before_manifest",
+        "basebackup::after_manifest",
+    ];
+    kill_at_every(
+        Operation::BaseBackup,
+        &at_points(&points),
+        &[Kill::Term, Kill::Int, Kill::Process],
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn base_backups_stopped_at_every_crash_point_are_never_used_and_are_swept() {
     let bench = Bench::start().await;
@@ -639,32 +700,10 @@ async fn base_backups_stopped_at_every_crash_point_are_never_used_and_are_swept(
         "basebackup::after_manifest",
     ] {
         hold_and_drop(point, take_base_backup(bench.env.binaries(), &admin, store)).await;
-        // Every base backup that counts is complete: its tar as the manifest says.
-        for manifest in list_base_backups(store).await.unwrap() {
-            let tar = store.size_of(&manifest.tar_key).await.unwrap();
-            assert_eq!(
-                tar,
-                Some(manifest.tar_bytes),
-                "stopped at {point}: {}",
-                manifest.tar_key
-            );
-        }
+        assert_base_backups_complete(store, &format!("stopped at {point}"), false).await;
         // What the command line does after a signal.
         sweep_base_backups(store, true).await.unwrap();
-        let finished: BTreeSet<String> = list_base_backups(store)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.stamp)
-            .collect();
-        for object in store.list("base/").await.unwrap() {
-            let stamp = layout::stamp_under("base/", &object.key).unwrap();
-            assert!(
-                finished.contains(stamp) && !object.key.ends_with("/owner"),
-                "stopped at {point}: {} left behind",
-                object.key
-            );
-        }
+        assert_base_backups_complete(store, &format!("stopped at {point}"), true).await;
     }
     let taken = take_base_backup(bench.env.binaries(), &admin, store).await.unwrap();
     assert!(

@@ -22,20 +22,32 @@ const ARCHIVED_WITHIN: Duration = Duration::from_secs(60);
 fn drillbook(store: &Store, args: &[&str]) -> Output {
     let config = store.config();
     let (key, secret) = config.credentials.clone().expect("the embedded S3 has credentials");
+    let endpoint = config.endpoint.clone().expect("the embedded S3 has an endpoint");
+    drillbook_at(&endpoint, &key, secret.expose(), args)
+}
+
+/// `drillbook <args>` against the S3 API at `endpoint`, with nothing of the
+/// caller's environment standing in for a flag.
+fn drillbook_at(endpoint: &str, key: &str, secret: &str, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .env("AWS_ACCESS_KEY_ID", key)
-        .env("AWS_SECRET_ACCESS_KEY", secret.expose())
-        .env(
-            "AWS_ENDPOINT_URL",
-            config.endpoint.clone().expect("the embedded S3 has an endpoint"),
-        )
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_ENDPOINT_URL", endpoint)
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env("DRILL_PROGRESS", "off")
         .env_remove("DATABASE_URL")
         .env_remove("ADMIN_DATABASE_URL")
         .env_remove("BACKUP_BUCKET")
         .output()
+        .unwrap()
+}
+
+/// Rows in `invoice_lines` of the database `conn` is on.
+async fn invoice_lines(conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM invoice_lines")
+        .fetch_one(conn)
+        .await
         .unwrap()
 }
 
@@ -263,10 +275,7 @@ async fn basebackup_check_and_table_restore_from_the_command_line() {
     // lands in a new database, with the manifest's row count.
     let mut app = connect(&env.source()).await;
     exec(&mut app, "DELETE FROM invoice_lines WHERE id % 4 = 0").await;
-    let damaged_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM invoice_lines")
-        .fetch_one(&mut app)
-        .await
-        .unwrap();
+    let damaged_rows = invoice_lines(&mut app).await;
     let out = drillbook(
         &store,
         &[
@@ -287,10 +296,7 @@ async fn basebackup_check_and_table_restore_from_the_command_line() {
     let restored = copy["rows_restored"].as_i64().unwrap();
     assert!(restored > damaged_rows, "{copy:#}");
     let mut copy_conn = connect(&env.admin().with_database(&copy_db)).await;
-    let in_copy: i64 = sqlx::query_scalar("SELECT count(*) FROM invoice_lines")
-        .fetch_one(&mut copy_conn)
-        .await
-        .unwrap();
+    let in_copy = invoice_lines(&mut copy_conn).await;
     assert_eq!(in_copy, restored);
     drop(copy_conn);
 
@@ -314,10 +320,7 @@ async fn basebackup_check_and_table_restore_from_the_command_line() {
         "{}",
         output_text(&out)
     );
-    let still: i64 = sqlx::query_scalar("SELECT count(*) FROM invoice_lines")
-        .fetch_one(&mut app)
-        .await
-        .unwrap();
+    let still = invoice_lines(&mut app).await;
     assert_eq!(still, damaged_rows, "a refused swap touches nothing");
 
     // Same columns again: the swap replaces the rows in one transaction.
@@ -326,10 +329,7 @@ async fn basebackup_check_and_table_restore_from_the_command_line() {
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let swapped = json(&out);
     assert_eq!(swapped["rows_before"], damaged_rows, "{swapped:#}");
-    let now: i64 = sqlx::query_scalar("SELECT count(*) FROM invoice_lines")
-        .fetch_one(&mut app)
-        .await
-        .unwrap();
+    let now = invoice_lines(&mut app).await;
     assert_eq!(now, restored);
     // --swap-into without --table is a usage error.
     let out = drillbook(
@@ -397,16 +397,7 @@ async fn env_up_with_wal_archiving_is_healthy_as_it_comes() {
             .to_owned()
     };
     let base = fact("first_base_backup");
-    let run = |args: &[&str]| {
-        Command::new(BIN)
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", fact("access_key"))
-            .env("AWS_SECRET_ACCESS_KEY", fact("secret_key"))
-            .env("AWS_ENDPOINT_URL", fact("s3_endpoint"))
-            .env("DRILL_PROGRESS", "off")
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| drillbook_at(&fact("s3_endpoint"), &fact("access_key"), &fact("secret_key"), args);
     // The server archives: a switched segment lands in the bucket within the timeout.
     let admin: drillbook::pg::ConnInfo = fact("admin_url").parse().unwrap();
     switch_and_wait_archived(&mut connect(&admin).await, ARCHIVED_WITHIN)
