@@ -6,6 +6,7 @@ mod check;
 mod config;
 mod env_up;
 mod interrupt;
+mod recover;
 mod report;
 mod run;
 mod transfer;
@@ -23,8 +24,8 @@ pub mod exit {
     /// The command could not do its work: bad input, unreachable server,
     /// refused backup. The message says what and how to fix it.
     pub const ERROR: u8 = 2;
-    /// `backup`, `basebackup` or `restore` stopped by SIGINT (128 + 2) or SIGTERM
-    /// (128 + 15): what it had made was removed.
+    /// `backup`, `basebackup`, `restore` or `recover` stopped by SIGINT (128 + 2)
+    /// or SIGTERM (128 + 15): what it had made was removed.
     pub const INTERRUPTED: [u8; 2] = [130, 143];
 }
 
@@ -35,7 +36,7 @@ Examples:
   drillbook restore --admin-url \"$ADMIN_DATABASE_URL\" --bucket s3://immoflowme-backups
 
 Exit codes: 0 success, 1 a check failed, 2 could not run (the message says why);
-130/143 backup, basebackup or restore stopped by SIGINT/SIGTERM (what it had made was removed).
+130/143 backup, basebackup, restore or recover stopped by SIGINT/SIGTERM (what it had made was removed).
 Logs go to stderr; RUST_LOG=drillbook=debug shows more.
 Progress of run, backup, restore and verify goes to stderr too: one line redrawn in place on a
 terminal, plain lines otherwise; DRILL_PROGRESS=plain|terminal|off overrides.";
@@ -59,6 +60,8 @@ enum Command {
     Restore(transfer::RestoreArgs),
     /// Take a physical base backup to S3 (pg_basebackup + manifest under base/), the start of PITR.
     Basebackup(basebackup::BaseBackupArgs),
+    /// Point-in-time recovery into a data directory (base backup + archived WAL); --pause, then --promote.
+    Recover(recover::RecoverArgs),
     /// Archive one WAL file to S3 (PostgreSQL's archive_command).
     WalPush(wal::WalPushArgs),
     /// Restore one WAL file from S3 (PostgreSQL's restore_command).
@@ -86,6 +89,7 @@ impl Cli {
             Command::Run(_)
                 | Command::Backup(_)
                 | Command::Basebackup(_)
+                | Command::Recover(_)
                 | Command::Restore(_)
                 | Command::Verify(_)
                 | Command::Check(_)
@@ -96,6 +100,7 @@ impl Cli {
             Command::Env(command) => command.run().await,
             Command::Backup(args) => args.run().await,
             Command::Basebackup(args) => args.run().await,
+            Command::Recover(args) => args.run().await,
             Command::Restore(args) => args.run().await,
             Command::WalPush(args) => args.run().await,
             Command::WalFetch(args) => args.run().await,

@@ -31,18 +31,24 @@ impl S3Args {
     /// The store, once its bucket is known to exist: a misspelt bucket fails
     /// here, before a dump of hours, and is never created.
     pub(super) async fn store(&self) -> anyhow::Result<Store> {
-        let (bucket, prefix) = S3Config::parse_location(&self.bucket)?;
-        let store = Store::connect(S3Config {
-            endpoint: self.s3_endpoint.clone(),
-            region: self.region.clone(),
-            bucket,
-            prefix,
-            credentials: None,
-        })
-        .await;
-        store.require_bucket().await?;
-        Ok(store)
+        open_store(&self.bucket, self.s3_endpoint.clone(), &self.region).await
     }
+}
+
+/// The store at `location` (`s3://BUCKET[/PREFIX]`), once its bucket is
+/// known to exist.
+pub(super) async fn open_store(location: &str, endpoint: Option<String>, region: &str) -> anyhow::Result<Store> {
+    let (bucket, prefix) = S3Config::parse_location(location)?;
+    let store = Store::connect(S3Config {
+        endpoint,
+        region: region.to_owned(),
+        bucket,
+        prefix,
+        credentials: None,
+    })
+    .await;
+    store.require_bucket().await?;
+    Ok(store)
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,7 @@ use chrono::Utc;
 
 use super::{APP_DATABASE, BACKUP_BUCKET, Backend, ContainerSettings, ContainersEnvironment, EmbeddedS3, EnvError};
 use crate::pg::{Cluster, ConnInfo, PgBinaries, PgError, Secret};
-use crate::pitr::{PitrOptions, Recovered, RecoveryHost, RecoveryTarget, recover_on, recover_to};
+use crate::pitr::{AtTarget, PitrOptions, Recovered, RecoveryHost, RecoveryTarget, recover_on, recover_to};
 use crate::store::Store;
 
 /// A disposable environment for WAL-archiving drills: an S3 server and a
@@ -181,6 +181,7 @@ impl ArchivingEnvironment {
             password: self.password.clone(),
             now: Utc::now(),
             restore_command: None,
+            at_target: AtTarget::Promote,
         }
     }
 

@@ -76,14 +76,14 @@ impl ClusterOptions {
 
 /// The unprivileged account the server runs as when we are root.
 #[derive(Debug, Clone, Copy)]
-struct ServerUser {
-    uid: u32,
-    gid: u32,
+pub(super) struct ServerUser {
+    pub(super) uid: u32,
+    pub(super) gid: u32,
 }
 
 impl ServerUser {
     /// `None` when this process may run the server itself (not root).
-    fn resolve() -> Result<Option<Self>> {
+    pub(super) fn resolve() -> Result<Option<Self>> {
         // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             return Ok(None);
@@ -92,7 +92,7 @@ impl ServerUser {
         lookup_user(&name).map(Some).ok_or(PgError::NoServerUser { user: name })
     }
 
-    fn own(&self, path: &Path) -> Result<()> {
+    pub(super) fn own(&self, path: &Path) -> Result<()> {
         chown(path, Some(self.uid), Some(self.gid))
             .map_err(PgError::io(format!("give {} to the server user", path.display())))
     }
@@ -604,7 +604,7 @@ fn signal(child: &Child, signal: libc::c_int) {
     unsafe { libc::kill(pid, signal) };
 }
 
-fn ensure_port_free(port: u16) -> Result<()> {
+pub(super) fn ensure_port_free(port: u16) -> Result<()> {
     match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(PgError::PortInUse { port }),
@@ -612,7 +612,7 @@ fn ensure_port_free(port: u16) -> Result<()> {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(PgError::io("find a free port on 127.0.0.1"))?;
     listener
         .local_addr()
@@ -624,7 +624,7 @@ fn is_bind_failure(log: &str) -> bool {
     log.contains("could not bind") || log.contains("Address already in use")
 }
 
-fn read_tail(path: &Path, from: u64) -> String {
+pub(super) fn read_tail(path: &Path, from: u64) -> String {
     let mut text = String::new();
     if let Ok(mut file) = File::open(path) {
         let _ = file.seek(SeekFrom::Start(from));

@@ -13,6 +13,7 @@ pub mod binaries;
 pub(crate) mod child;
 mod cluster;
 mod conn;
+pub mod data_dir;
 pub mod facts;
 pub mod incomplete;
 pub mod tools;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 pub use binaries::{PgBinaries, SearchPath};
 pub use cluster::{Cluster, ClusterOptions, create_database};
 pub use conn::{ConnInfo, Secret};
+pub use data_dir::DataDirServer;
 pub use facts::{TableFacts, table_facts};
 
 pub type Result<T, E = PgError> = std::result::Result<T, E>;

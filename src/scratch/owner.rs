@@ -37,6 +37,10 @@ impl Owner {
         format!("{} {}\n", self.pid, self.started)
     }
 
+    pub(crate) fn pid(self) -> u32 {
+        self.pid
+    }
+
     pub(crate) fn is_alive(self) -> bool {
         start_time(self.pid) == Some(self.started)
     }

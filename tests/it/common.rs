@@ -2,7 +2,7 @@
 //! copy before they became one binary).
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 
 use drillbook::backup::{BackupReport, backup_database};
 use drillbook::drill::Drill;
@@ -10,6 +10,8 @@ use drillbook::env::EmbeddedEnvironment;
 use drillbook::pg::ConnInfo;
 use drillbook::playbook::Scenario;
 use drillbook::report::DrillReports;
+use drillbook::store::Store;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
 
@@ -67,4 +69,34 @@ pub(crate) fn output_text(output: &Output) -> String {
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// `drillbook <args>` with the store's endpoint and credentials.
+pub(crate) fn drillbook(store: &Store, args: &[&str]) -> Output {
+    let config = store.config();
+    let (key, secret) = config.credentials.clone().expect("the embedded S3 has credentials");
+    let endpoint = config.endpoint.clone().expect("the embedded S3 has an endpoint");
+    drillbook_at(&endpoint, &key, secret.expose(), args)
+}
+
+/// `drillbook <args>` against the S3 API at `endpoint`, with nothing of the
+/// caller's environment standing in for a flag.
+pub(crate) fn drillbook_at(endpoint: &str, key: &str, secret: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("DRILL_PROGRESS", "off")
+        .env_remove("DATABASE_URL")
+        .env_remove("ADMIN_DATABASE_URL")
+        .env_remove("BACKUP_BUCKET")
+        .output()
+        .unwrap()
+}
+
+/// A command's stdout as JSON.
+pub(crate) fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", output_text(out)))
 }

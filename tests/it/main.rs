@@ -35,6 +35,7 @@ mod orphaned_clusters;
 mod pitr_recovery;
 mod playbook_sql;
 mod progress_cli;
+mod recover_cli;
 mod reindex;
 mod report_cli;
 mod report_history_s3;

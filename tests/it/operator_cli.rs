@@ -5,43 +5,17 @@
 //! and `--swap-into` the damaged one, refused when the columns differ).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use drillbook::env::ArchivingEnvironment;
 use drillbook::fixtures::{FixtureSpec, Profile};
-use drillbook::store::Store;
 use drillbook::wal::switch_and_wait_archived;
 use serde_json::Value;
 
-use crate::common::{BIN, connect, exec, output_text};
+use crate::common::{BIN, connect, drillbook, drillbook_at, exec, json, output_text};
 
 const ARCHIVED_WITHIN: Duration = Duration::from_secs(60);
-
-/// `drillbook <args>` with the store's endpoint and credentials.
-fn drillbook(store: &Store, args: &[&str]) -> Output {
-    let config = store.config();
-    let (key, secret) = config.credentials.clone().expect("the embedded S3 has credentials");
-    let endpoint = config.endpoint.clone().expect("the embedded S3 has an endpoint");
-    drillbook_at(&endpoint, &key, secret.expose(), args)
-}
-
-/// `drillbook <args>` against the S3 API at `endpoint`, with nothing of the
-/// caller's environment standing in for a flag.
-fn drillbook_at(endpoint: &str, key: &str, secret: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", key)
-        .env("AWS_SECRET_ACCESS_KEY", secret)
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("DRILL_PROGRESS", "off")
-        .env_remove("DATABASE_URL")
-        .env_remove("ADMIN_DATABASE_URL")
-        .env_remove("BACKUP_BUCKET")
-        .output()
-        .unwrap()
-}
 
 /// Rows in `invoice_lines` of the database `conn` is on.
 async fn invoice_lines(conn: &mut sqlx::PgConnection) -> i64 {
@@ -49,10 +23,6 @@ async fn invoice_lines(conn: &mut sqlx::PgConnection) -> i64 {
         .fetch_one(conn)
         .await
         .unwrap()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", output_text(out)))
 }
 
 /// The `check` of this name in a `check --json` report.

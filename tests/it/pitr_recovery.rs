@@ -10,7 +10,7 @@ use drillbook::basebackup::take_base_backup;
 use drillbook::canary::{CanaryWriter, check_canaries};
 use drillbook::env::EmbeddedS3;
 use drillbook::pg::{Cluster, PgBinaries};
-use drillbook::pitr::{PitrError, PitrOptions, RecoveryTarget, recover_to};
+use drillbook::pitr::{AtTarget, PitrError, PitrOptions, RecoveryTarget, recover_to};
 use drillbook::store::Store;
 use drillbook::wal::{self, parse_lsn, segment_name, switch_and_wait_archived};
 use sqlx::{Connection, PgConnection};
@@ -61,6 +61,7 @@ impl Setup {
             password: self.primary.password().clone(),
             now: Utc::now(),
             restore_command: None,
+            at_target: AtTarget::Promote,
         }
     }
 
