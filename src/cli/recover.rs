@@ -16,9 +16,7 @@ use super::interrupt::Interrupts;
 use super::transfer::open_store;
 use crate::pg::{PgBinaries, Secret};
 use crate::pitr::data_dir::{ReachedPoint, RecoveryState, describe};
-use crate::pitr::{
-    AtTarget, PitrOptions, Recovered, RecoveryHost, RecoveryTarget, promote_data_dir, recover_further, recover_on,
-};
+use crate::pitr::{AtTarget, PitrOptions, Recovered, RecoveryTarget, promote_data_dir, recover_data_dir};
 
 #[derive(Debug, Args)]
 #[command(
@@ -116,18 +114,7 @@ impl RecoverArgs {
             restore_command: None,
             at_target: if self.pause { AtTarget::Pause } else { AtTarget::Promote },
         };
-        let moving_forward = RecoveryState::read(&pgdata)?.is_some();
-        let work = async {
-            if moving_forward {
-                recover_further(&bins, &store, &pgdata, &target, &options).await
-            } else {
-                let host = RecoveryHost::DataDir {
-                    pgdata: pgdata.clone(),
-                    port: self.port,
-                };
-                recover_on(host, &bins, &store, &target, &options).await
-            }
-        };
+        let work = recover_data_dir(&bins, &store, &pgdata, self.port, &target, &options);
         let recovered = match interrupts.run(work).await {
             Ok(recovered) => recovered.with_context(|| format!("recover {} to {target}", pgdata.display()))?,
             Err(interrupted) => {

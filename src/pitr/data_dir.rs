@@ -206,7 +206,8 @@ impl Drop for Incoming {
 /// (interrupted) is undone: the server stopped, and the directory removed
 /// when it never reached a target, else marked `failed`.
 pub(super) struct Guard {
-    pub(super) server: DataDirServer,
+    bins: PgBinaries,
+    pgdata: PathBuf,
     /// What `pgdata` held before: `None` for a new directory.
     previous: Option<RecoveryState>,
     /// Whether `pgdata` existed (empty) before the recovery.
@@ -215,9 +216,11 @@ pub(super) struct Guard {
 }
 
 impl Guard {
-    pub(super) fn new(server: DataDirServer, previous: Option<RecoveryState>, existed_empty: bool) -> Self {
+    /// Guards `pgdata` from before the base backup is moved there.
+    pub(super) fn new(bins: &PgBinaries, pgdata: &Path, previous: Option<RecoveryState>, existed_empty: bool) -> Self {
         Self {
-            server,
+            bins: bins.clone(),
+            pgdata: pgdata.to_path_buf(),
             previous,
             existed_empty,
             settled: false,
@@ -225,14 +228,15 @@ impl Guard {
     }
 
     /// The recovery reached its target: keep everything.
-    pub(super) fn settle(mut self) -> DataDirServer {
+    pub(super) fn settle(mut self) {
         self.settled = true;
-        self.server.clone()
     }
 
     fn undo(&mut self, why: &str) {
-        let pgdata = self.server.pgdata().to_path_buf();
-        if let Err(e) = self.server.stop_now() {
+        let pgdata = self.pgdata.clone();
+        if let Ok(server) = DataDirServer::open(&self.bins, &pgdata)
+            && let Err(e) = server.stop_now()
+        {
             tracing::warn!(pgdata = %pgdata.display(), error = %e, "could not stop the recovery's server");
         }
         match self.previous.clone() {

@@ -412,6 +412,8 @@ pub async fn recover_on(
                 Some(port) => *port,
                 None => DataDirServer::free_port()?,
             };
+            // Undone on failure or drop from here on (the rename may happen any moment).
+            guard = Some(data_dir::Guard::new(bins, pgdata, None, existed_empty));
             // The state goes in before the rename: the directory never exists without it.
             RecoveryState {
                 phase: Phase::Replaying,
@@ -429,10 +431,9 @@ pub async fn recover_on(
             crate::failpoint!("recover::after_install");
             let server = DataDirServer::prepare(bins, pgdata, port, &settings)?;
             let admin = data_dir_admin(port, options);
-            let pending = guard.insert(data_dir::Guard::new(server.clone(), None, existed_empty));
-            match pending.server.start(&server_env(store.config())).await {
+            match server.start(&server_env(store.config())).await {
                 Ok(()) => {}
-                Err(PgError::StartFailed { .. }) => return Err(failure(target, &pending.server.log_since(0))),
+                Err(PgError::StartFailed { .. }) => return Err(failure(target, &server.log_since(0))),
                 Err(e) => return Err(e.into()),
             }
             crate::failpoint!("recover::replaying");
@@ -480,6 +481,34 @@ pub async fn recover_on(
     })
 }
 
+/// `drillbook recover --pgdata`: recovers into `pgdata` when it is new or
+/// empty (after removing what a killed recover left there), or moves the
+/// drillbook recovery it holds forward to `target`.
+///
+/// # Errors
+/// As [`recover_on`]; moving forward refuses a target behind the point
+/// reached and a promoted recovery, and leaves `pgdata` marked failed when
+/// the new target is not reached.
+pub async fn recover_data_dir(
+    bins: &PgBinaries,
+    store: &Store,
+    pgdata: &std::path::Path,
+    port: Option<u16>,
+    target: &RecoveryTarget,
+    options: &PitrOptions,
+) -> Result<Recovered> {
+    match data_dir::inspect(bins, pgdata).await? {
+        data_dir::Existing::Recovery(_) => recover_further(bins, store, pgdata, target, options).await,
+        data_dir::Existing::Absent | data_dir::Existing::Empty => {
+            let host = RecoveryHost::DataDir {
+                pgdata: pgdata.to_path_buf(),
+                port,
+            };
+            recover_on(host, bins, store, target, options).await
+        }
+    }
+}
+
 /// Moves a paused (or failed) recovery in `pgdata` forward to a later
 /// `target`: the settings are rewritten and the server restarted, replaying
 /// from its last restartpoint; it then pauses or promotes as asked.
@@ -488,7 +517,7 @@ pub async fn recover_on(
 /// [`PitrError::TargetBehind`] for a target before the point reached,
 /// [`PitrError::NotPaused`] for a promoted recovery; a failure to reach the
 /// target leaves `pgdata` marked failed with its server stopped.
-pub async fn recover_further(
+async fn recover_further(
     bins: &PgBinaries,
     store: &Store,
     pgdata: &std::path::Path,
@@ -536,7 +565,7 @@ pub async fn recover_further(
     moving.target = target.to_string();
     moving.failure = None;
     moving.write(pgdata)?;
-    let guard = data_dir::Guard::new(server.clone(), Some(previous), false);
+    let guard = data_dir::Guard::new(bins, pgdata, Some(previous), false);
     let replay_started = Instant::now();
     server.stop().await?;
     // `recovery.signal` stays until promotion: the server resumes recovery.

@@ -17,6 +17,10 @@
 //!   playbook's `sort | tail -1` picks is one; after SIGTERM/SIGINT nothing
 //!   of the killed backup is left outside `daily/`.
 //!
+//! - recover: a data directory a killed `recover` leaves is never one that
+//!   looks recovered (its state file says `replaying`); after SIGTERM/SIGINT
+//!   there is no data directory, no download and no server at all.
+//!
 //! Then a normal run must succeed and leave nothing of the killed one.
 //! Single-table restore and base backup have no command of their own yet:
 //! they are held at each boundary in-process, their future dropped (as a
@@ -102,11 +106,49 @@ struct Bench {
     tmp: tempfile::TempDir,
     manifest: BackupManifest,
     runs: u32,
+    /// A time between two archived commits (archiving benches).
+    recovery_target: Option<String>,
 }
 
 impl Bench {
     async fn start() -> Self {
-        let env = EmbeddedEnvironment::start().await.unwrap();
+        Self::seeded(EmbeddedEnvironment::start().await.unwrap()).await
+    }
+
+    /// A bench whose server archives its WAL, with a base backup, and a
+    /// recovery target: `recovery_target` lies between two archived commits.
+    async fn start_archiving() -> Self {
+        let env = EmbeddedEnvironment::start_archiving(None, Path::new(BIN), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let mut bench = Self::seeded(env).await;
+        take_base_backup(bench.env.binaries(), &bench.admin(), bench.store())
+            .await
+            .unwrap();
+        let mut conn = PgConnection::connect_with(&bench.env.source().connect_options())
+            .await
+            .unwrap();
+        sqlx::raw_sql("CREATE TABLE marks (id int); INSERT INTO marks VALUES (1)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        bench.recovery_target = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::raw_sql("INSERT INTO marks VALUES (2)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut admin = PgConnection::connect_with(&bench.admin().connect_options())
+            .await
+            .unwrap();
+        drillbook::wal::switch_and_wait_archived(&mut admin, Duration::from_secs(60))
+            .await
+            .unwrap();
+        bench
+    }
+
+    async fn seeded(env: EmbeddedEnvironment) -> Self {
         env.seed(FixtureSpec {
             profile: Profile::Small,
             seed: 7,
@@ -123,6 +165,7 @@ impl Bench {
             tmp: tempfile::tempdir().unwrap(),
             manifest: report.manifest,
             runs: 0,
+            recovery_target: None,
         }
     }
 
@@ -478,6 +521,98 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// One `recover --pause` killed at `moment` with `kill`: a data
+    /// directory it leaves is never one that looks recovered (its state is
+    /// `replaying`, which nothing promotes), after SIGTERM/SIGINT nothing is
+    /// left and no server runs; then a normal recover into the same
+    /// directory reaps the leftovers and pauses at the target.
+    async fn kill_a_recover(&mut self, moment: Moment, kill: Kill) {
+        use drillbook::pitr::data_dir::{Phase, RecoveryState, incoming_path};
+        let context = format!("recover killed ({kill:?}) at {moment:?}");
+        self.runs += 1;
+        let pgdata = self.tmp.path().join(format!("recovered-{}", self.runs));
+        let args: Vec<String> = [
+            "recover",
+            "--pgdata",
+            &pgdata.display().to_string(),
+            "--to-time",
+            self.recovery_target.as_deref().expect("an archiving bench"),
+            "--pause",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let (code, stderr) = self.run_and_kill(&args, moment, kill);
+        if let (Some(expected), Moment::At(_)) = (kill.exit_code(), moment) {
+            assert_eq!(code, Some(expected), "{context}: exit code\n{stderr}");
+        }
+        let state = RecoveryState::read(&pgdata).unwrap();
+        match code {
+            Some(0) => assert_eq!(state.map(|s| s.phase), Some(Phase::Paused), "{context}: finished"),
+            _ if kill.is_signal_handled() => {
+                assert!(
+                    !pgdata.exists(),
+                    "{context}: an interrupted recovery left {}\n{stderr}",
+                    pgdata.display()
+                );
+                assert!(!incoming_path(&pgdata).exists(), "{context}: its download stayed");
+                assert_eq!(
+                    self.surviving_children(),
+                    Vec::<String>::new(),
+                    "{context}: its server kept running"
+                );
+            }
+            _ => {
+                if pgdata.exists() {
+                    assert_eq!(
+                        state.map(|s| s.phase),
+                        Some(Phase::Replaying),
+                        "{context}: a killed recovery must never look recovered"
+                    );
+                }
+            }
+        }
+
+        // The next recover into the same directory finishes the job.
+        let pgdata_text = pgdata.display().to_string();
+        if code == Some(0) {
+            self.stop_recovery(&pgdata).await;
+            std::fs::remove_dir_all(&pgdata).unwrap();
+        }
+        self.run_ok(&args);
+        assert_eq!(
+            RecoveryState::read(&pgdata).unwrap().map(|s| s.phase),
+            Some(Phase::Paused),
+            "{context}: the recover after it pauses at the target"
+        );
+        assert!(
+            !incoming_path(&pgdata).exists(),
+            "{context}: {pgdata_text}'s download stayed"
+        );
+        self.stop_recovery(&pgdata).await;
+        assert_eq!(
+            self.surviving_children(),
+            Vec::<String>::new(),
+            "{context}: a server outlived its recovery"
+        );
+        std::fs::remove_dir_all(&pgdata).unwrap();
+    }
+
+    async fn stop_recovery(&self, pgdata: &Path) {
+        drillbook::pg::DataDirServer::open(self.env.binaries(), pgdata)
+            .unwrap()
+            .stop()
+            .await
+            .unwrap();
+    }
+}
+
+const RECOVER_POINTS: [&str; 3] = [
+    "recover::after_download",
+    "recover::after_install",
+    "recover::replaying",
+];
+
 const RESTORE_POINTS: [&str; 3] = [
     "restore::before_pg_restore",
     "restore::before_verify",
@@ -498,6 +633,7 @@ enum Operation {
     Backup,
     BaseBackup,
     Restore,
+    Recover,
 }
 
 fn at_points(points: &[&'static str]) -> Vec<Moment> {
@@ -513,13 +649,17 @@ fn timed() -> Vec<Moment> {
 
 /// Kills `operation` at every moment with every kill, on one bench.
 async fn kill_at_every(operation: Operation, moments: &[Moment], kills: &[Kill]) {
-    let mut bench = Bench::start().await;
+    let mut bench = match operation {
+        Operation::Recover => Bench::start_archiving().await,
+        _ => Bench::start().await,
+    };
     for &moment in moments {
         for &kill in kills {
             match operation {
                 Operation::Backup => bench.kill_a_backup(moment, kill).await,
                 Operation::BaseBackup => bench.kill_a_base_backup(moment, kill).await,
                 Operation::Restore => bench.kill_a_restore(moment, kill).await,
+                Operation::Recover => bench.kill_a_recover(moment, kill).await,
             }
         }
     }
@@ -573,6 +713,22 @@ async fn backups_interrupted_at_every_crash_point_keep_every_daily_object_a_comp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_killed_at_timed_moments_keep_every_daily_object_a_complete_dump() {
     kill_at_every(Operation::Backup, &timed(), &[Kill::Process, Kill::Term]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_killed_at_every_crash_point_leave_nothing_that_looks_recovered() {
+    kill_at_every(
+        Operation::Recover,
+        &at_points(&RECOVER_POINTS),
+        &[Kill::Group, Kill::Term],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_killed_at_timed_moments_leave_nothing_that_looks_recovered() {
+    let moments = [300, 1_500, 3_000].map(|ms| Moment::After(Duration::from_millis(ms)));
+    kill_at_every(Operation::Recover, &moments, &[Kill::Process, Kill::Int]).await;
 }
 
 /// Holds `work` at `point` in this process, then drops it, as a cancelled
