@@ -8,6 +8,7 @@ pub mod checklist;
 pub mod cli;
 pub mod drill;
 pub mod drills;
+pub mod expire;
 pub mod env;
 pub mod failover;
 pub mod failpoint;
