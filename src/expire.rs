@@ -138,8 +138,13 @@ pub struct DailyEntry {
 pub enum Described {
     Missing,
     /// Present but not readable: the backup counts, and does not verify.
-    Unreadable { key: String, reason: String },
-    Present { key: String },
+    Unreadable {
+        key: String,
+        reason: String,
+    },
+    Present {
+        key: String,
+    },
 }
 
 impl Described {
@@ -374,6 +379,13 @@ fn is_daily_owner(stamp: &str) -> impl Fn(&str) -> bool {
     move |key| key == owner
 }
 
+/// The trailing `kind` deletions, pushed newest first, reversed.
+fn oldest_first(plan: &mut Plan, kind: Kind) {
+    if let Some(first) = plan.deleted.iter().position(|d| d.kind == kind) {
+        plan.deleted[first..].reverse();
+    }
+}
+
 fn plan_daily(listing: &Listing, keep: usize, plan: &mut Plan) {
     let mut published: Vec<&DailyEntry> = listing.daily.iter().filter(|d| d.dump.is_some()).collect();
     published.sort_by(|a, b| b.stamp.cmp(&a.stamp));
@@ -431,7 +443,11 @@ fn plan_daily(listing: &Listing, keep: usize, plan: &mut Plan) {
             });
             continue;
         }
-        let objects = ordered(&entry.objects, is_daily_manifest(&entry.stamp), is_daily_owner(&entry.stamp));
+        let objects = ordered(
+            &entry.objects,
+            is_daily_manifest(&entry.stamp),
+            is_daily_owner(&entry.stamp),
+        );
         let reason = match (&entry.manifest, &entry.verdict) {
             (Described::Missing, _) => format!(
                 "no manifest (an earlier expire deleted it first, or its backup never finished) and older than the \
@@ -443,6 +459,7 @@ fn plan_daily(listing: &Listing, keep: usize, plan: &mut Plan) {
         plan.deleted
             .push(deletion(Kind::Daily, Some(&entry.stamp), &objects, reason));
     }
+    oldest_first(plan, Kind::Daily);
 }
 
 /// Unpublished daily backups (no dump under `daily/`) and the `incoming/`
@@ -473,7 +490,11 @@ fn plan_daily_leftovers(listing: &Listing, plan: &mut Plan) {
             ));
             continue;
         }
-        let objects = ordered(&entry.objects, is_daily_manifest(&entry.stamp), is_daily_owner(&entry.stamp));
+        let objects = ordered(
+            &entry.objects,
+            is_daily_manifest(&entry.stamp),
+            is_daily_owner(&entry.stamp),
+        );
         let reason = match entry.writer {
             Writer::Unknown => {
                 plan.left_alone.push(LeftAlone {
@@ -533,9 +554,7 @@ fn plan_base(listing: &Listing, keep: usize, plan: &mut Plan) -> Option<(u32, u6
                 "none of the newest {keep} base backups is intact: also keeping {}, the newest that is",
                 entry.stamp
             ));
-            Some(format!(
-                "the newest intact base backup: none of the newest {keep} is"
-            ))
+            Some(format!("the newest intact base backup: none of the newest {keep} is"))
         } else {
             None
         };
@@ -548,7 +567,11 @@ fn plan_base(listing: &Listing, keep: usize, plan: &mut Plan) -> Option<(u32, u6
             kept.push(entry);
             continue;
         }
-        let objects = ordered(&entry.objects, is_base_manifest(&entry.stamp), is_base_owner(&entry.stamp));
+        let objects = ordered(
+            &entry.objects,
+            is_base_manifest(&entry.stamp),
+            is_base_owner(&entry.stamp),
+        );
         let reason = match intact {
             Ok(()) => format!("older than the newest {keep} base backups"),
             Err(why) => format!("older than the newest {keep} base backups, and not intact: {why}"),
@@ -556,16 +579,13 @@ fn plan_base(listing: &Listing, keep: usize, plan: &mut Plan) -> Option<(u32, u6
         plan.deleted
             .push(deletion(Kind::Base, Some(&entry.stamp), &objects, reason));
     }
-    // Deleted oldest first.
-    let first_base = plan.deleted.iter().position(|d| d.kind == Kind::Base);
-    if let Some(first) = first_base {
-        plan.deleted[first..].reverse();
-    }
+    oldest_first(plan, Kind::Base);
 
     if kept.is_empty() {
         if listing.wal.iter().any(|o| !o.key.ends_with(".history")) {
-            plan.notes
-                .push("no base backup: the WAL archive is kept whole (nothing can tell which part is needed)".to_owned());
+            plan.notes.push(
+                "no base backup: the WAL archive is kept whole (nothing can tell which part is needed)".to_owned(),
+            );
         }
         return None;
     }
@@ -605,9 +625,7 @@ fn plan_base_leftovers(listing: &Listing, plan: &mut Plan) {
                 continue;
             }
             Writer::Gone => "an unfinished base backup whose writer is gone".to_owned(),
-            Writer::None => {
-                "no manifest and no owner: left by an interrupted base backup, sweep or expire".to_owned()
-            }
+            Writer::None => "no manifest and no owner: left by an interrupted base backup, sweep or expire".to_owned(),
         };
         plan.deleted
             .push(deletion(Kind::BaseLeftover, Some(&entry.stamp), &objects, reason));
@@ -792,7 +810,11 @@ pub async fn survey(store: &Store) -> Result<Listing> {
             Ok(stored) => match decode(&stored) {
                 Ok(raw) => String::from_utf8_lossy(&raw).into_owned(),
                 Err(reason) => {
-                    tracing::warn!(key = object.key, reason, "history file does not decode; its timeline's ancestors are unknown");
+                    tracing::warn!(
+                        key = object.key,
+                        reason,
+                        "history file does not decode; its timeline's ancestors are unknown"
+                    );
                     continue;
                 }
             },
@@ -815,7 +837,10 @@ pub async fn survey(store: &Store) -> Result<Listing> {
 async fn verify_dump(store: &Store, objects: &[ObjectInfo], manifest: &BackupManifest) -> Result<Verdict> {
     let dump = &manifest.dump;
     let Some(listed) = objects.iter().find(|o| o.key == dump.key) else {
-        return Ok(Verdict::Damaged(format!("its manifest names {}, which is missing", dump.key)));
+        return Ok(Verdict::Damaged(format!(
+            "its manifest names {}, which is missing",
+            dump.key
+        )));
     };
     if listed.size != dump.bytes {
         return Ok(Verdict::Damaged(format!(
@@ -968,7 +993,12 @@ mod tests {
     }
 
     fn stamps(plan: &Plan, kind: Kind) -> (Vec<String>, Vec<String>) {
-        let kept = plan.kept.iter().filter(|k| k.kind == kind).map(|k| k.stamp.clone()).collect();
+        let kept = plan
+            .kept
+            .iter()
+            .filter(|k| k.kind == kind)
+            .map(|k| k.stamp.clone())
+            .collect();
         let deleted = plan
             .deleted
             .iter()
@@ -993,7 +1023,10 @@ mod tests {
     #[test]
     fn keeping_nothing_is_refused() {
         let err = Retention::new(0, 2).unwrap_err().to_string();
-        assert!(err.contains("--keep-daily 0") && err.contains("keeping nothing is deleting"), "{err}");
+        assert!(
+            err.contains("--keep-daily 0") && err.contains("keeping nothing is deleting"),
+            "{err}"
+        );
         let err = Retention::new(3, 0).unwrap_err().to_string();
         assert!(err.contains("--keep-base 0"), "{err}");
     }
@@ -1012,14 +1045,14 @@ mod tests {
         let plan = plan(&listing, retention(2, 1));
         let (kept, deleted) = stamps(&plan, Kind::Daily);
         assert_eq!(kept, [stamp(4), stamp(3)]);
-        assert_eq!(deleted, [stamp(2), stamp(1)]);
+        assert_eq!(deleted, [stamp(1), stamp(2)], "oldest first");
         let first = &plan.deleted[0];
         assert_eq!(
             first.keys,
             [
-                layout::manifest_key(&stamp(2)),
-                layout::dump_key(&stamp(2), "immoflowme"),
-                layout::roles_key(&stamp(2)),
+                layout::manifest_key(&stamp(1)),
+                layout::dump_key(&stamp(1), "immoflowme"),
+                layout::roles_key(&stamp(1)),
             ],
             "the manifest first, so the backup stops counting before its dump goes"
         );
@@ -1045,7 +1078,9 @@ mod tests {
         assert_eq!(kept, [stamp(4), stamp(3), stamp(2)]);
         assert_eq!(deleted, [stamp(1)]);
         assert!(
-            plan.notes.iter().any(|n| n.contains(&stamp(2)) && n.contains("the newest that does")),
+            plan.notes
+                .iter()
+                .any(|n| n.contains(&stamp(2)) && n.contains("the newest that does")),
             "{:?}",
             plan.notes
         );
@@ -1066,7 +1101,11 @@ mod tests {
         let (kept, deleted) = stamps(&plan, Kind::Daily);
         assert_eq!(kept.len(), 3);
         assert!(deleted.is_empty());
-        assert!(plan.notes.iter().any(|n| n.contains("no daily dump verifies")), "{:?}", plan.notes);
+        assert!(
+            plan.notes.iter().any(|n| n.contains("no daily dump verifies")),
+            "{:?}",
+            plan.notes
+        );
     }
 
     #[test]
@@ -1083,8 +1122,12 @@ mod tests {
         };
         let plan = plan(&listing, retention(1, 1));
         let (kept, deleted) = stamps(&plan, Kind::Daily);
-        assert_eq!(kept, [stamp(5), stamp(3)], "the manifest-less newest is kept but not counted");
-        assert_eq!(deleted, [stamp(2), stamp(1)]);
+        assert_eq!(
+            kept,
+            [stamp(5), stamp(3)],
+            "the manifest-less newest is kept but not counted"
+        );
+        assert_eq!(deleted, [stamp(1), stamp(2)]);
         let leftover = plan.deleted.iter().find(|d| d.stamp == Some(stamp(1))).unwrap();
         assert!(leftover.reason.contains("no manifest"), "{leftover:?}");
         assert_eq!(leftover.keys[0], layout::dump_key(&stamp(1), "immoflowme"));
@@ -1160,9 +1203,16 @@ mod tests {
             "wal/00000001/000000010000000000000003.00000028.backup".into(),
             segment(1, 4).key,
         ];
-        assert_eq!(wal_keys(&plan), expected, "segments 1-4 (before segment 5), oldest first");
+        assert_eq!(
+            wal_keys(&plan),
+            expected,
+            "segments 1-4 (before segment 5), oldest first"
+        );
         let index = |kind| plan.deleted.iter().position(|d| d.kind == kind).unwrap();
-        assert!(index(Kind::Base) < index(Kind::Wal), "base backups go before the WAL they needed");
+        assert!(
+            index(Kind::Base) < index(Kind::Wal),
+            "base backups go before the WAL they needed"
+        );
         let wal = plan.deleted.iter().find(|d| d.kind == Kind::Wal).unwrap();
         assert_eq!(wal.name(), "000000010000000000000001..000000010000000000000004");
     }
@@ -1183,8 +1233,16 @@ mod tests {
         let planned = plan(&listing, retention(1, 1));
         let mut expected: Vec<String> = (1..=6).map(|s| segment(1, s).key).collect();
         expected.extend([segment(2, 6).key, segment(2, 7).key]);
-        assert_eq!(wal_keys(&planned), expected, "timelines 2 and its ancestor 1 before segment 8");
-        assert!(!wal_keys(&planned).iter().any(|k| k.contains("history") || k.starts_with("wal/00000003/")));
+        assert_eq!(
+            wal_keys(&planned),
+            expected,
+            "timelines 2 and its ancestor 1 before segment 8"
+        );
+        assert!(
+            !wal_keys(&planned)
+                .iter()
+                .any(|k| k.contains("history") || k.starts_with("wal/00000003/"))
+        );
 
         // Without timeline 2's history, only timeline 2's WAL goes.
         let listing = Listing {
@@ -1193,7 +1251,11 @@ mod tests {
         };
         let plan = plan(&listing, retention(1, 1));
         assert_eq!(wal_keys(&plan), [segment(2, 6).key, segment(2, 7).key]);
-        assert!(plan.notes.iter().any(|n| n.contains("history file")), "{:?}", plan.notes);
+        assert!(
+            plan.notes.iter().any(|n| n.contains("history file")),
+            "{:?}",
+            plan.notes
+        );
     }
 
     #[test]
@@ -1209,7 +1271,11 @@ mod tests {
         let (kept, deleted) = stamps(&plan, Kind::Base);
         assert_eq!(kept, [stamp(3), stamp(2)]);
         assert_eq!(deleted, [stamp(1)]);
-        assert_eq!(wal_keys(&plan).len(), 4, "WAL is kept from the intact one's start: {plan:#?}");
+        assert_eq!(
+            wal_keys(&plan).len(),
+            4,
+            "WAL is kept from the intact one's start: {plan:#?}"
+        );
     }
 
     #[test]
@@ -1259,7 +1325,10 @@ mod tests {
     #[test]
     fn wal_names_map_to_their_segment() {
         assert_eq!(wal_segment("wal/00000001/000000010000000000000003"), Some((1, 3)));
-        assert_eq!(wal_segment("wal/00000002/000000020000000100000003.partial"), Some((2, 259)));
+        assert_eq!(
+            wal_segment("wal/00000002/000000020000000100000003.partial"),
+            Some((2, 259))
+        );
         assert_eq!(
             wal_segment("wal/00000001/000000010000000000000003.00000028.backup"),
             Some((1, 3))

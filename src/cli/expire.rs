@@ -53,7 +53,11 @@ fn print_human(report: &ExpireReport) {
         plan.location,
         plan.keep_daily,
         plan.keep_base,
-        if report.dry_run { " (dry run: nothing is deleted)" } else { "" }
+        if report.dry_run {
+            " (dry run: nothing is deleted)"
+        } else {
+            ""
+        }
     );
     for kept in &plan.kept {
         println!("  keep    {:<14} {}  {}", kept.kind.name(), kept.stamp, kept.reason);

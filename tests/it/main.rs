@@ -22,6 +22,8 @@ mod backup_restore;
 mod crash_points;
 // issue 5: backends (containers, staging) and drill.toml.
 mod env_backends;
+// issue 13 item 5: retention (drillbook expire).
+mod expire;
 mod fixture_ledger;
 mod http_checks;
 mod integrity_properties;
