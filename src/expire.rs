@@ -417,7 +417,7 @@ fn plan_daily(listing: &Listing, keep: usize, plan: &mut Plan) {
                 Verdict::Damaged(why) => format!("; does NOT verify: {why}"),
                 Verdict::NotChecked => String::new(),
             };
-            Some(format!("one of the newest {keep}{verdict}"))
+            Some(format!("one of the {keep} newest (--keep-daily){verdict}"))
         } else if in_window {
             Some(
                 "no manifest (a restore refuses it; not counted), newer than the backups kept: left for an operator to judge"
@@ -451,10 +451,12 @@ fn plan_daily(listing: &Listing, keep: usize, plan: &mut Plan) {
         let reason = match (&entry.manifest, &entry.verdict) {
             (Described::Missing, _) => format!(
                 "no manifest (an earlier expire deleted it first, or its backup never finished) and older than the \
-                 newest {keep} daily backups"
+                 {keep} newest (--keep-daily {keep})"
             ),
-            (_, Verdict::Damaged(why)) => format!("older than the newest {keep} daily backups, and damaged: {why}"),
-            _ => format!("older than the newest {keep} daily backups"),
+            (_, Verdict::Damaged(why)) => {
+                format!("older than the {keep} newest (--keep-daily {keep}), and damaged: {why}")
+            }
+            _ => format!("older than the {keep} newest (--keep-daily {keep})"),
         };
         plan.deleted
             .push(deletion(Kind::Daily, Some(&entry.stamp), &objects, reason));
@@ -545,8 +547,8 @@ fn plan_base(listing: &Listing, keep: usize, plan: &mut Plan) -> Option<(u32, u6
         } else if i < keep {
             intact_kept |= intact.is_ok();
             Some(match &intact {
-                Ok(()) => format!("one of the newest {keep}"),
-                Err(why) => format!("one of the newest {keep}; NOT intact: {why}"),
+                Ok(()) => format!("one of the {keep} newest (--keep-base)"),
+                Err(why) => format!("one of the {keep} newest (--keep-base); NOT intact: {why}"),
             })
         } else if !intact_kept && intact.is_ok() {
             intact_kept = true;
@@ -573,8 +575,8 @@ fn plan_base(listing: &Listing, keep: usize, plan: &mut Plan) -> Option<(u32, u6
             is_base_owner(&entry.stamp),
         );
         let reason = match intact {
-            Ok(()) => format!("older than the newest {keep} base backups"),
-            Err(why) => format!("older than the newest {keep} base backups, and not intact: {why}"),
+            Ok(()) => format!("older than the {keep} newest (--keep-base {keep})"),
+            Err(why) => format!("older than the {keep} newest (--keep-base {keep}), and not intact: {why}"),
         };
         plan.deleted
             .push(deletion(Kind::Base, Some(&entry.stamp), &objects, reason));

@@ -62,10 +62,10 @@ fn print_human(report: &ExpireReport) {
     for kept in &plan.kept {
         println!("  keep    {:<14} {}  {}", kept.kind.name(), kept.stamp, kept.reason);
     }
-    let verb = if report.dry_run { "would delete" } else { "delete" };
+    // The same lines with --dry-run: the header and the total say nothing was deleted.
     for deletion in &plan.deleted {
         println!(
-            "  {verb:<7} {:<14} {}  {} object(s), {}: {}",
+            "  delete  {:<14} {}  {} object(s), {}: {}",
             deletion.kind.name(),
             deletion.name(),
             deletion.keys.len(),

@@ -8,7 +8,8 @@
 //! newest dump makes expire keep an older one that verifies, keeping nothing
 //! is refused, and (crash lane, `--features failpoints`) expire killed with
 //! SIGKILL after a backup's manifest and after the first WAL segment leaves
-//! a bucket `check` passes on, which a re-run finishes.
+//! a bucket `check` passes on, which a re-run finishes (`expire::crash_*`,
+//! run by the crash lane's filter).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -399,7 +400,7 @@ async fn expire_refuses_keeping_nothing_and_a_missing_bucket() {
 /// bucket passes `check`, and a re-run finishes the job.
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expire_killed_partway_leaves_a_consistent_bucket_a_rerun_finishes() {
+async fn crash_expire_killed_partway_leaves_a_consistent_bucket_a_rerun_finishes() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 

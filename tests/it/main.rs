@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! cargo nextest run                                   # all of them but the lanes below
-//! cargo nextest run --features failpoints -E 'test(/^crash_points::/)'   # crash lane
+//! cargo nextest run --features failpoints -E 'test(/^crash_points::/) | test(/^expire::crash_/)'   # crash lane
 //! cargo nextest run --run-ignored only -E 'test(/^report_html::/)'       # browser lane (Chromium)
 //! ```
 
