@@ -38,7 +38,7 @@ use crate::wal::{WAL_PREFIX, decode, parse_lsn};
 pub const STATE_KEY: &str = "check/state.json";
 
 /// PostgreSQL's default WAL segment size; drillbook's servers use it.
-const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// At most this many missing or damaged names are listed per check.
 const LISTED: usize = 10;
@@ -303,13 +303,13 @@ async fn check_base_backups(
 
 /// A parsed archived WAL file name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum WalFile {
+pub(crate) enum WalFile {
     Segment { timeline: u32, segno: u64 },
     History { timeline: u32 },
     Other,
 }
 
-fn parse_wal_name(name: &str) -> WalFile {
+pub(crate) fn parse_wal_name(name: &str) -> WalFile {
     let hex = |s: &str| u64::from_str_radix(s, 16).ok();
     if let Some(tli) = name.strip_suffix(".history") {
         return hex(tli).map_or(WalFile::Other, |t| WalFile::History { timeline: t as u32 });
@@ -327,13 +327,13 @@ fn parse_wal_name(name: &str) -> WalFile {
     }
 }
 
-fn segment_file_name(timeline: u32, segno: u64) -> String {
+pub(crate) fn segment_file_name(timeline: u32, segno: u64) -> String {
     crate::wal::segment_name(timeline, segno * SEGMENT_BYTES, SEGMENT_BYTES)
 }
 
 /// `(timeline, switch LSN)` rows of a history file: the timeline ran until
 /// that LSN, where its child began.
-fn parse_history(text: &str) -> Vec<(u32, u64)> {
+pub(crate) fn parse_history(text: &str) -> Vec<(u32, u64)> {
     text.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .filter_map(|l| {

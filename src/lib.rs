@@ -9,6 +9,7 @@ pub mod cli;
 pub mod drill;
 pub mod drills;
 pub mod env;
+pub mod expire;
 pub mod failover;
 pub mod failpoint;
 pub mod fault;

@@ -5,6 +5,7 @@ mod basebackup;
 mod check;
 mod config;
 mod env_up;
+mod expire;
 mod interrupt;
 mod recover;
 mod report;
@@ -68,6 +69,8 @@ enum Command {
     WalFetch(wal::WalFetchArgs),
     /// Check backup health: newest dump, base backups, WAL continuity, archive lag, anchors (exit 1 on a problem).
     Check(check::CheckArgs),
+    /// Retention: keep the newest N daily dumps and base backups, delete older ones and the WAL no kept one needs.
+    Expire(expire::ExpireArgs),
     /// Verify a database's integrity, read-only (the playbook's daily audit chain validation).
     Verify(verify::VerifyArgs),
     /// Record the audit chain's head in S3 (anchors/<stamp>.json) for `verify --anchor`.
@@ -93,6 +96,7 @@ impl Cli {
                 | Command::Restore(_)
                 | Command::Verify(_)
                 | Command::Check(_)
+                | Command::Expire(_)
         ) {
             crate::progress::install_from_env();
         }
@@ -105,6 +109,7 @@ impl Cli {
             Command::WalPush(args) => args.run().await,
             Command::WalFetch(args) => args.run().await,
             Command::Check(args) => args.run().await,
+            Command::Expire(args) => args.run().await,
             Command::Verify(args) => args.run().await,
             Command::Anchor(args) => args.run().await,
             Command::Config(command) => command.run().await,

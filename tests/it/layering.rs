@@ -37,6 +37,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "canary",
             "workload",
             "check",
+            "expire",
         ],
     ),
     ("environments", &["env"]),

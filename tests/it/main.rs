@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! cargo nextest run                                   # all of them but the lanes below
-//! cargo nextest run --features failpoints -E 'test(/^crash_points::/)'   # crash lane
+//! cargo nextest run --features failpoints -E 'test(/^crash_points::/) | test(/^expire::crash_/)'   # crash lane
 //! cargo nextest run --run-ignored only -E 'test(/^report_html::/)'       # browser lane (Chromium)
 //! ```
 
@@ -22,6 +22,8 @@ mod backup_restore;
 mod crash_points;
 // issue 5: backends (containers, staging) and drill.toml.
 mod env_backends;
+// issue 13 item 5: retention (drillbook expire).
+mod expire;
 mod fixture_ledger;
 mod http_checks;
 mod integrity_properties;
