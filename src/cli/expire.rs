@@ -3,6 +3,7 @@
 use clap::Args;
 
 use super::exit;
+use super::interrupt::Interrupts;
 use super::transfer::S3Args;
 use crate::expire::{ExpireReport, Retention, expire};
 
@@ -34,9 +35,20 @@ pub(super) struct ExpireArgs {
 
 impl ExpireArgs {
     pub(super) async fn run(self) -> anyhow::Result<u8> {
+        let mut interrupts = Interrupts::catch()?;
         let retention = Retention::new(self.keep_daily, self.keep_base)?;
         let store = self.s3.store().await?;
-        let report = expire(&store, retention, self.dry_run).await?;
+        let report = match interrupts.run(expire(&store, retention, self.dry_run)).await {
+            Ok(report) => report?,
+            Err(interrupted) => {
+                // Each deletion keeps the bucket consistent; a re-run finishes the job.
+                tracing::warn!(
+                    "{} received: stopped between deletions; run expire again to finish",
+                    interrupted.name
+                );
+                return Ok(interrupted.exit_code);
+            }
+        };
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {

@@ -26,7 +26,8 @@ pub mod exit {
     /// refused backup. The message says what and how to fix it.
     pub const ERROR: u8 = 2;
     /// `backup`, `basebackup`, `restore` or `recover` stopped by SIGINT (128 + 2)
-    /// or SIGTERM (128 + 15): what it had made was removed.
+    /// or SIGTERM (128 + 15): what it had made was removed. `expire` stops
+    /// between two deletions with the same codes.
     pub const INTERRUPTED: [u8; 2] = [130, 143];
 }
 
