@@ -3,14 +3,17 @@
 //! The primary archives its WAL to S3 (`drillbook wal-push`) and has a base
 //! backup there. While the application and a canary write, a bad migration
 //! corrupts the ledger (charges tripled, audit rows deleted). The playbook's
-//! checks detect it; the database is recovered to the moment before the
-//! migration from the base backup plus archived WAL (`drillbook wal-fetch`),
-//! and the drill proves every canary committed before that moment is there
-//! and none after it.
+//! checks detect it. Then the operator's path, through the real binary:
+//! `drillbook recover --to-time <before the migration> --pause` into a data
+//! directory, `drillbook verify` and the playbook's checks on the paused,
+//! read-only copy, the canaries (every one committed before that moment is
+//! there, none after it), then `drillbook recover --promote` and the
+//! post-recovery checklist on the promoted server.
 //!
-//! Runs on embedded and on containers (the primary and the recovered server
-//! are containers there, with the `drillbook` binary mounted as their
-//! `archive_command`/`restore_command`); not on staging, whose server the
+//! Runs on embedded and on containers (there the primary is a container
+//! with the `drillbook` binary mounted as its `archive_command`; `recover`
+//! runs where the operator is, a server from this machine's binaries
+//! replaying from the containers' S3); not on staging, whose server the
 //! drill cannot reconfigure or corrupt.
 
 use std::path::Path;
@@ -19,7 +22,6 @@ use std::time::Duration;
 use crate::canary::{CanaryWriter, check_canaries};
 use crate::drill::{Drill, DrillSummary, Result, StepContext};
 use crate::env::APP_DATABASE;
-use crate::pitr::RecoveryTarget;
 use crate::playbook::PlaybookAnswers;
 use crate::playbook::Scenario;
 use crate::wal::switch_and_wait_archived;
@@ -87,16 +89,89 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
         .await?;
     admin.close().await.step(FLUSH)?;
 
+    // The operator's path (playbook 3.3): `drillbook recover --pause` into a
+    // data directory, inspect and verify the paused copy, then `--promote`.
+    const RECOVER: &str = "drillbook recover --to-time <before the migration> --pause";
+    let work = crate::scratch::owned_tempdir("drillbook-recover-").step(RECOVER)?;
+    // The server user must reach the data directory; the dir's contents stay unlisted.
+    std::fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).step(RECOVER)?;
+    // `data`: where the temp-dir reaper looks for a server to stop if the drill dies.
+    let pgdata = work.path().join("data");
+    let (pgdata_arg, bucket) = (pgdata.display().to_string(), env.store().config().location());
+    let incident_arg = incident.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let recovered = drill
         .step(
-            "point-in-time recovery to just before the migration",
-            env.recover(&RecoveryTarget::Time(incident)),
+            RECOVER,
+            super::steps::operator_command(
+                program,
+                env.store(),
+                &[
+                    "recover",
+                    "--bucket",
+                    &bucket,
+                    "--pgdata",
+                    &pgdata_arg,
+                    "--to-time",
+                    &incident_arg,
+                    "--pause",
+                ],
+            ),
         )
         .await?;
-    drill.property("wal_bytes_replayed", recovered.wal_bytes_replayed);
-    drill.property("replay_seconds", format!("{:.3}", recovered.replay.as_secs_f64()));
-    drill.property("recovery_stop", recovered.stop_line.clone().unwrap_or_default());
-    let target = recovered.server.admin().with_database(APP_DATABASE);
+    let outcome = inspect_and_promote(drill, program, &env, &pgdata_arg, &recovered, &canaries, incident).await;
+    const STOP: &str = "stop the recovered server";
+    let stopped = crate::pg::DataDirServer::open(&env.bins, &pgdata)
+        .step(STOP)?
+        .stop()
+        .await
+        .step(STOP);
+    outcome?;
+    stopped?;
+    drop(work);
+
+    const CLEANUP: &str = "clean up the environment";
+    env.destroy_primary().await.step(CLEANUP)?;
+    env.cleanup().await.step(CLEANUP)?;
+    Ok(())
+}
+
+/// The paused recovery checked as an operator would, promoted with the
+/// operator's command, then the post-recovery checklist on it.
+async fn inspect_and_promote(
+    drill: &mut Drill,
+    program: &Path,
+    env: &crate::env::ArchivingEnvironment,
+    pgdata: &str,
+    recovered: &serde_json::Value,
+    canaries: &crate::canary::CanaryLog,
+    incident: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    drill.property("wal_bytes_replayed", &recovered["wal_bytes_replayed"]);
+    drill.property("replay_seconds", &recovered["replay_seconds"]);
+    drill.property("recovery_stop", recovered["recovery_stop"].as_str().unwrap_or_default());
+    drill.check(
+        "recovery paused at the target, read-only",
+        recovered["state"] == "paused",
+        recovered.to_string(),
+    );
+    let port = recovered["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .step("read the recovered server's port from `drillbook recover --json`")?;
+    // The source's superuser: the recovered catalog is the source's.
+    let admin = crate::pg::ConnInfo {
+        host: "127.0.0.1".into(),
+        port,
+        ..env.admin()
+    };
+    let target = admin.with_database(APP_DATABASE);
+    let target_url = target.url();
+    drill
+        .step(
+            "drillbook verify on the paused recovery (read-only)",
+            super::steps::operator_command(program, env.store(), &["verify", "--database-url", &target_url]),
+        )
+        .await?;
     let answers = drill
         .step(
             "playbook checks (3.2 step 4, 4.1-4.5)",
@@ -116,22 +191,31 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
         report.clean() && report.surviving > 0,
         format!("{report:?}"),
     );
+    let promoted = drill
+        .step(
+            "drillbook recover --promote",
+            super::steps::operator_command(program, env.store(), &["recover", "--pgdata", pgdata, "--promote"]),
+        )
+        .await?;
+    drill.check(
+        "promoted onto a new timeline",
+        promoted["state"] == "promoted" && promoted["timeline"].as_u64() > recovered["timeline"].as_u64(),
+        promoted.to_string(),
+    );
     drill.verified();
     // Playbook section 7: resume backups, then the post-recovery checklist.
-    super::post_recovery_checklist(
-        drill,
-        &target,
-        Some((&env.bins, &recovered.server.admin(), env.store())),
-    )
-    .await?;
-    super::steps::record_replay_end(drill, &recovered);
+    super::post_recovery_checklist(drill, &target, Some((&env.bins, &admin, env.store()))).await?;
+    if let Some(at) = recovered["last_replayed_commit"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    {
+        drill.recovery_point(crate::drill::RecoveryPoint::new(
+            crate::drill::RecoverySource::ReplayEnd,
+            at.with_timezone(&chrono::Utc),
+        ));
+    }
     super::steps::record_canaries(drill, &report)?;
     drill.property("canaries_acknowledged", report.acknowledged);
     drill.property("canaries_surviving", report.surviving);
-
-    const CLEANUP: &str = "clean up the environment";
-    recovered.server.cleanup().await.step(CLEANUP)?;
-    env.destroy_primary().await.step(CLEANUP)?;
-    env.cleanup().await.step(CLEANUP)?;
     Ok(())
 }

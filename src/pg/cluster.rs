@@ -477,6 +477,44 @@ impl Cluster {
         })
     }
 
+    /// Fails unless the account the server runs as can reach `dir` (every
+    /// directory down to it searchable): where a data directory is to go.
+    /// `dir` itself must exist.
+    ///
+    /// # Errors
+    /// [`PgError::DirNotReachableByServer`] naming the first directory it cannot search.
+    pub fn check_dir_reachable_by_server(dir: &Path) -> Result<()> {
+        let Some(user) = ServerUser::resolve()? else {
+            return Ok(());
+        };
+        let mut ways: Vec<&Path> = dir.ancestors().collect();
+        ways.reverse();
+        let output = Command::new("/bin/sh")
+            .args([
+                "-c",
+                "for d; do test -x \"$d\" || { printf %s \"$d\"; exit 0; }; done",
+                "sh",
+            ])
+            .args(&ways)
+            .uid(user.uid)
+            .gid(user.gid)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| PgError::Spawn {
+                program: "/bin/sh".into(),
+                source,
+            })?;
+        if output.stdout.is_empty() {
+            return Ok(());
+        }
+        Err(PgError::DirNotReachableByServer {
+            dir: dir.to_path_buf(),
+            user: std::env::var("DRILL_PG_USER").unwrap_or_else(|_| "postgres".to_owned()),
+            blocked: PathBuf::from(String::from_utf8_lossy(&output.stdout).into_owned()),
+        })
+    }
+
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
         self.server.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))

@@ -108,6 +108,18 @@ pub enum PgError {
     NotADataDir { path: PathBuf },
 
     #[error(
+        "the server user {user:?} cannot reach {}: {} is not searchable by it; put the data directory under one \
+         that user can reach (e.g. /var/lib/postgresql or /srv), or `chmod o+x {}`",
+        dir.display(), blocked.display(), blocked.display()
+    )]
+    DirNotReachableByServer {
+        dir: PathBuf,
+        user: String,
+        /// The first directory on the way the user cannot search.
+        blocked: PathBuf,
+    },
+
+    #[error(
         "the server user {user:?} cannot execute {}: {} {}; every directory above it must be searchable and the \
          file readable and executable by that user: fix the mode of {}, build into a target dir that user can \
          reach (CARGO_TARGET_DIR), or copy the binary somewhere like /usr/local/bin",

@@ -340,6 +340,14 @@ pub async fn recover_on(
         if let Some(port) = port {
             DataDirServer::check_port(*port)?;
         }
+        let parent = pgdata.parent().unwrap_or(std::path::Path::new("/"));
+        if !parent.is_dir() {
+            return Err(PitrError::Io {
+                context: format!("use --pgdata {}: its parent directory does not exist", pgdata.display()),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        Cluster::check_dir_reachable_by_server(parent)?;
     }
     let base = pick_base_backup(store, target).await?;
 

@@ -262,6 +262,27 @@ async fn recover_refuses_bad_input_and_names_the_furthest_point_when_wal_is_miss
         "mine"
     );
 
+    // As root the server runs as the server user, who must reach the directory.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let private = archive.dir.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let inside = private.join("pgdata").display().to_string();
+        let out = archive.recover(&["--pgdata", &inside, "--to-latest"]);
+        assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+        assert!(
+            output_text(&out).contains("is not searchable by it"),
+            "{}",
+            output_text(&out)
+        );
+        assert_eq!(
+            std::fs::read_dir(&private).unwrap().count(),
+            0,
+            "nothing was made there"
+        );
+    }
+
     // A port in use, a bucket that does not exist, promoting a stranger's directory.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
