@@ -9,8 +9,10 @@
 //! Prints: base backup throughput to the embedded S3 and to a local file;
 //! base backup restore (download or copy, sha256, extract, pg_verifybackup);
 //! PITR replay speed in WAL MB/s with `restore_command` = `drillbook
-//! wal-fetch` from S3 and = `cp` from a local archive. Figures, not
-//! assertions: shared machines are noisy.
+//! wal-fetch` from S3 and = `cp` from a local archive; PITR to a time with
+//! `drillbook recover --to-time` next to the library call the drills made
+//! before the command existed. Figures, not assertions: shared machines are
+//! noisy.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -118,6 +120,13 @@ async fn main() {
     .execute(&mut conn)
     .await
     .expect("generate WAL");
+    // A time target inside the archive: a commit after it ends its replay.
+    let target_time = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    sqlx::raw_sql("INSERT INTO bench_wal VALUES (0, 'after the target')")
+        .execute(&mut conn)
+        .await
+        .expect("a commit after the target");
     conn.close().await.expect("close");
     let mut admin_conn = PgConnection::connect_with(&admin.connect_options())
         .await
@@ -170,6 +179,45 @@ async fn main() {
         );
         recovered.server.cleanup().await.expect("cleanup");
     }
+
+    // `drillbook recover --to-time` (the operator's command) against the
+    // library call the PITR drills made before it existed, same archive and
+    // target, wall clock from the call to a promoted server.
+    println!("PITR to a time, end to end (pick + download + check + replay + promote)");
+    let target = RecoveryTarget::Time(target_time);
+    let started = Instant::now();
+    let recovered = recover_to(&bins, env.store(), &target, &env.pitr_options())
+        .await
+        .expect("library recovery");
+    let library = started.elapsed();
+    recovered.server.cleanup().await.expect("cleanup");
+    let pgdata = scratch.path().join("recovered-by-command");
+    let started = Instant::now();
+    let output = std::process::Command::new(program)
+        .args(["recover", "--bucket", &env.store().config().location(), "--pgdata"])
+        .arg(&pgdata)
+        .args(["--to-time", &target_time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), "--json"])
+        .envs(drillbook::wal::server_env(env.store().config()))
+        .env("DRILL_PROGRESS", "off")
+        .output()
+        .expect("run drillbook recover");
+    let command = started.elapsed();
+    assert!(
+        output.status.success(),
+        "drillbook recover failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    drillbook::pg::DataDirServer::open(&bins, &pgdata)
+        .expect("recovered data dir")
+        .stop()
+        .await
+        .expect("stop the recovered server");
+    println!("  library recover_to (into a temp cluster): {:>7}", secs(library));
+    println!(
+        "  drillbook recover --to-time (--pgdata):   {:>7}  ({:.2}x the library call)",
+        secs(command),
+        command.as_secs_f64() / library.as_secs_f64().max(1e-9)
+    );
     env.cleanup().await.expect("cleanup");
 }
 
