@@ -8,6 +8,7 @@ mod env_up;
 mod expire;
 mod interrupt;
 mod recover;
+mod reindex;
 mod report;
 mod run;
 mod transfer;
@@ -72,6 +73,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Retention: keep the newest N daily dumps and base backups, delete older ones and the WAL no kept one needs.
     Expire(expire::ExpireArgs),
+    /// REINDEX DATABASE a restored database and check no index is left invalid (playbook section 5 step 1).
+    Reindex(reindex::ReindexArgs),
     /// Verify a database's integrity, read-only (the playbook's daily audit chain validation).
     Verify(verify::VerifyArgs),
     /// Record the audit chain's head in S3 (anchors/<stamp>.json) for `verify --anchor`.
@@ -111,6 +114,7 @@ impl Cli {
             Command::WalFetch(args) => args.run().await,
             Command::Check(args) => args.run().await,
             Command::Expire(args) => args.run().await,
+            Command::Reindex(args) => args.run().await,
             Command::Verify(args) => args.run().await,
             Command::Anchor(args) => args.run().await,
             Command::Config(command) => command.run().await,

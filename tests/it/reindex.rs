@@ -24,6 +24,15 @@ async fn reindex_of_the_seeded_ledger_leaves_every_index_valid() {
     assert!(report.indexes >= 7, "the schema's primary keys at least: {report:?}");
     assert!(report.is_clean(), "{report:?}");
     assert!(!report.database.contains(env.source().password.expose()) || env.source().password.expose().is_empty());
+    // The operator's command runs the same call.
+    let out = crate::common::drillbook(
+        env.store(),
+        &["reindex", "--database-url", &env.source().url(), "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", crate::common::output_text(&out));
+    let json = crate::common::json(&out);
+    assert_eq!(json["indexes"].as_u64(), Some(report.indexes), "{json:#}");
+    assert_eq!(json["invalid"], serde_json::json!([]), "{json:#}");
     env.cleanup().await.unwrap();
 }
 
@@ -56,6 +65,13 @@ async fn an_invalid_index_is_found_and_the_reindex_over_duplicates_fails_naming_
     assert!(
         message.contains("failed to REINDEX DATABASE") && message.contains("/immoflowme"),
         "{message}"
+    );
+    let out = crate::common::drillbook(env.store(), &["reindex", "--database-url", &env.source().url()]);
+    assert_eq!(out.status.code(), Some(2), "{}", crate::common::output_text(&out));
+    assert!(
+        crate::common::output_text(&out).contains("failed to REINDEX DATABASE"),
+        "{}",
+        crate::common::output_text(&out)
     );
     env.cleanup().await.unwrap();
 }
