@@ -49,10 +49,9 @@ async fn main() {
     let mut conn = PgConnection::connect_with(&admin.connect_options())
         .await
         .expect("connect");
-    sqlx::raw_sql("ALTER SYSTEM SET wal_recycle = off; SELECT pg_reload_conf();")
-        .execute(&mut conn)
-        .await
-        .expect("wal_recycle off");
+    for sql in ["ALTER SYSTEM SET wal_recycle = off", "SELECT pg_reload_conf()"] {
+        sqlx::raw_sql(sql).execute(&mut conn).await.expect("wal_recycle off");
+    }
     seed(&env.source(), FixtureSpec::ending_now(Profile::Small, 42))
         .await
         .expect("seed");
