@@ -20,6 +20,10 @@
 //! the integrity checks must now report ([`Injected::expect`]), so a test can
 //! check that each finding points at the corrupted row.
 //!
+//! Damage to the backups themselves (a WAL segment deleted, an object's
+//! bytes flipped, a backup made stale) is in [`archive`], behind its own
+//! token for buckets, [`archive::DisposableBucket`].
+//!
 //! # Caveats
 //!
 //! The playbook's 4.3 query flags an invoice only when charges and credits
@@ -38,6 +42,8 @@ use crate::integrity::chain::{AUDIT_TABLE, AuditRow};
 use crate::integrity::{CheckName, Expected};
 use crate::pg::{ConnInfo, PgError, quote_ident};
 use crate::restore::RestoreReport;
+
+pub mod archive;
 
 pub type Result<T, E = FaultError> = std::result::Result<T, E>;
 
@@ -61,8 +67,25 @@ pub enum FaultError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "refusing to inject an incident into {location}: {reason}; archive incidents only go into a bucket the \
+         drill's own environment created (the embedded or container S3 of an embedded or containers backend), \
+         never staging's"
+    )]
+    NotDisposableBucket { location: String, reason: String },
+    #[error("refusing to {action} {key} in {location}: {reason}")]
+    NotInArchive {
+        action: &'static str,
+        location: String,
+        key: String,
+        reason: String,
+    },
     #[error(transparent)]
     Postgres(#[from] PgError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("failed to find the newest backup to age")]
+    NoBackup(#[source] Box<crate::restore::RestoreError>),
 }
 
 /// Proof that a database may be corrupted: see the module docs.
@@ -179,6 +202,9 @@ pub enum Fault {
     StuckBillingRun,
     UnbalanceInvoice,
     FlipPageBytes,
+    DeleteWalSegment,
+    DamageObject,
+    AgeBackup,
 }
 
 /// What an operator did.

@@ -4,7 +4,9 @@
 //! Seed the ledger, back it up to S3, keep writing, then lose the primary
 //! server entirely (killed, data directory deleted). Bring up a new server,
 //! restore the newest backup from S3 exactly as the playbook's section 3.2
-//! does, run the playbook's checks, and assert RTO and RPO. The rows written
+//! does, with the command an operator runs for it (`drillbook restore
+//! --json`, the real binary, its report read back), run the playbook's
+//! checks, and assert RTO and RPO. The rows written
 //! after the backup are the loss: the drill proves the restore holds exactly
 //! what the manifest says and nothing written later.
 //!
@@ -17,6 +19,7 @@
 //! Library code so `drillbook run` ships it; `tests/it/staging_rehearsal.rs`
 //! runs exactly this code on the staging backend.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::backup::backup_database;
@@ -26,7 +29,7 @@ use crate::fixtures::{CRITICAL_TABLES, FixtureSpec};
 use crate::pg::table_facts;
 use crate::playbook::PlaybookAnswers;
 use crate::playbook::Scenario;
-use crate::restore::{BackupChoice, RestoreOptions, find_backup, restore_database};
+use crate::restore::{BackupChoice, find_backup};
 use crate::store::manifest::BackupManifest;
 use crate::workload::write_activity;
 use chrono::{DateTime, Utc};
@@ -42,14 +45,20 @@ struct Late {
 }
 
 pub async fn run() -> Result<DrillSummary> {
+    run_with(&super::program()).await
+}
+
+/// [`run`] with the `drillbook` binary whose `restore` it drives (in
+/// tests, `env!("CARGO_BIN_EXE_drillbook")`).
+pub async fn run_with(program: &Path) -> Result<DrillSummary> {
     // The playbook backs up daily, so up to a day of writes may be lost.
     let mut drill = super::steps::reported_drill("complete-infrastructure-loss", Scenario::CompleteInfrastructureLoss)?
         .with_rpo_target(Duration::from_secs(24 * 3600));
-    let outcome = story(&mut drill).await;
+    let outcome = story(&mut drill, program).await;
     drill.conclude(outcome)
 }
 
-async fn story(drill: &mut Drill) -> Result<()> {
+async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
     let mut env = drill.step("bring up environment", env::from_env()).await?;
     let (bins, source) = (env.binaries().clone(), env.source());
 
@@ -104,16 +113,37 @@ async fn story(drill: &mut Drill) -> Result<()> {
     let replacement = drill
         .step("provision replacement server", env.provision_restore_target())
         .await?;
-    let options = RestoreOptions {
-        target_database: Some(replacement.database.clone()),
-        ..RestoreOptions::default()
-    };
-    let restored = drill
+    // The operator's command, as the playbook's 3.2 runs it; the admin URL
+    // (with its password) travels in the environment, not the arguments.
+    let (bucket, admin_url) = (env.store().config().location(), replacement.admin.url());
+    let answer = drill
         .step(
-            "restore newest backup from S3 (playbook 3.2)",
-            restore_database(&bins, &replacement.admin, env.store(), &options),
+            "drillbook restore: newest backup from S3 (playbook 3.2)",
+            super::steps::operator_answer(
+                program,
+                env.store(),
+                &[
+                    "restore",
+                    "--bucket",
+                    &bucket,
+                    "--target-database",
+                    &replacement.database,
+                ],
+                &[("ADMIN_DATABASE_URL", &admin_url)],
+                &[super::steps::EXIT_SUCCESS],
+            ),
         )
         .await?;
+    let restored = restored_from(&answer.report, &replacement).step("read drillbook restore's JSON report")?;
+    drill.property(
+        "restore_command_seconds",
+        format!("{:.3}", answer.elapsed.as_secs_f64()),
+    );
+    drill.check(
+        "restored into the database asked for",
+        restored.database == replacement.database,
+        &restored.database,
+    );
     drill.check(
         "restored backup is the newest",
         restored.manifest.stamp == manifest.stamp,
@@ -192,6 +222,29 @@ async fn story(drill: &mut Drill) -> Result<()> {
 
     env.cleanup().await.step("clean up the environment")?;
     Ok(())
+}
+
+/// What `drillbook restore --json` reported: the database it created and
+/// the manifest of the backup it restored.
+struct Restored {
+    database: String,
+    manifest: BackupManifest,
+    /// The restored database, on the replacement server.
+    target: crate::pg::ConnInfo,
+}
+
+fn restored_from(report: &serde_json::Value, replacement: &env::RestoreTarget) -> Result<Restored, String> {
+    let database = report["database"]
+        .as_str()
+        .ok_or_else(|| format!("no `database` in {report}"))?
+        .to_owned();
+    let manifest: BackupManifest =
+        serde_json::from_value(report["manifest"].clone()).map_err(|e| format!("its `manifest` does not read: {e}"))?;
+    Ok(Restored {
+        target: replacement.admin.with_database(&database),
+        database,
+        manifest,
+    })
 }
 
 /// The audit rows committed after `since` (the backup's newest data), read

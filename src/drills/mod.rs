@@ -28,6 +28,7 @@
 //! macro so that `cargo fmt` still sees the file), and one registry line.
 
 pub mod all_pods_unhealthy;
+pub mod backup_verification;
 pub mod complete_infrastructure_loss;
 pub mod corruption_audit_chain;
 pub mod corruption_ledger;
@@ -82,7 +83,7 @@ macro_rules! for_each_drill {
     ($callback:ident) => {
         $callback! {
             // Full restore test, monthly.
-            complete_infrastructure_loss: CompleteInfrastructureLoss, monthly, everywhere, local;
+            complete_infrastructure_loss: CompleteInfrastructureLoss, monthly, everywhere, local, runs_drillbook;
             db_corruption_full: DbCorruptionFull, monthly, own_servers, local, runs_drillbook;
             db_corruption_single_table: DbCorruptionSingleTable, monthly, everywhere, local, runs_drillbook;
             db_connection_exhaustion: DbConnectionExhaustion, monthly, own_servers, local;
@@ -93,7 +94,8 @@ macro_rules! for_each_drill {
             traffic_switch: CompleteInfrastructureLoss, quarterly, everywhere, cluster;
             pod_crash: SinglePodCrash, quarterly, everywhere, cluster;
             all_pods_unhealthy: AllPodsUnhealthy, quarterly, everywhere, cluster;
-            // Backup verification, weekly.
+            // Backup verification, weekly: `drillbook check` first.
+            backup_verification: CompleteInfrastructureLoss, weekly, own_servers, local, runs_drillbook;
             rpo_wal_archiving: CompleteInfrastructureLoss, weekly, own_servers, local, runs_drillbook;
             db_corruption_physical: DbCorruptionFull, weekly, own_servers, local, runs_drillbook;
             corruption_ledger: DbCorruptionSingleTable, weekly, everywhere, local;
@@ -371,6 +373,7 @@ mod tests {
             ("traffic_switch", Quarterly),
             ("pod_crash", Quarterly),
             ("all_pods_unhealthy", Quarterly),
+            ("backup_verification", Weekly),
             ("rpo_wal_archiving", Weekly),
             ("db_corruption_physical", Weekly),
             ("corruption_ledger", Weekly),

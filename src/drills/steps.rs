@@ -217,6 +217,40 @@ pub(super) async fn operator_command(
     store: &crate::store::Store,
     args: &[&str],
 ) -> std::result::Result<serde_json::Value, CommandError> {
+    operator_answer(program, store, args, &[], &[EXIT_SUCCESS])
+        .await
+        .map(|answer| answer.report)
+}
+
+/// The operator's commands' exit code for success (`cli::exit::SUCCESS`).
+pub(super) const EXIT_SUCCESS: i32 = 0;
+/// Their exit code for "a check failed" (`cli::exit::FAILED`): for `check`
+/// and `verify` a verdict, with a report, not an error.
+pub(super) const EXIT_FAILED: i32 = 1;
+
+/// What an operator's command answered.
+#[derive(Debug, Clone)]
+pub(super) struct Answer {
+    /// Its exit code, one of the verdicts the caller accepted.
+    pub code: i32,
+    /// Its JSON report.
+    pub report: serde_json::Value,
+    /// How long it ran, start to exit.
+    pub elapsed: Duration,
+}
+
+/// [`operator_command`] for a command whose exit code is a verdict
+/// (`drillbook check`: 0 healthy, 1 a check failed, both with a report):
+/// any code in `verdicts` is an answer. `env` goes into the command's
+/// environment rather than its arguments, where `ps` would show it: URLs
+/// with passwords (`DATABASE_URL`, `ADMIN_DATABASE_URL`).
+pub(super) async fn operator_answer(
+    program: &Path,
+    store: &crate::store::Store,
+    args: &[&str],
+    env: &[(&str, &str)],
+    verdicts: &[i32],
+) -> std::result::Result<Answer, CommandError> {
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
@@ -226,21 +260,27 @@ pub(super) async fn operator_command(
         .envs(crate::wal::server_env(store.config()))
         .env("DRILL_PROGRESS", "off")
         .env_remove("DATABASE_URL")
-        .env_remove("ADMIN_DATABASE_URL");
+        .env_remove("ADMIN_DATABASE_URL")
+        .envs(env.iter().copied());
     // The secrets stay out of what is reported: the subcommand names the step.
     let shown = args.first().copied().unwrap_or_default().to_owned();
+    let started = std::time::Instant::now();
     let output = crate::pg::child::output(command)
         .await
         .map_err(|source| CommandError::Spawn {
             program: program.display().to_string(),
             source,
         })?;
-    if !output.status.success() {
+    let elapsed = started.elapsed();
+    let code = output.status.code();
+    let Some(code) = code.filter(|code| verdicts.contains(code)) else {
         return Err(CommandError::Failed {
             command: shown,
             status: output.status,
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         });
-    }
-    serde_json::from_slice(&output.stdout).map_err(|source| CommandError::NotJson { command: shown, source })
+    };
+    let report =
+        serde_json::from_slice(&output.stdout).map_err(|source| CommandError::NotJson { command: shown, source })?;
+    Ok(Answer { code, report, elapsed })
 }

@@ -18,7 +18,7 @@ use sqlx::{Connection, PgConnection};
 use crate::common::BIN;
 
 /// A drill.toml pointing at `server`, as a staging operator would write it.
-fn staging_config(server: &EmbeddedEnvironment) -> StagingConfig {
+pub(crate) fn staging_config(server: &EmbeddedEnvironment) -> StagingConfig {
     let facts = server.connection_facts();
     let text = format!(
         "[database]\nadmin_url = \"{}\"\nsource = \"{APP_DATABASE}\"\n\n[s3]\nbucket = \"s3://{}\"\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",

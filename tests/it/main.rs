@@ -14,6 +14,8 @@
 
 mod common;
 
+// issue 13: the archive faults `check` must catch, on disposable buckets only.
+mod archive_faults;
 mod audit_soak;
 mod backup_restore;
 // issue 11: processes killed at every crash point; the failpoints exist only
