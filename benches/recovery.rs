@@ -196,7 +196,11 @@ async fn main() {
     let output = std::process::Command::new(program)
         .args(["recover", "--bucket", &env.store().config().location(), "--pgdata"])
         .arg(&pgdata)
-        .args(["--to-time", &target_time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), "--json"])
+        .args([
+            "--to-time",
+            &target_time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "--json",
+        ])
         .envs(drillbook::wal::server_env(env.store().config()))
         .env("DRILL_PROGRESS", "off")
         .output()

@@ -169,7 +169,13 @@ async fn inspect_and_promote(
     drill
         .step(
             "drillbook verify on the paused recovery (read-only)",
-            super::steps::operator_command(program, env.store(), &["verify", "--database-url", &target_url]),
+            super::steps::operator_answer(
+                program,
+                env.store(),
+                &["verify"],
+                &[("DATABASE_URL", &target_url)],
+                &[super::steps::EXIT_SUCCESS],
+            ),
         )
         .await?;
     let answers = drill
