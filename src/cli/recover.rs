@@ -14,13 +14,15 @@ use serde::Serialize;
 use super::exit;
 use super::interrupt::Interrupts;
 use super::transfer::open_store;
+use crate::integrity::CheckName;
 use crate::pg::{PgBinaries, Secret};
 use crate::pitr::data_dir::{ReachedPoint, RecoveryState, describe};
+use crate::pitr::last_good::{SearchOptions, recover_to_last_good};
 use crate::pitr::{AtTarget, PitrOptions, Recovered, RecoveryTarget, promote_data_dir, recover_data_dir};
 
 #[derive(Debug, Args)]
 #[command(
-    group(ArgGroup::new("action").required(true).args(["to_time", "to_lsn", "to_name", "to_latest", "promote"])),
+    group(ArgGroup::new("action").required(true).multiple(true).args(["to_time", "to_lsn", "to_name", "to_latest", "to_last_good", "promote"])),
     after_help = "Examples:\n  \
 drillbook recover --bucket s3://immoflowme-backups --pgdata /srv/recovered --to-time '2026-11-30T02:59:00Z' --pause\n  \
 drillbook verify --database-url postgres://postgres@127.0.0.1:<port>/immoflowme   # read-only, while paused\n  \
@@ -47,8 +49,21 @@ pub(super) struct RecoverArgs {
     /// Replay everything the archive holds, then promote (the primary is lost).
     #[arg(long)]
     to_latest: bool,
+    /// Find the last moment the integrity checks are clean, without being told when the damage happened,
+    /// and stop there paused (with --promote: promoted). Names the transaction that did the damage.
+    #[arg(long)]
+    to_last_good: bool,
+    /// With --to-last-good: the damage happened after this time (RFC 3339); the search starts there.
+    #[arg(long, value_name = "TIME", requires = "to_last_good")]
+    since: Option<String>,
+    /// With --to-last-good: the checks that judge (comma-separated names as in `verify --json`; default all).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "to_last_good")]
+    checks: Vec<String>,
+    /// With --to-last-good: the database the checks judge.
+    #[arg(long, default_value = "immoflowme", requires = "to_last_good")]
+    database: String,
     /// At the target, stay in recovery, open read-only (hot standby), instead of promoting.
-    #[arg(long, conflicts_with = "promote")]
+    #[arg(long, conflicts_with_all = ["promote", "to_last_good"])]
     pause: bool,
     /// Promote the recovery paused in --pgdata: it leaves recovery on a new timeline and accepts writes.
     #[arg(long)]
@@ -89,10 +104,32 @@ struct RecoverReport {
 
 impl RecoverArgs {
     pub(super) async fn run(self) -> anyhow::Result<u8> {
-        let mut interrupts = Interrupts::catch()?;
+        let interrupts = Interrupts::catch()?;
         let bins = PgBinaries::discover()?;
         let pgdata =
             std::path::absolute(&self.pgdata).with_context(|| format!("--pgdata {}", self.pgdata.display()))?;
+        let targets = [
+            self.to_time.is_some(),
+            self.to_lsn.is_some(),
+            self.to_name.is_some(),
+            self.to_latest,
+            self.to_last_good,
+        ]
+        .into_iter()
+        .filter(|t| *t)
+        .count();
+        anyhow::ensure!(
+            targets <= 1,
+            "give one target: --to-time, --to-lsn, --to-name, --to-latest or --to-last-good"
+        );
+        anyhow::ensure!(
+            !(self.promote && targets == 1 && !self.to_last_good),
+            "--promote alone promotes a paused recovery; with --to-time/--to-lsn/--to-name/--to-latest the \
+             recovery promotes at its target anyway (leave out --pause)"
+        );
+        if self.to_last_good {
+            return self.find_last_good(interrupts, &bins, &pgdata).await;
+        }
         if self.promote {
             let point = promote_data_dir(&bins, &pgdata)
                 .await
@@ -115,6 +152,7 @@ impl RecoverArgs {
             at_target: if self.pause { AtTarget::Pause } else { AtTarget::Promote },
         };
         let work = recover_data_dir(&bins, &store, &pgdata, self.port, &target, &options);
+        let mut interrupts = interrupts;
         let recovered = match interrupts.run(work).await {
             Ok(recovered) => recovered.with_context(|| format!("recover {} to {target}", pgdata.display()))?,
             Err(interrupted) => {
@@ -126,6 +164,129 @@ impl RecoverArgs {
             }
         };
         self.print_recovered(&pgdata, &target, &recovered)?;
+        Ok(exit::SUCCESS)
+    }
+
+    async fn find_last_good(
+        &self,
+        mut interrupts: Interrupts,
+        bins: &PgBinaries,
+        pgdata: &std::path::Path,
+    ) -> anyhow::Result<u8> {
+        let checks = self
+            .checks
+            .iter()
+            .map(|name| {
+                CheckName::parse(name)
+                    .filter(|c| CheckName::SUITE.contains(c))
+                    .with_context(|| {
+                        let known: Vec<&str> = CheckName::SUITE.iter().map(|c| c.as_str()).collect();
+                        format!("--checks: no check named {name:?}; the checks are {}", known.join(", "))
+                    })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let since = self.since.as_deref().map(parse_time).transpose()?;
+        let location = self
+            .bucket
+            .as_deref()
+            .context("--bucket (or BACKUP_BUCKET) is required to recover: the bucket holding base/ and wal/")?;
+        let store = open_store(location, self.s3_endpoint.clone(), &self.region).await?;
+        let options = SearchOptions {
+            pitr: PitrOptions {
+                drillbook: std::env::current_exe().context("find the drillbook binary for restore_command")?,
+                password: Secret::new(String::new()),
+                now: Utc::now(),
+                restore_command: None,
+                at_target: if self.promote {
+                    AtTarget::Promote
+                } else {
+                    AtTarget::Pause
+                },
+            },
+            since,
+            checks,
+            database: self.database.clone(),
+        };
+        let work = recover_to_last_good(bins, &store, pgdata, self.port, &options);
+        let found = match interrupts.run(work).await {
+            Ok(found) => found.with_context(|| format!("find the last good point into {}", pgdata.display()))?,
+            Err(interrupted) => {
+                tracing::warn!(
+                    "{} received: the search's servers were stopped and its copies removed",
+                    interrupted.name
+                );
+                return Ok(interrupted.exit_code);
+            }
+        };
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&found)?);
+            return Ok(exit::SUCCESS);
+        }
+        let Some(bad) = &found.first_bad else {
+            println!(
+                "nothing found: the checks are clean from base backup {} to the end of the archive ({} commits); nothing was recovered",
+                found.base_backup, found.commits
+            );
+            return Ok(exit::SUCCESS);
+        };
+        let at = |c: &crate::pitr::last_good::Commit| {
+            format!(
+                "transaction {} committed {} at LSN {}",
+                c.xid,
+                c.time.to_rfc3339_opts(SecondsFormat::Micros, true),
+                c.lsn
+            )
+        };
+        println!("first bad: {}", at(&bad.commit));
+        if !bad.relations.is_empty() {
+            println!("  it wrote {}", bad.relations.join(", "));
+        }
+        for finding in bad.findings.iter().take(10) {
+            let key = finding.key.as_deref().map(|k| format!(" {k}")).unwrap_or_default();
+            println!(
+                "  right after it: {} {}{key}: {}",
+                finding.check.as_str(),
+                finding.table,
+                finding.detail
+            );
+        }
+        match &found.last_good.commit {
+            Some(commit) => println!("last good: {}", at(commit)),
+            None => println!(
+                "last good: the end of base backup {} (the first commit after it is the bad one)",
+                found.base_backup
+            ),
+        }
+        println!(
+            "given up: {} committed transaction(s){}",
+            found.given_up_transactions,
+            match (found.given_up_from, found.given_up_to) {
+                (Some(from), Some(to)) => format!(
+                    " from {} to {}",
+                    from.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    to.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
+                _ => String::new(),
+            }
+        );
+        for stamp in &found.damaged_base_backups {
+            println!("  base backup {stamp} is damaged itself and was skipped");
+        }
+        println!(
+            "searched {} commits with {} probes and {} copies in {:.1}s; {} is {} at the last good point",
+            found.commits,
+            found.probes,
+            found.forks,
+            found.elapsed.as_secs_f64(),
+            pgdata.display(),
+            if self.promote { "promoted" } else { "paused" }
+        );
+        if !self.promote {
+            println!(
+                "next: inspect it, then drillbook recover --pgdata {} --promote",
+                pgdata.display()
+            );
+        }
         Ok(exit::SUCCESS)
     }
 

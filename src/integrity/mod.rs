@@ -80,6 +80,30 @@ pub enum CheckName {
 }
 
 impl CheckName {
+    /// The checks [`run_suite`] runs on a database (the restore-fidelity
+    /// checks need a backup manifest and are run by restore).
+    pub const SUITE: [Self; 14] = [
+        Self::CriticalTablesPresent,
+        Self::RlsEnabled,
+        Self::ChainLinks,
+        Self::ChainContent,
+        Self::ChainGenesis,
+        Self::ChainNullHash,
+        Self::ChainDuplicateHash,
+        Self::ChainOrdering,
+        Self::ChainAnchor,
+        Self::BillingRuns,
+        Self::InvoiceBalance,
+        Self::LedgerConsistency,
+        Self::OrphanedInvoiceLines,
+        Self::OrphanedLedgerEntries,
+    ];
+
+    /// The check of this stable name.
+    pub fn parse(name: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+    }
+
     /// The stable name, as in JSON.
     pub fn as_str(self) -> &'static str {
         match self {

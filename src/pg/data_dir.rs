@@ -292,6 +292,14 @@ impl DataDirServer {
     /// # Errors
     /// When the server does not accept it (not running, not yet consistent).
     pub async fn connect(&self) -> Result<PgConnection> {
+        self.connect_to("postgres").await
+    }
+
+    /// [`DataDirServer::connect`] to `database`.
+    ///
+    /// # Errors
+    /// As [`DataDirServer::connect`].
+    pub async fn connect_to(&self, database: &str) -> Result<PgConnection> {
         let port = self.port().ok_or_else(|| PgError::NotADataDir {
             path: self.pgdata.clone(),
         })?;
@@ -299,7 +307,7 @@ impl DataDirServer {
             .socket(&self.pgdata)
             .port(port)
             .username("postgres")
-            .database("postgres")
+            .database(database)
             .application_name(super::conn::session_name());
         PgConnection::connect_with(&options).await.map_err(PgError::sql(format!(
             "connect to the server on {}",

@@ -349,7 +349,7 @@ pub(super) fn check_forward(reached: &ReachedPoint, target: &RecoveryTarget, at_
             };
             to < at
         }
-        RecoveryTarget::Name(_) | RecoveryTarget::EndOfArchive => false,
+        RecoveryTarget::Name(_) | RecoveryTarget::Xid(_) | RecoveryTarget::EndOfArchive => false,
     };
     if behind {
         return Err(PitrError::TargetBehind {

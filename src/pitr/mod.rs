@@ -22,6 +22,7 @@
 //! place is `env::ArchivingEnvironment`.
 
 pub mod data_dir;
+pub mod last_good;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -45,6 +46,9 @@ pub enum RecoveryTarget {
     Lsn(String),
     /// Replay up to a restore point made with `pg_create_restore_point(name)`.
     Name(String),
+    /// Replay up to and including the commit of this transaction (and every
+    /// commit before it in WAL order).
+    Xid(u32),
     /// Replay everything the archive holds, then promote: the recovery after
     /// losing the primary outright. Whatever was not archived yet is the loss.
     EndOfArchive,
@@ -56,6 +60,7 @@ impl std::fmt::Display for RecoveryTarget {
             Self::Time(t) => write!(f, "time {}", t.to_rfc3339_opts(SecondsFormat::Micros, true)),
             Self::Lsn(l) => write!(f, "LSN {l}"),
             Self::Name(n) => write!(f, "restore point {n:?}"),
+            Self::Xid(x) => write!(f, "the commit of transaction {x}"),
             Self::EndOfArchive => f.write_str("the end of the WAL archive"),
         }
     }
@@ -126,6 +131,8 @@ pub enum PitrError {
          use --to-time, --to-lsn or --to-name, or leave out --pause"
     )]
     PauseNeedsTarget,
+    #[error("the search for the last good point failed: {why}")]
+    SearchFailed { why: String },
     #[error("failed to start the recovery's server container")]
     Container(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
@@ -289,7 +296,7 @@ pub fn choose_base_backup<'a>(
     let usable = |b: &&BaseBackupManifest| match target {
         RecoveryTarget::Time(t) => b.end_time <= *t,
         RecoveryTarget::Lsn(l) => parse_lsn(l).is_some_and(|lsn| b.end_lsn_value() <= lsn),
-        RecoveryTarget::Name(_) | RecoveryTarget::EndOfArchive => true,
+        RecoveryTarget::Name(_) | RecoveryTarget::Xid(_) | RecoveryTarget::EndOfArchive => true,
     };
     backups
         .iter()
@@ -525,7 +532,7 @@ pub async fn recover_data_dir(
 /// [`PitrError::TargetBehind`] for a target before the point reached,
 /// [`PitrError::NotPaused`] for a promoted recovery; a failure to reach the
 /// target leaves `pgdata` marked failed with its server stopped.
-async fn recover_further(
+pub(super) async fn recover_further(
     bins: &PgBinaries,
     store: &Store,
     pgdata: &std::path::Path,
@@ -740,6 +747,7 @@ fn recovery_settings(
         )),
         RecoveryTarget::Lsn(l) => settings.push(("recovery_target_lsn".to_owned(), l.clone())),
         RecoveryTarget::Name(n) => settings.push(("recovery_target_name".to_owned(), n.clone())),
+        RecoveryTarget::Xid(x) => settings.push(("recovery_target_xid".to_owned(), x.to_string())),
         RecoveryTarget::EndOfArchive => {}
     }
     settings
@@ -748,7 +756,8 @@ fn recovery_settings(
 /// The settings of a data directory's block that are not the recovery's
 /// own (port, socket, hba file), to keep when the target changes.
 fn server_settings_kept(server: &DataDirServer) -> Vec<(String, String)> {
-    const RECOVERY: [&str; 8] = [
+    const RECOVERY: [&str; 9] = [
+        "recovery_target_xid",
         "restore_command",
         "recovery_target_action",
         "recovery_target_timeline",

@@ -72,7 +72,7 @@ fn runs_complete_infrastructure_loss_with_json_summary() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
     assert!(
-        stderr.contains("restore newest backup from S3"),
+        stderr.contains("drillbook restore: newest backup from S3"),
         "phases are reported as they run:\n{stderr}"
     );
     let summaries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

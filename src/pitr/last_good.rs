@@ -1,0 +1,695 @@
+//! Recover to the last good moment without being told when the damage
+//! happened (`drillbook recover --to-last-good`).
+//!
+//! The archive's commits are listed with `pg_waldump` (in WAL order, each
+//! with its xid, LSN and time). A state "after commit i" is a recovery paused
+//! with `recovery_target_xid = c_i` (inclusive: every commit before it in WAL
+//! order, and it). The integrity suite judges a state on the paused hot
+//! standby. The answer is the pair (last good i, first bad i + 1): exact to
+//! the transaction, whatever else commits around it.
+//!
+//! # Cost: about one replay
+//! A paused recovery only moves forward, and a cleanly stopped paused data
+//! directory can be copied. So:
+//! 1. **scan**: one server moves forward in [`SCAN_STOPS`] steps over the
+//!    commits, judged at each stop; before each step the clean directory is
+//!    kept (a copy), so the last clean stop survives the step past it;
+//! 2. **bisect**: between the last clean stop (lo) and the first dirty one
+//!    (hi), a copy of lo's directory replays to the middle commit; clean →
+//!    it becomes lo, dirty → hi; down to hi = lo + 1.
+//!
+//! The scan replays the archive once. Each bisection probe replays from lo
+//! to the middle: half the interval, then a quarter, ...: at most the scan
+//! step again in total, plus, per probe, a restart from the last
+//! restartpoint before lo (bounded by the source's checkpoint interval) and
+//! a copy of the data directory. A naive bisection restores the base backup
+//! and replays from it for every probe: log2(commits) full replays.
+//!
+//! # Exactness
+//! The suite must be clean at the base backup (else the previous base
+//! backup is tried) and dirty at the end of the archive (else nothing is
+//! recovered: "nothing found"). Damage is assumed to persist once made (a
+//! later transaction does not repair it); the scan confirms the state at
+//! every stop is judged, so a repaired state would show as clean again.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+
+use super::data_dir::{Phase, RecoveryState};
+use super::{AtTarget, PitrError, PitrOptions, RecoveryHost, RecoveryTarget, Result, recover_further, recover_on};
+use crate::basebackup::{BaseBackupManifest, list_base_backups};
+use crate::integrity::{CheckName, Finding, IntegrityReport, SuiteOptions, run_suite};
+use crate::pg::{ConnInfo, DataDirServer, PgBinaries, PgError};
+use crate::store::Store;
+use crate::wal::{Fetched, WalArchive, format_lsn, parse_lsn};
+
+/// How many stops the forward scan makes over the commits.
+pub const SCAN_STOPS: usize = 8;
+
+/// One commit record of the archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Commit {
+    pub xid: u32,
+    /// Where its commit record starts.
+    pub lsn: String,
+    pub time: DateTime<Utc>,
+}
+
+/// A judged point: the state after a commit (or the base backup's end).
+#[derive(Debug, Clone, Serialize)]
+pub struct GoodPoint {
+    /// The last commit included; `None` at the base backup's end.
+    pub commit: Option<Commit>,
+    pub lsn: Option<String>,
+}
+
+/// The first transaction whose effects make a check fail.
+#[derive(Debug, Clone, Serialize)]
+pub struct FirstBad {
+    pub commit: Commit,
+    /// Relations its WAL records touched (`schema.table`, from `pg_waldump`).
+    pub relations: Vec<String>,
+    /// What the checks found right after it.
+    pub findings: Vec<Finding>,
+}
+
+/// What the search found.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastGood {
+    pub base_backup: String,
+    /// Base backups found damaged themselves (newest first), skipped.
+    pub damaged_base_backups: Vec<String>,
+    pub last_good: GoodPoint,
+    /// `None`: the checks are clean at the end of the archive.
+    pub first_bad: Option<FirstBad>,
+    /// Commits after the last good point up to the end of the archive: the
+    /// work given up by recovering to it.
+    pub given_up_transactions: usize,
+    pub given_up_from: Option<DateTime<Utc>>,
+    pub given_up_to: Option<DateTime<Utc>>,
+    /// Commits the search chose among.
+    pub commits: usize,
+    /// States judged (scan stops and bisection probes), and copies made.
+    pub probes: usize,
+    pub forks: usize,
+    #[serde(with = "crate::serde_duration")]
+    pub elapsed: Duration,
+}
+
+/// What to search with.
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    pub pitr: PitrOptions,
+    /// Only damage after this time: the newest base backup before it starts.
+    pub since: Option<DateTime<Utc>>,
+    /// The checks that judge a state (empty: the whole suite).
+    pub checks: Vec<CheckName>,
+    /// The database the checks judge (the application's).
+    pub database: String,
+}
+
+/// Finds the last good point in the archive and leaves a recovery paused
+/// there in `pgdata` (promoted with `at_target = Promote`); see the module
+/// docs. `pgdata` must be new or empty. With nothing found, nothing is left.
+///
+/// # Errors
+/// As `recover_on` for the recoveries it runs; [`PitrError::SearchFailed`]
+/// when no base backup is clean or a check cannot run.
+pub async fn recover_to_last_good(
+    bins: &PgBinaries,
+    store: &Store,
+    pgdata: &Path,
+    port: Option<u16>,
+    options: &SearchOptions,
+) -> Result<LastGood> {
+    let started = Instant::now();
+    match super::data_dir::inspect(bins, pgdata).await? {
+        super::data_dir::Existing::Absent | super::data_dir::Existing::Empty => {}
+        super::data_dir::Existing::Recovery(_) => {
+            return Err(PitrError::DataDirNotEmpty { pgdata: pgdata.into() });
+        }
+    }
+    let work = SearchDir::create(pgdata)?;
+    let mut search = Search {
+        bins,
+        store,
+        options,
+        work: &work,
+        probes: 0,
+        forks: 0,
+        next_dir: 0,
+    };
+    let mut backups = list_base_backups(store).await?;
+    backups.retain(|b| options.since.is_none_or(|since| b.end_time <= since));
+    if backups.is_empty() {
+        return Err(PitrError::NoBaseBackup {
+            location: format!("{} (before --since)", store.config().location()),
+        });
+    }
+    let mut damaged = Vec::new();
+    // The newest base backup whose own state is clean.
+    let (base, base_dir) = loop {
+        let Some(base) = backups.pop() else {
+            return Err(PitrError::SearchFailed {
+                why: format!(
+                    "every base backup is damaged itself ({}): nothing good to recover to",
+                    damaged.join(", ")
+                ),
+            });
+        };
+        let dir = search
+            .start_at(&base, &RecoveryTarget::Lsn(base.end_lsn.clone()))
+            .await?;
+        match search.judge(&dir).await? {
+            Verdict::Clean => break (base, dir),
+            Verdict::Dirty(_) => {
+                tracing::warn!(
+                    stamp = base.stamp,
+                    "the base backup itself is damaged; trying the one before it"
+                );
+                search.discard(&dir).await;
+                damaged.push(base.stamp.clone());
+            }
+        }
+    };
+    let commits = search.commits_after(&base).await?;
+    let commits: Vec<Commit> = commits
+        .into_iter()
+        .filter(|c| options.since.is_none_or(|since| c.time > since))
+        .collect();
+    tracing::info!(
+        commits = commits.len(),
+        base = base.stamp,
+        "searching the archive's commits"
+    );
+
+    // Scan: lo is the index of the last clean state (-1: the base), kept in `good`.
+    let mut good = base_dir;
+    let mut lo: isize = -1;
+    let mut bad: Option<(isize, PathBuf, Vec<Finding>)> = None;
+    let step = commits.len().div_ceil(SCAN_STOPS).max(1);
+    let mut next = 0usize;
+    while next < commits.len() {
+        let stop = (next + step - 1).min(commits.len() - 1);
+        let probe = search.fork(&good).await?;
+        search.move_to(&probe, &commits[stop]).await?;
+        match search.judge(&probe).await? {
+            Verdict::Clean => {
+                search.discard(&good).await;
+                good = probe;
+                lo = stop as isize;
+            }
+            Verdict::Dirty(findings) => {
+                bad = Some((stop as isize, probe, findings));
+                break;
+            }
+        }
+        next = stop + 1;
+    }
+    let Some((mut hi, mut bad_dir, mut bad_findings)) = bad else {
+        // Clean to the end of the archive: nothing to recover to.
+        search.discard(&good).await;
+        return Ok(LastGood {
+            base_backup: base.stamp,
+            damaged_base_backups: damaged,
+            last_good: GoodPoint {
+                commit: commits.last().cloned(),
+                lsn: None,
+            },
+            first_bad: None,
+            given_up_transactions: 0,
+            given_up_from: None,
+            given_up_to: None,
+            commits: commits.len(),
+            probes: search.probes,
+            forks: search.forks,
+            elapsed: started.elapsed(),
+        });
+    };
+    // Bisect between lo (clean, in `good`) and hi (dirty).
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        let probe = search.fork(&good).await?;
+        search.move_to(&probe, &commits[mid as usize]).await?;
+        match search.judge(&probe).await? {
+            Verdict::Clean => {
+                search.discard(&good).await;
+                good = probe;
+                lo = mid;
+            }
+            Verdict::Dirty(findings) => {
+                search.discard(&bad_dir).await;
+                bad_dir = probe;
+                bad_findings = findings;
+                hi = mid;
+            }
+        }
+    }
+    search.discard(&bad_dir).await;
+    let first_bad = commits[hi as usize].clone();
+    let relations = search.relations_touched(&good, &first_bad).await;
+    let last_good = usize::try_from(lo).ok().map(|i| commits[i].clone());
+    let given_up = &commits[hi as usize..];
+
+    // The last good state becomes `pgdata`, paused there (or promoted).
+    let point = search.install(&good, pgdata, port, last_good.as_ref(), &base).await?;
+    if options.pitr.at_target == AtTarget::Promote {
+        super::promote_data_dir(bins, pgdata).await?;
+    }
+    Ok(LastGood {
+        base_backup: base.stamp,
+        damaged_base_backups: damaged,
+        last_good: GoodPoint {
+            commit: last_good,
+            lsn: point,
+        },
+        first_bad: Some(FirstBad {
+            commit: first_bad,
+            relations,
+            findings: bad_findings,
+        }),
+        given_up_transactions: given_up.len(),
+        given_up_from: given_up.first().map(|c| c.time),
+        given_up_to: given_up.last().map(|c| c.time),
+        commits: commits.len(),
+        probes: search.probes,
+        forks: search.forks,
+        elapsed: started.elapsed(),
+    })
+}
+
+enum Verdict {
+    Clean,
+    Dirty(Vec<Finding>),
+}
+
+/// The search's directories: `.<name>.drillbook-search` next to `pgdata`,
+/// removed (servers stopped) when dropped; one a killed search left is
+/// removed by the next.
+struct SearchDir {
+    path: PathBuf,
+}
+
+impl SearchDir {
+    fn create(pgdata: &Path) -> Result<Self> {
+        let name = pgdata
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = pgdata.with_file_name(format!(".{name}.drillbook-search"));
+        if path.exists() {
+            stop_servers_under(&path);
+            std::fs::remove_dir_all(&path).map_err(|source| PitrError::Io {
+                context: format!("remove the leftovers of an earlier search in {}", path.display()),
+                source,
+            })?;
+        }
+        std::fs::create_dir(&path).map_err(|source| PitrError::Io {
+            context: format!("create {} next to --pgdata", path.display()),
+            source,
+        })?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o711)).map_err(|source| {
+            PitrError::Io {
+                context: format!("set the mode of {}", path.display()),
+                source,
+            }
+        })?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for SearchDir {
+    fn drop(&mut self) {
+        stop_servers_under(&self.path);
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Stops every postmaster running on a directory directly under `dir`.
+fn stop_servers_under(dir: &Path) {
+    let Ok(bins) = PgBinaries::discover() else { return };
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if let Ok(server) = DataDirServer::open(&bins, &entry.path()) {
+            let _ = server.stop_now();
+        }
+    }
+}
+
+struct Search<'a> {
+    bins: &'a PgBinaries,
+    store: &'a Store,
+    options: &'a SearchOptions,
+    work: &'a SearchDir,
+    probes: usize,
+    forks: usize,
+    next_dir: usize,
+}
+
+impl Search<'_> {
+    fn new_dir(&mut self) -> PathBuf {
+        self.next_dir += 1;
+        self.work.path.join(format!("probe-{}", self.next_dir))
+    }
+
+    fn pause_options(&self) -> PitrOptions {
+        PitrOptions {
+            at_target: AtTarget::Pause,
+            ..self.options.pitr.clone()
+        }
+    }
+
+    /// A recovery from `base` paused at `target`, in a new directory.
+    async fn start_at(&mut self, base: &BaseBackupManifest, target: &RecoveryTarget) -> Result<PathBuf> {
+        let dir = self.new_dir();
+        let host = RecoveryHost::DataDir {
+            pgdata: dir.clone(),
+            port: None,
+        };
+        // An LSN target at `base`'s end picks `base` itself.
+        debug_assert!(matches!(target, RecoveryTarget::Lsn(l) if *l == base.end_lsn));
+        recover_on(host, self.bins, self.store, target, &self.pause_options()).await?;
+        Ok(dir)
+    }
+
+    /// A copy of the paused recovery in `from` (its server stopped first),
+    /// ready to move forward on a port of its own.
+    async fn fork(&mut self, from: &Path) -> Result<PathBuf> {
+        let server = DataDirServer::open(self.bins, from)?;
+        server.stop().await?;
+        let dir = self.new_dir();
+        let output = tokio::process::Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(&dir)
+            .output()
+            .await
+            .map_err(|source| PitrError::Io {
+                context: "run cp -a to fork the recovery".into(),
+                source,
+            })?;
+        if !output.status.success() {
+            return Err(PitrError::Io {
+                context: format!("copy {} to {}", from.display(), dir.display()),
+                source: std::io::Error::other(String::from_utf8_lossy(&output.stderr).into_owned()),
+            });
+        }
+        let _ = std::fs::remove_file(dir.join(crate::pg::data_dir::LOG_FILE));
+        let kept: Vec<(String, String)> = DataDirServer::open(self.bins, &dir)?
+            .settings()
+            .into_iter()
+            .filter(|(name, _)| {
+                ![
+                    "port",
+                    "unix_socket_directories",
+                    "hba_file",
+                    "listen_addresses",
+                    "unix_socket_permissions",
+                ]
+                .contains(&name.as_str())
+            })
+            .collect();
+        DataDirServer::prepare(self.bins, &dir, DataDirServer::free_port()?, &kept)?;
+        self.forks += 1;
+        Ok(dir)
+    }
+
+    /// Moves the paused recovery in `dir` forward to just after `commit`.
+    async fn move_to(&mut self, dir: &Path, commit: &Commit) -> Result<()> {
+        recover_further(
+            self.bins,
+            self.store,
+            dir,
+            &RecoveryTarget::Xid(commit.xid),
+            &self.pause_options(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Runs the chosen checks on the paused recovery in `dir`.
+    async fn judge(&mut self, dir: &Path) -> Result<Verdict> {
+        self.probes += 1;
+        let server = DataDirServer::open(self.bins, dir)?;
+        let port = server
+            .port()
+            .ok_or_else(|| PitrError::NotARecovery { pgdata: dir.into() })?;
+        let target = ConnInfo {
+            host: dir.display().to_string(),
+            port,
+            user: "postgres".into(),
+            password: crate::pg::Secret::new(String::new()),
+            database: self.options.database.clone(),
+        };
+        let report = run_suite(&target, &SuiteOptions::default())
+            .await
+            .map_err(|e| PitrError::SearchFailed {
+                why: format!("the checks could not run on the recovery in {}: {e}", dir.display()),
+            })?;
+        let findings = self.relevant(&report);
+        Ok(if findings.is_empty() {
+            Verdict::Clean
+        } else {
+            Verdict::Dirty(findings)
+        })
+    }
+
+    fn relevant(&self, report: &IntegrityReport) -> Vec<Finding> {
+        report
+            .findings
+            .iter()
+            .filter(|f| self.options.checks.is_empty() || self.options.checks.contains(&f.check))
+            .cloned()
+            .collect()
+    }
+
+    async fn discard(&mut self, dir: &Path) {
+        if let Ok(server) = DataDirServer::open(self.bins, dir) {
+            let _ = server.stop().await;
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Every commit after the base backup's end, in WAL order, from the
+    /// archived WAL of its timeline (fetched into the search dir).
+    async fn commits_after(&mut self, base: &BaseBackupManifest) -> Result<Vec<Commit>> {
+        let wal_dir = self.wal_dir(base).await?;
+        let output = self.waldump(&wal_dir, base, &["--rmgr=Transaction"]).await?;
+        Ok(parse_commits(&output))
+    }
+
+    async fn wal_dir(&mut self, base: &BaseBackupManifest) -> Result<PathBuf> {
+        let wal_dir = self.work.path.join(format!("wal-{}", base.stamp));
+        if wal_dir.is_dir() {
+            return Ok(wal_dir);
+        }
+        std::fs::create_dir(&wal_dir).map_err(|source| PitrError::Io {
+            context: format!("create {}", wal_dir.display()),
+            source,
+        })?;
+        let archive = WalArchive::new(self.store.clone());
+        let first = crate::wal::segment_name(base.timeline, parse_lsn(&base.start_lsn).unwrap_or(0), 16 << 20);
+        let names = archive.list(Some(base.timeline)).await.map_err(wal_error)?;
+        for name in names.iter().filter(|n| n.len() == 24 && n.as_str() >= first.as_str()) {
+            match archive.fetch(name, &wal_dir.join(name)).await.map_err(wal_error)? {
+                Fetched::Restored { .. } => {}
+                Fetched::Missing => break,
+            }
+        }
+        Ok(wal_dir)
+    }
+
+    async fn waldump(&self, wal_dir: &Path, base: &BaseBackupManifest, extra: &[&str]) -> Result<String> {
+        let mut command = tokio::process::Command::new(self.bins.program("pg_waldump"));
+        command
+            .arg("--path")
+            .arg(wal_dir)
+            .args(["--timeline", &base.timeline.to_string(), "--start", &base.end_lsn])
+            .args(extra)
+            .kill_on_drop(true);
+        let output = crate::pg::child::output(command).await.map_err(|source| {
+            PitrError::Postgres(PgError::Spawn {
+                program: self.bins.program("pg_waldump"),
+                source,
+            })
+        })?;
+        // pg_waldump ends with an error at the end of the WAL it has: expected.
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The relations `commit`'s transaction wrote, named on the server in `dir`.
+    async fn relations_touched(&mut self, dir: &Path, commit: &Commit) -> Vec<String> {
+        let Some(base_stamp) = RecoveryState::read(dir).ok().flatten().map(|s| s.base_backup) else {
+            return Vec::new();
+        };
+        let Ok(backups) = list_base_backups(self.store).await else {
+            return Vec::new();
+        };
+        let Some(base) = backups.into_iter().find(|b| b.stamp == base_stamp) else {
+            return Vec::new();
+        };
+        let Ok(wal_dir) = self.wal_dir(&base).await else {
+            return Vec::new();
+        };
+        let Ok(dump) = self.waldump(&wal_dir, &base, &["--xid", &commit.xid.to_string()]).await else {
+            return Vec::new();
+        };
+        let filenodes: BTreeSet<(u32, u32)> = parse_relations(&dump);
+        let Ok(server) = DataDirServer::open(self.bins, dir) else {
+            return Vec::new();
+        };
+        if server
+            .start(&crate::wal::server_env(self.store.config()))
+            .await
+            .is_err()
+            && !server.is_running()
+        {
+            return filenodes
+                .iter()
+                .map(|(db, node)| format!("relfilenode {node} (database oid {db})"))
+                .collect();
+        }
+        let mut names = Vec::new();
+        for (db, node) in filenodes {
+            names.push(
+                name_relation(&server, db, node)
+                    .await
+                    .unwrap_or_else(|| format!("relfilenode {node}")),
+            );
+        }
+        names
+    }
+
+    /// Moves the good directory to `pgdata`, paused at its point again.
+    async fn install(
+        &mut self,
+        good: &Path,
+        pgdata: &Path,
+        port: Option<u16>,
+        last_good: Option<&Commit>,
+        base: &BaseBackupManifest,
+    ) -> Result<Option<String>> {
+        let server = DataDirServer::open(self.bins, good)?;
+        server.stop().await?;
+        std::fs::rename(good, pgdata).map_err(|source| PitrError::Io {
+            context: format!("move the last good recovery to {}", pgdata.display()),
+            source,
+        })?;
+        let kept: Vec<(String, String)> = DataDirServer::open(self.bins, pgdata)?
+            .settings()
+            .into_iter()
+            .filter(|(name, _)| {
+                ![
+                    "port",
+                    "unix_socket_directories",
+                    "hba_file",
+                    "listen_addresses",
+                    "unix_socket_permissions",
+                ]
+                .contains(&name.as_str())
+            })
+            .collect();
+        let port = match port {
+            Some(port) => port,
+            None => DataDirServer::free_port()?,
+        };
+        DataDirServer::prepare(self.bins, pgdata, port, &kept)?;
+        let target = match last_good {
+            Some(commit) => RecoveryTarget::Xid(commit.xid),
+            None => RecoveryTarget::Lsn(base.end_lsn.clone()),
+        };
+        let recovered = recover_further(self.bins, self.store, pgdata, &target, &self.pause_options()).await?;
+        let mut state =
+            RecoveryState::read(pgdata)?.ok_or_else(|| PitrError::NotARecovery { pgdata: pgdata.into() })?;
+        state.target = format!("the last good point ({target})");
+        state.phase = Phase::Paused;
+        state.write(pgdata)?;
+        Ok(recovered.replayed_lsn)
+    }
+}
+
+async fn name_relation(server: &DataDirServer, db_oid: u32, filenode: u32) -> Option<String> {
+    use sqlx::Connection as _;
+    let mut conn = server.connect().await.ok()?;
+    let database: String = sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE oid = $1::oid")
+        .bind(i64::from(db_oid))
+        .fetch_one(&mut conn)
+        .await
+        .ok()?;
+    let _ = conn.close().await;
+    let mut conn = server.connect_to(&database).await.ok()?;
+    let name: Option<String> = sqlx::query_scalar("SELECT pg_filenode_relation(0, $1::oid)::regclass::text")
+        .bind(i64::from(filenode))
+        .fetch_one(&mut conn)
+        .await
+        .ok()?;
+    let _ = conn.close().await;
+    name.map(|n| format!("{database}.{n}"))
+}
+
+fn wal_error(e: crate::wal::WalError) -> PitrError {
+    PitrError::SearchFailed {
+        why: format!("could not read the WAL archive: {e}"),
+    }
+}
+
+/// Commit records of `pg_waldump --rmgr=Transaction` output, in WAL order.
+fn parse_commits(output: &str) -> Vec<Commit> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let desc = line.split_once("desc: COMMIT ")?.1;
+            let xid: u32 = line.split_once("tx:")?.1.split(',').next()?.trim().parse().ok()?;
+            let lsn = line.split_once("lsn:")?.1.split(',').next()?.trim();
+            let lsn = format_lsn(parse_lsn(lsn)?);
+            let stamp = desc.split(';').next()?.trim().trim_end_matches(" UTC");
+            let time = NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S%.f")
+                .ok()?
+                .and_utc();
+            (xid != 0).then_some(Commit { xid, lsn, time })
+        })
+        .collect()
+}
+
+/// `(database oid, relfilenode)` of every `rel A/B/C` a record names.
+fn parse_relations(output: &str) -> BTreeSet<(u32, u32)> {
+    let mut found = BTreeSet::new();
+    for line in output.lines() {
+        for part in line.split("rel ").skip(1) {
+            let token = part.split_whitespace().next().unwrap_or_default().trim_end_matches(',');
+            let ids: Vec<u32> = token.split('/').filter_map(|p| p.parse().ok()).collect();
+            if let [_tablespace, db, node] = ids[..]
+                && db != 0
+            {
+                found.insert((db, node));
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_and_relations_are_read_from_pg_waldump() {
+        let out = "rmgr: Transaction len (rec/tot):     34/    34, tx:        736, lsn: 0/05000028, prev 0/04FFFFB0, desc: COMMIT 2026-11-30 15:14:47.091071 UTC\n\
+                   rmgr: Transaction len (rec/tot):    130/   130, tx:        737, lsn: 0/050000A0, prev 0/05000028, desc: COMMIT 2026-11-30 15:14:48.000001 UTC; inval msgs: catcache 80\n\
+                   rmgr: Transaction len (rec/tot):     34/    34, tx:        738, lsn: 0/05000120, prev 0/050000A0, desc: ABORT 2026-11-30 15:14:49.000001 UTC\n";
+        let commits = parse_commits(out);
+        assert_eq!(commits.len(), 2);
+        assert_eq!((commits[0].xid, commits[0].lsn.as_str()), (736, "0/5000028"));
+        assert_eq!(commits[1].time.to_rfc3339(), "2026-11-30T15:14:48.000001+00:00");
+        let rels = "rmgr: Heap len (rec/tot): 54/54, tx: 736, lsn: 0/05000000, prev 0/04FF, desc: HOT_UPDATE off 3, blkref #0: rel 1663/16384/16402 blk 7\n\
+                    rmgr: Btree len (rec/tot): 64/64, tx: 736, lsn: 0/05000040, prev 0/05000000, desc: INSERT_LEAF off 2, blkref #0: rel 1663/16384/16410 blk 1\n\
+                    rmgr: Heap2 len (rec/tot): 60/60, tx: 0, desc: PRUNE, blkref #0: rel 1664/0/1262 blk 0\n";
+        assert_eq!(
+            parse_relations(rels).into_iter().collect::<Vec<_>>(),
+            [(16384, 16402), (16384, 16410)]
+        );
+    }
+}
