@@ -201,6 +201,7 @@ pub enum Fault {
     DisableRls,
     StuckBillingRun,
     UnbalanceInvoice,
+    BadMigration,
     FlipPageBytes,
     DeleteWalSegment,
     DamageObject,
@@ -217,15 +218,24 @@ pub struct Injected {
     pub keys: Vec<String>,
     /// Findings the checks must now report (at least these).
     pub expect: Vec<Expected>,
+    /// The transaction that did it, when the operator ran one transaction
+    /// (the ground truth of `recover --to-last-good`).
+    pub xid: Option<u32>,
 }
 
 fn key_column(table: &str) -> &'static str {
     if table == "billing_runs" { "run_id" } else { "id" }
 }
 
-async fn commit(tx: sqlx::Transaction<'_, sqlx::Postgres>, what: &str) -> Result<()> {
+/// Commits `tx`, returning its transaction id (the one `pg_waldump` and
+/// `recovery_target_xid` name: the low 32 bits of `txid_current()`).
+async fn commit(mut tx: sqlx::Transaction<'_, sqlx::Postgres>, what: &str) -> Result<u32> {
+    let xid: i64 = sqlx::query_scalar("SELECT txid_current() % 4294967296")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(PgError::sql(format!("read the transaction id of {what}")))?;
     tx.commit().await.map_err(PgError::sql(format!("commit {what}")))?;
-    Ok(())
+    Ok(u32::try_from(xid).expect("reduced modulo 2^32"))
 }
 
 /// Deletes rows by primary key (`run_id` for `billing_runs`). For
@@ -269,9 +279,10 @@ pub async fn delete_rows(d: &Disposable, table: &str, keys: &[i64]) -> Result<In
         .fetch_all(&mut *tx)
         .await
         .map_err(PgError::sql(format!("delete rows from {table}")))?;
-    commit(tx, "the deletion").await?;
+    let xid = commit(tx, "the deletion").await?;
     let _ = conn.close().await;
     Ok(Injected {
+        xid: Some(xid),
         fault: Fault::DeleteRows,
         table: table.to_owned(),
         keys: deleted.iter().map(i64::to_string).collect(),
@@ -347,9 +358,10 @@ pub async fn tamper_amount(d: &Disposable, table: &str, id: i64, delta_cents: i6
         }
         _ => {}
     }
-    commit(tx, "the tampered amount").await?;
+    let xid = commit(tx, "the tampered amount").await?;
     let _ = conn.close().await;
     Ok(Injected {
+        xid: Some(xid),
         fault: Fault::TamperAmount,
         table: table.to_owned(),
         keys: vec![id.to_string()],
@@ -379,6 +391,7 @@ pub async fn unbalance_invoice(d: &Disposable, invoice_id: i64, cents: i64) -> R
         key: invoice_id.to_string(),
     })?;
     Ok(Injected {
+        xid: None,
         fault: Fault::UnbalanceInvoice,
         table: "invoice_lines".to_owned(),
         keys: vec![line.to_string()],
@@ -387,6 +400,34 @@ pub async fn unbalance_invoice(d: &Disposable, invoice_id: i64, cents: i64) -> R
             "monthly_invoices",
             Some(invoice_id.to_string()),
         )],
+    })
+}
+
+/// A bad migration in one transaction: every charge line whose id is
+/// `bucket` modulo 7 tripled. Expects invoices out of balance (4.3).
+pub async fn bad_migration(d: &Disposable, bucket: i64) -> Result<Injected> {
+    let mut conn = d.connect().await?;
+    let mut tx = conn.begin().await.map_err(PgError::sql("begin"))?;
+    let changed: Vec<(i64, i64)> = sqlx::query_as(
+        "UPDATE invoice_lines SET amount = amount * 3 \
+         WHERE line_type = 'charge' AND amount <> 0 AND id % 7 = $1 RETURNING id, invoice_id",
+    )
+    .bind(bucket.rem_euclid(7))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(PgError::sql("run the bad migration"))?;
+    let xid = commit(tx, "the bad migration").await?;
+    let _ = conn.close().await;
+    let invoices: std::collections::BTreeSet<i64> = changed.iter().map(|(_, invoice)| *invoice).collect();
+    Ok(Injected {
+        xid: Some(xid),
+        fault: Fault::BadMigration,
+        table: "invoice_lines".to_owned(),
+        keys: changed.iter().map(|(id, _)| id.to_string()).collect(),
+        expect: invoices
+            .into_iter()
+            .map(|invoice| Expected::new(CheckName::InvoiceBalance, "monthly_invoices", Some(invoice.to_string())))
+            .collect(),
     })
 }
 
@@ -414,7 +455,7 @@ pub async fn orphan_invoice_line(d: &Disposable, line_id: i64) -> Result<Injecte
         table: "invoice_lines".to_owned(),
         key: line_id.to_string(),
     })?;
-    commit(tx, "the orphaned line").await?;
+    let xid = commit(tx, "the orphaned line").await?;
     let _ = conn.close().await;
     let mut expect = Vec::new();
     if deleted_at.is_none() {
@@ -430,6 +471,7 @@ pub async fn orphan_invoice_line(d: &Disposable, line_id: i64) -> Result<Injecte
         ));
     }
     Ok(Injected {
+        xid: Some(xid),
         fault: Fault::OrphanInvoiceLine,
         table: "invoice_lines".to_owned(),
         keys: vec![line_id.to_string()],
@@ -447,6 +489,7 @@ pub async fn disable_rls(d: &Disposable, table: &str) -> Result<Injected> {
         .map_err(PgError::sql(format!("disable row-level security on {table}")))?;
     let _ = conn.close().await;
     Ok(Injected {
+        xid: None,
         fault: Fault::DisableRls,
         table: table.to_owned(),
         keys: vec![table.to_owned()],
@@ -474,6 +517,7 @@ pub async fn stuck_billing_run(d: &Disposable, run_id: i64) -> Result<Injected> 
         });
     }
     Ok(Injected {
+        xid: None,
         fault: Fault::StuckBillingRun,
         table: "billing_runs".to_owned(),
         keys: vec![run_id.to_string()],
@@ -630,6 +674,7 @@ async fn update_audit_row(
         });
     }
     Ok(Injected {
+        xid: None,
         fault,
         table: AUDIT_TABLE.to_owned(),
         keys: vec![id.to_string()],
@@ -648,10 +693,11 @@ pub async fn tamper_and_rehash(d: &Disposable, id: i64) -> Result<Injected> {
     let head = chain_head_id(&mut tx).await?.unwrap_or(id);
     row.payload = edited(&row.payload);
     let rewritten = rewrite_from(&mut tx, &mut row).await?;
-    commit(tx, "the re-hashed chain").await?;
+    let xid = commit(tx, "the re-hashed chain").await?;
     let _ = conn.close().await;
     tracing::info!(id, rewritten, "audit payload tampered and chain re-hashed");
     Ok(Injected {
+        xid: Some(xid),
         fault: Fault::TamperAndRehash,
         table: AUDIT_TABLE.to_owned(),
         keys: vec![id.to_string()],
@@ -718,9 +764,10 @@ pub async fn move_audit_row(d: &Disposable, id: i64, to: DateTime<Utc>, rehash: 
         };
         expect.extend(check.map(|check| Expected::new(check, AUDIT_TABLE, Some(key.to_string()))));
     }
-    commit(tx, "the moved audit row").await?;
+    let xid = commit(tx, "the moved audit row").await?;
     let _ = conn.close().await;
     Ok(Injected {
+        xid: Some(xid),
         fault: Fault::MoveAuditRow,
         table: AUDIT_TABLE.to_owned(),
         keys: vec![id.to_string()],
@@ -738,9 +785,10 @@ pub async fn forge_genesis(d: &Disposable, id: i64) -> Result<Injected> {
     let mut row = fetch_audit_row(&mut tx, d, id).await?;
     row.previous_hash = GENESIS.to_owned();
     rewrite_from(&mut tx, &mut row).await?;
-    commit(tx, "the forged genesis").await?;
+    let xid = commit(tx, "the forged genesis").await?;
     let _ = conn.close().await;
     Ok(Injected {
+        xid: Some(xid),
         fault: Fault::ForgeGenesis,
         table: AUDIT_TABLE.to_owned(),
         keys: vec![id.to_string()],
@@ -787,7 +835,7 @@ pub async fn truncate_chain_tail(d: &Disposable, rows: i64) -> Result<Injected> 
         .fetch_one(&mut *tx)
         .await
         .map_err(PgError::sql("count what is left of the chain"))?;
-    commit(tx, "the truncated chain").await?;
+    let xid = commit(tx, "the truncated chain").await?;
     let _ = conn.close().await;
     let mut expect = vec![Expected::new(
         CheckName::ChainAnchor,
@@ -799,6 +847,7 @@ pub async fn truncate_chain_tail(d: &Disposable, rows: i64) -> Result<Injected> 
         expect.push(Expected::new(CheckName::CriticalTablesPresent, AUDIT_TABLE, None));
     }
     Ok(Injected {
+        xid: Some(xid),
         fault: Fault::TruncateChainTail,
         table: AUDIT_TABLE.to_owned(),
         keys: deleted.iter().map(i64::to_string).collect(),
@@ -866,6 +915,7 @@ pub fn flip_page_bytes(d: &Disposable, file: &RelationFile, offset: u64, len: us
     relation.write_all(&bytes).map_err(disk)?;
     relation.sync_all().map_err(disk)?;
     Ok(Injected {
+        xid: None,
         fault: Fault::FlipPageBytes,
         table: file.table.clone(),
         keys: vec![format!("{}@{offset}+{len}", file.path)],

@@ -31,6 +31,11 @@ pub async fn write_activity(target: &ConnInfo, events: usize) -> Result<Activity
     };
     for n in 0..events {
         let mut tx = conn.begin().await.map_err(PgError::sql("begin a write"))?;
+        // Several sessions may write at once: they take turns for the next ledger id.
+        sqlx::query("SELECT pg_advisory_xact_lock(7243)")
+            .execute(&mut *tx)
+            .await
+            .map_err(PgError::sql("wait for the ledger's next id"))?;
         let (ledger_id,): (i64,) = sqlx::query_as(
             "INSERT INTO ledger_entries (id, tenant_id, type, amount, reference, created_at)
              SELECT coalesce(max(id), 0) + 1, 1, 'charge', 12.50, 'drill:late-fee', clock_timestamp()

@@ -223,6 +223,9 @@ impl RecoverArgs {
             return Ok(exit::SUCCESS);
         }
         let Some(bad) = &found.first_bad else {
+            if let Some(gap) = &found.archive_gap {
+                println!("{gap}");
+            }
             println!(
                 "nothing found: the checks are clean from base backup {} to the end of the archive ({} commits); nothing was recovered",
                 found.base_backup, found.commits
@@ -269,6 +272,9 @@ impl RecoverArgs {
                 _ => String::new(),
             }
         );
+        if let Some(gap) = &found.archive_gap {
+            println!("  {gap}");
+        }
         for stamp in &found.damaged_base_backups {
             println!("  base backup {stamp} is damaged itself and was skipped");
         }

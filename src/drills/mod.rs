@@ -38,6 +38,7 @@ pub mod db_connection_exhaustion;
 pub mod db_corruption_full;
 pub mod db_corruption_physical;
 pub mod db_corruption_single_table;
+pub mod db_corruption_unknown_time;
 pub mod pod_crash;
 pub mod rpo_streaming_replication;
 pub mod rpo_wal_archiving;
@@ -85,6 +86,7 @@ macro_rules! for_each_drill {
             // Full restore test, monthly.
             complete_infrastructure_loss: CompleteInfrastructureLoss, monthly, everywhere, local, runs_drillbook;
             db_corruption_full: DbCorruptionFull, monthly, own_servers, local, runs_drillbook;
+            db_corruption_unknown_time: DbCorruptionFull, monthly, own_servers, local, runs_drillbook;
             db_corruption_single_table: DbCorruptionSingleTable, monthly, everywhere, local, runs_drillbook;
             db_connection_exhaustion: DbConnectionExhaustion, monthly, own_servers, local;
             // Failover drill, quarterly. The cluster drills act on a

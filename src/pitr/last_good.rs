@@ -25,6 +25,11 @@
 //! a copy of the data directory. A naive bisection restores the base backup
 //! and replays from it for every probe: log2(commits) full replays.
 //!
+//! Checks that need an anchor (the audit chain's head recorded outside the
+//! database) use the bucket's: a state after commit i is checked against
+//! the newest anchor recorded by c_i's time, whose head it holds. A gap in
+//! the archive ends the search there, and the result says so.
+//!
 //! # Exactness
 //! The suite must be clean at the base backup (else the previous base
 //! backup is tried) and dirty at the end of the archive (else nothing is
@@ -45,6 +50,7 @@ use crate::basebackup::{BaseBackupManifest, list_base_backups};
 use crate::integrity::{CheckName, Finding, IntegrityReport, SuiteOptions, run_suite};
 use crate::pg::{ConnInfo, DataDirServer, PgBinaries, PgError};
 use crate::store::Store;
+use crate::store::manifest::{ANCHORS, Anchor};
 use crate::wal::{Fetched, WalArchive, format_lsn, parse_lsn};
 
 /// How many stops the forward scan makes over the commits.
@@ -93,6 +99,8 @@ pub struct LastGood {
     pub given_up_to: Option<DateTime<Utc>>,
     /// Commits the search chose among.
     pub commits: usize,
+    /// Why the search stopped before the end of the archive (a WAL gap).
+    pub archive_gap: Option<String>,
     /// States judged (scan stops and bisection probes), and copies made.
     pub probes: usize,
     pub forks: usize,
@@ -139,6 +147,8 @@ pub async fn recover_to_last_good(
         store,
         options,
         work: &work,
+        anchors: anchors_in(store, &options.database).await?,
+        gap: None,
         probes: 0,
         forks: 0,
         next_dir: 0,
@@ -164,7 +174,7 @@ pub async fn recover_to_last_good(
         let dir = search
             .start_at(&base, &RecoveryTarget::Lsn(base.end_lsn.clone()))
             .await?;
-        match search.judge(&dir).await? {
+        match search.judge(&dir, base.start_time).await? {
             Verdict::Clean => break (base, dir),
             Verdict::Dirty(_) => {
                 tracing::warn!(
@@ -197,7 +207,7 @@ pub async fn recover_to_last_good(
         let stop = (next + step - 1).min(commits.len() - 1);
         let probe = search.fork(&good).await?;
         search.move_to(&probe, &commits[stop]).await?;
-        match search.judge(&probe).await? {
+        match search.judge(&probe, commits[stop].time).await? {
             Verdict::Clean => {
                 search.discard(&good).await;
                 good = probe;
@@ -225,6 +235,7 @@ pub async fn recover_to_last_good(
             given_up_from: None,
             given_up_to: None,
             commits: commits.len(),
+            archive_gap: search.gap.clone(),
             probes: search.probes,
             forks: search.forks,
             elapsed: started.elapsed(),
@@ -235,7 +246,7 @@ pub async fn recover_to_last_good(
         let mid = lo + (hi - lo) / 2;
         let probe = search.fork(&good).await?;
         search.move_to(&probe, &commits[mid as usize]).await?;
-        match search.judge(&probe).await? {
+        match search.judge(&probe, commits[mid as usize].time).await? {
             Verdict::Clean => {
                 search.discard(&good).await;
                 good = probe;
@@ -276,6 +287,7 @@ pub async fn recover_to_last_good(
         given_up_from: given_up.first().map(|c| c.time),
         given_up_to: given_up.last().map(|c| c.time),
         commits: commits.len(),
+        archive_gap: search.gap.clone(),
         probes: search.probes,
         forks: search.forks,
         elapsed: started.elapsed(),
@@ -344,6 +356,10 @@ struct Search<'a> {
     store: &'a Store,
     options: &'a SearchOptions,
     work: &'a SearchDir,
+    /// The bucket's anchors of the judged database, oldest first.
+    anchors: Vec<Anchor>,
+    /// A gap in the archive the search stopped at.
+    gap: Option<String>,
     probes: usize,
     forks: usize,
     next_dir: usize,
@@ -430,8 +446,10 @@ impl Search<'_> {
         Ok(())
     }
 
-    /// Runs the chosen checks on the paused recovery in `dir`.
-    async fn judge(&mut self, dir: &Path) -> Result<Verdict> {
+    /// Runs the chosen checks on the paused recovery in `dir`, whose state
+    /// includes every commit up to `state_time`: the chain is checked against
+    /// the newest anchor recorded by then (its head is in that state).
+    async fn judge(&mut self, dir: &Path, state_time: DateTime<Utc>) -> Result<Verdict> {
         self.probes += 1;
         let server = DataDirServer::open(self.bins, dir)?;
         let port = server
@@ -444,11 +462,13 @@ impl Search<'_> {
             password: crate::pg::Secret::new(String::new()),
             database: self.options.database.clone(),
         };
-        let report = run_suite(&target, &SuiteOptions::default())
-            .await
-            .map_err(|e| PitrError::SearchFailed {
-                why: format!("the checks could not run on the recovery in {}: {e}", dir.display()),
-            })?;
+        let suite = SuiteOptions {
+            anchor: self.anchors.iter().rev().find(|a| a.recorded_at <= state_time).cloned(),
+            ..SuiteOptions::default()
+        };
+        let report = run_suite(&target, &suite).await.map_err(|e| PitrError::SearchFailed {
+            why: format!("the checks could not run on the recovery in {}: {e}", dir.display()),
+        })?;
         let findings = self.relevant(&report);
         Ok(if findings.is_empty() {
             Verdict::Clean
@@ -493,11 +513,23 @@ impl Search<'_> {
         let archive = WalArchive::new(self.store.clone());
         let first = crate::wal::segment_name(base.timeline, parse_lsn(&base.start_lsn).unwrap_or(0), 16 << 20);
         let names = archive.list(Some(base.timeline)).await.map_err(wal_error)?;
+        let mut expected: Option<String> = None;
         for name in names.iter().filter(|n| n.len() == 24 && n.as_str() >= first.as_str()) {
+            if let Some(expected) = expected.as_deref()
+                && name != expected
+            {
+                // A gap: recovery cannot pass it, so neither does the search.
+                self.gap = Some(format!(
+                    "WAL segment {expected} is missing from the archive (the next archived one is {name}): the \
+                     search covered only the commits before it"
+                ));
+                break;
+            }
             match archive.fetch(name, &wal_dir.join(name)).await.map_err(wal_error)? {
                 Fetched::Restored { .. } => {}
                 Fetched::Missing => break,
             }
+            expected = next_segment(name);
         }
         Ok(wal_dir)
     }
@@ -611,6 +643,29 @@ impl Search<'_> {
     }
 }
 
+/// The anchors in the bucket recorded for `database`, oldest first.
+async fn anchors_in(store: &Store, database: &str) -> Result<Vec<Anchor>> {
+    let mut anchors = Vec::new();
+    let objects = store.list(ANCHORS).await.map_err(|e| PitrError::SearchFailed {
+        why: format!("could not list the anchors: {e}"),
+    })?;
+    for object in objects {
+        let bytes = store
+            .get_bytes(&object.key)
+            .await
+            .map_err(|e| PitrError::SearchFailed {
+                why: format!("could not read the anchor {}: {e}", object.key),
+            })?;
+        match Anchor::parse(&bytes, &object.key) {
+            Ok(anchor) if anchor.database == database => anchors.push(anchor),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(key = object.key, error = %e, "skipping an anchor that does not parse"),
+        }
+    }
+    anchors.sort_by_key(|a| a.recorded_at);
+    Ok(anchors)
+}
+
 async fn name_relation(server: &DataDirServer, db_oid: u32, filenode: u32) -> Option<String> {
     use sqlx::Connection as _;
     let mut conn = server.connect().await.ok()?;
@@ -634,6 +689,15 @@ fn wal_error(e: crate::wal::WalError) -> PitrError {
     PitrError::SearchFailed {
         why: format!("could not read the WAL archive: {e}"),
     }
+}
+
+/// The segment after `name` (16 MiB segments: 256 per log id).
+fn next_segment(name: &str) -> Option<String> {
+    let timeline = &name[..8];
+    let log = u32::from_str_radix(&name[8..16], 16).ok()?;
+    let seg = u32::from_str_radix(&name[16..24], 16).ok()?;
+    let (log, seg) = if seg == 0xFF { (log + 1, 0) } else { (log, seg + 1) };
+    Some(format!("{timeline}{log:08X}{seg:08X}"))
 }
 
 /// Commit records of `pg_waldump --rmgr=Transaction` output, in WAL order.
@@ -674,6 +738,18 @@ fn parse_relations(output: &str) -> BTreeSet<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segments_follow_each_other() {
+        assert_eq!(
+            next_segment("000000010000000000000004").unwrap(),
+            "000000010000000000000005"
+        );
+        assert_eq!(
+            next_segment("0000000200000001000000FF").unwrap(),
+            "000000020000000200000000"
+        );
+    }
 
     #[test]
     fn commits_and_relations_are_read_from_pg_waldump() {
