@@ -658,7 +658,7 @@ pub(super) fn free_port() -> Result<u16> {
         .map_err(PgError::io("read the probed port"))
 }
 
-fn is_bind_failure(log: &str) -> bool {
+pub(super) fn is_bind_failure(log: &str) -> bool {
     log.contains("could not bind") || log.contains("Address already in use")
 }
 

@@ -190,6 +190,43 @@ impl DataDirServer {
         Ok(())
     }
 
+    /// [`DataDirServer::start`] on a port nobody chose: when another process
+    /// took it between the probe and the server's bind, another free port
+    /// is written into the settings and the start tried again (5 times).
+    ///
+    /// # Errors
+    /// As [`DataDirServer::start`].
+    pub async fn start_on_a_free_port(&self, env: &[(String, String)]) -> Result<()> {
+        let mut attempt = 1;
+        loop {
+            match self.start(env).await {
+                Err(PgError::StartFailed { log_tail, .. })
+                    if attempt < 5 && super::cluster::is_bind_failure(&log_tail) =>
+                {
+                    let port = super::cluster::free_port()?;
+                    tracing::debug!(
+                        port,
+                        "the probed port was taken before the server bound it; picking another"
+                    );
+                    let settings: Vec<(String, String)> = self
+                        .settings()
+                        .into_iter()
+                        .map(|(name, value)| {
+                            if name == "port" {
+                                (name, port.to_string())
+                            } else {
+                                (name, value)
+                            }
+                        })
+                        .collect();
+                    self.write_settings(&settings)?;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Fast shutdown (`pg_ctl stop -m fast`), waiting up to a minute, then
     /// an immediate one. A server that is not running is fine.
     ///

@@ -423,10 +423,6 @@ pub async fn recover_on(
             RecoveredServer::Container { name, admin }
         }
         RecoveryHost::DataDir { pgdata, port } => {
-            let port = match port {
-                Some(port) => *port,
-                None => DataDirServer::free_port()?,
-            };
             // Undone on failure or drop from here on (the rename may happen any moment).
             guard = Some(data_dir::Guard::new(bins, pgdata, None, existed_empty));
             // The state goes in before the rename: the directory never exists without it.
@@ -444,9 +440,19 @@ pub async fn recover_on(
                 .expect("a data dir recovers from its sibling")
                 .install(pgdata)?;
             crate::failpoint!("recover::after_install");
+            let chosen = port.is_some();
+            let port = match port {
+                Some(port) => *port,
+                None => DataDirServer::free_port()?,
+            };
             let server = DataDirServer::prepare(bins, pgdata, port, &settings)?;
-            let admin = data_dir_admin(port, options);
-            match server.start(&server_env(store.config())).await {
+            let started = if chosen {
+                server.start(&server_env(store.config())).await
+            } else {
+                server.start_on_a_free_port(&server_env(store.config())).await
+            };
+            let admin = data_dir_admin(server.port().unwrap_or(port), options);
+            match started {
                 Ok(()) => {}
                 Err(PgError::StartFailed { .. }) => return Err(failure(target, &server.log_since(0))),
                 Err(e) => return Err(e.into()),

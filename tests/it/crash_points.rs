@@ -266,7 +266,11 @@ impl Bench {
                                 panic!("{args:?} exited ({status}) before reaching {point}");
                             }
                         }
-                        Err(_) => panic!("{args:?} never reached {point}"),
+                        Err(_) => {
+                            let status = child.wait().unwrap();
+                            let stderr = reader.join().unwrap();
+                            panic!("{args:?} never reached {point} ({status}):\n{stderr}");
+                        }
                     }
                 }
             }
