@@ -101,6 +101,9 @@ pub struct LastGood {
     pub commits: usize,
     /// Why the search stopped before the end of the archive (a WAL gap).
     pub archive_gap: Option<String>,
+    /// WAL replayed by every recovery of the search (restarts replay from
+    /// their last restartpoint).
+    pub wal_bytes_replayed: u64,
     /// States judged (scan stops and bisection probes), and copies made.
     pub probes: usize,
     pub forks: usize,
@@ -149,6 +152,7 @@ pub async fn recover_to_last_good(
         work: &work,
         anchors: anchors_in(store, &options.database).await?,
         gap: None,
+        replayed: 0,
         probes: 0,
         forks: 0,
         next_dir: 0,
@@ -236,6 +240,7 @@ pub async fn recover_to_last_good(
             given_up_to: None,
             commits: commits.len(),
             archive_gap: search.gap.clone(),
+            wal_bytes_replayed: search.replayed,
             probes: search.probes,
             forks: search.forks,
             elapsed: started.elapsed(),
@@ -288,6 +293,7 @@ pub async fn recover_to_last_good(
         given_up_to: given_up.last().map(|c| c.time),
         commits: commits.len(),
         archive_gap: search.gap.clone(),
+        wal_bytes_replayed: search.replayed,
         probes: search.probes,
         forks: search.forks,
         elapsed: started.elapsed(),
@@ -360,6 +366,7 @@ struct Search<'a> {
     anchors: Vec<Anchor>,
     /// A gap in the archive the search stopped at.
     gap: Option<String>,
+    replayed: u64,
     probes: usize,
     forks: usize,
     next_dir: usize,
@@ -387,7 +394,8 @@ impl Search<'_> {
         };
         // An LSN target at `base`'s end picks `base` itself.
         debug_assert!(matches!(target, RecoveryTarget::Lsn(l) if *l == base.end_lsn));
-        recover_on(host, self.bins, self.store, target, &self.pause_options()).await?;
+        let recovered = recover_on(host, self.bins, self.store, target, &self.pause_options()).await?;
+        self.replayed += recovered.wal_bytes_replayed;
         Ok(dir)
     }
 
@@ -496,60 +504,19 @@ impl Search<'_> {
     /// Every commit after the base backup's end, in WAL order, from the
     /// archived WAL of its timeline (fetched into the search dir).
     async fn commits_after(&mut self, base: &BaseBackupManifest) -> Result<Vec<Commit>> {
-        let wal_dir = self.wal_dir(base).await?;
-        let output = self.waldump(&wal_dir, base, &["--rmgr=Transaction"]).await?;
-        Ok(parse_commits(&output))
+        let (commits, gap) = archive_commits(self.bins, self.store, base, &self.work.path).await?;
+        self.gap = gap;
+        Ok(commits)
     }
 
     async fn wal_dir(&mut self, base: &BaseBackupManifest) -> Result<PathBuf> {
-        let wal_dir = self.work.path.join(format!("wal-{}", base.stamp));
-        if wal_dir.is_dir() {
-            return Ok(wal_dir);
-        }
-        std::fs::create_dir(&wal_dir).map_err(|source| PitrError::Io {
-            context: format!("create {}", wal_dir.display()),
-            source,
-        })?;
-        let archive = WalArchive::new(self.store.clone());
-        let first = crate::wal::segment_name(base.timeline, parse_lsn(&base.start_lsn).unwrap_or(0), 16 << 20);
-        let names = archive.list(Some(base.timeline)).await.map_err(wal_error)?;
-        let mut expected: Option<String> = None;
-        for name in names.iter().filter(|n| n.len() == 24 && n.as_str() >= first.as_str()) {
-            if let Some(expected) = expected.as_deref()
-                && name != expected
-            {
-                // A gap: recovery cannot pass it, so neither does the search.
-                self.gap = Some(format!(
-                    "WAL segment {expected} is missing from the archive (the next archived one is {name}): the \
-                     search covered only the commits before it"
-                ));
-                break;
-            }
-            match archive.fetch(name, &wal_dir.join(name)).await.map_err(wal_error)? {
-                Fetched::Restored { .. } => {}
-                Fetched::Missing => break,
-            }
-            expected = next_segment(name);
-        }
+        let (wal_dir, gap) = fetch_wal(self.store, base, &self.work.path).await?;
+        self.gap = self.gap.take().or(gap);
         Ok(wal_dir)
     }
 
     async fn waldump(&self, wal_dir: &Path, base: &BaseBackupManifest, extra: &[&str]) -> Result<String> {
-        let mut command = tokio::process::Command::new(self.bins.program("pg_waldump"));
-        command
-            .arg("--path")
-            .arg(wal_dir)
-            .args(["--timeline", &base.timeline.to_string(), "--start", &base.end_lsn])
-            .args(extra)
-            .kill_on_drop(true);
-        let output = crate::pg::child::output(command).await.map_err(|source| {
-            PitrError::Postgres(PgError::Spawn {
-                program: self.bins.program("pg_waldump"),
-                source,
-            })
-        })?;
-        // pg_waldump ends with an error at the end of the WAL it has: expected.
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        waldump(self.bins, wal_dir, base, extra).await
     }
 
     /// The relations `commit`'s transaction wrote, named on the server in `dir`.
@@ -634,6 +601,7 @@ impl Search<'_> {
             None => RecoveryTarget::Lsn(base.end_lsn.clone()),
         };
         let recovered = recover_further(self.bins, self.store, pgdata, &target, &self.pause_options()).await?;
+        self.replayed += recovered.wal_bytes_replayed;
         let mut state =
             RecoveryState::read(pgdata)?.ok_or_else(|| PitrError::NotARecovery { pgdata: pgdata.into() })?;
         state.target = format!("the last good point ({target})");
@@ -641,6 +609,77 @@ impl Search<'_> {
         state.write(pgdata)?;
         Ok(recovered.replayed_lsn)
     }
+}
+
+/// Every commit after `base`'s end in the archive, in WAL order (from
+/// `pg_waldump` over the WAL of its timeline, fetched into `dir`), and the
+/// gap that ended the archive early, if any.
+///
+/// # Errors
+/// When the archive cannot be read or `pg_waldump` cannot run.
+pub async fn archive_commits(
+    bins: &PgBinaries,
+    store: &Store,
+    base: &BaseBackupManifest,
+    dir: &Path,
+) -> Result<(Vec<Commit>, Option<String>)> {
+    let (wal_dir, gap) = fetch_wal(store, base, dir).await?;
+    let output = waldump(bins, &wal_dir, base, &["--rmgr=Transaction"]).await?;
+    Ok((parse_commits(&output), gap))
+}
+
+/// The archived WAL of `base`'s timeline from its start, into `dir/wal-<stamp>`
+/// (once), up to the first gap.
+async fn fetch_wal(store: &Store, base: &BaseBackupManifest, dir: &Path) -> Result<(PathBuf, Option<String>)> {
+    let wal_dir = dir.join(format!("wal-{}", base.stamp));
+    let mut gap = None;
+    if wal_dir.is_dir() {
+        return Ok((wal_dir, gap));
+    }
+    std::fs::create_dir(&wal_dir).map_err(|source| PitrError::Io {
+        context: format!("create {}", wal_dir.display()),
+        source,
+    })?;
+    let archive = WalArchive::new(store.clone());
+    let first = crate::wal::segment_name(base.timeline, parse_lsn(&base.start_lsn).unwrap_or(0), 16 << 20);
+    let names = archive.list(Some(base.timeline)).await.map_err(wal_error)?;
+    let mut expected: Option<String> = None;
+    for name in names.iter().filter(|n| n.len() == 24 && n.as_str() >= first.as_str()) {
+        if let Some(expected) = expected.as_deref()
+            && name != expected
+        {
+            // A gap: recovery cannot pass it, so neither does the search.
+            gap = Some(format!(
+                "WAL segment {expected} is missing from the archive (the next archived one is {name}): the \
+                 search covered only the commits before it"
+            ));
+            break;
+        }
+        match archive.fetch(name, &wal_dir.join(name)).await.map_err(wal_error)? {
+            Fetched::Restored { .. } => {}
+            Fetched::Missing => break,
+        }
+        expected = next_segment(name);
+    }
+    Ok((wal_dir, gap))
+}
+
+async fn waldump(bins: &PgBinaries, wal_dir: &Path, base: &BaseBackupManifest, extra: &[&str]) -> Result<String> {
+    let mut command = tokio::process::Command::new(bins.program("pg_waldump"));
+    command
+        .arg("--path")
+        .arg(wal_dir)
+        .args(["--timeline", &base.timeline.to_string(), "--start", &base.end_lsn])
+        .args(extra)
+        .kill_on_drop(true);
+    let output = crate::pg::child::output(command).await.map_err(|source| {
+        PitrError::Postgres(PgError::Spawn {
+            program: bins.program("pg_waldump"),
+            source,
+        })
+    })?;
+    // pg_waldump ends with an error at the end of the WAL it has: expected.
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The anchors in the bucket recorded for `database`, oldest first.

@@ -611,11 +611,11 @@ pub(super) async fn recover_further(
     state.reached = Some(reached.point.clone());
     state.write(pgdata)?;
     guard.settle();
-    let wal_bytes_replayed = match (
-        reached.point.lsn.as_deref().and_then(parse_lsn),
-        reached_before.lsn.as_deref().and_then(parse_lsn),
-    ) {
-        (Some(now), Some(before)) => now.saturating_sub(before),
+    // A restart replays from its redo point (the last restartpoint), not from where it paused.
+    let redo_start =
+        server_log_redo_start(&recovered_server, log_from).or(reached_before.lsn.as_deref().and_then(parse_lsn));
+    let wal_bytes_replayed = match (reached.point.lsn.as_deref().and_then(parse_lsn), redo_start) {
+        (Some(now), Some(start)) => now.saturating_sub(start),
         _ => 0,
     };
     Ok(Recovered {
@@ -630,6 +630,19 @@ pub(super) async fn recover_further(
         download_and_verify: Duration::ZERO,
         replay: replay_started.elapsed(),
     })
+}
+
+/// Where the restarted server in `server` began redo (`redo starts at X/Y`
+/// in its log from byte `log_from`).
+fn server_log_redo_start(server: &RecoveredServer, log_from: u64) -> Option<u64> {
+    let RecoveredServer::DataDir { server, .. } = server else {
+        return None;
+    };
+    server
+        .log_since(log_from)
+        .lines()
+        .find_map(|l| l.split_once("redo starts at ").map(|(_, r)| r.trim().to_owned()))
+        .and_then(|lsn| parse_lsn(&lsn))
 }
 
 /// Promotes the recovery paused in `pgdata` (`pg_promote`): it leaves

@@ -32,6 +32,7 @@ mod integrity_properties;
 mod integrity_suite;
 mod k8s_api;
 // issue 12: the README's layering, checked.
+mod last_good;
 mod layering;
 // issue 13: the operator's commands (basebackup, check, restore --table).
 mod operator_cli;
