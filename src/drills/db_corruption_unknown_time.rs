@@ -73,7 +73,7 @@ async fn story(drill: &mut Drill, program: &Path, seed: u64) -> Result<()> {
     let source = env.source();
     let (bucket, source_url) = (env.store().config().location(), source.url());
     // The chain's head recorded outside the database, as production does daily.
-    drill
+    let anchor = drill
         .step(
             "drillbook anchor",
             super::steps::operator_answer(
@@ -85,6 +85,9 @@ async fn story(drill: &mut Drill, program: &Path, seed: u64) -> Result<()> {
             ),
         )
         .await?;
+    let anchor: crate::store::manifest::Anchor =
+        serde_json::from_value(anchor.report).step("read the anchor `drillbook anchor --json` printed")?;
+    let anchor_location = format!("{bucket}{}", anchor.key());
 
     let canary = CanaryWriter::start(&source, Duration::from_millis(5))
         .await
@@ -124,16 +127,23 @@ async fn story(drill: &mut Drill, program: &Path, seed: u64) -> Result<()> {
     }
     let canaries = canary.stop().await;
 
-    let report = drill
+    // Detection as the playbook's daily audit runs it: `drillbook verify` against the anchor.
+    let verdict = drill
         .step(
-            "detection: the integrity suite on the primary",
-            run_suite(&source, &SuiteOptions::default()),
+            "detection: drillbook verify --anchor on the primary",
+            super::steps::operator_answer(
+                program,
+                env.store(),
+                &["verify", "--anchor", &anchor_location],
+                &[("DATABASE_URL", &source_url)],
+                &[super::steps::EXIT_SUCCESS, super::steps::EXIT_FAILED],
+            ),
         )
         .await?;
     drill.check(
         "the corruption is detected",
-        !report.findings.is_empty(),
-        format!("{} finding(s)", report.findings.len()),
+        verdict.code == super::steps::EXIT_FAILED,
+        format!("{} finding(s)", verdict.report["findings"].as_array().map_or(0, Vec::len)),
     );
     let detected = drill.incident(format!("{} detected, time unknown", CORRUPTIONS[choice]));
     const FLUSH: &str = "flush the primary's last WAL to the archive";
