@@ -143,7 +143,10 @@ async fn story(drill: &mut Drill, program: &Path, seed: u64) -> Result<()> {
     drill.check(
         "the corruption is detected",
         verdict.code == super::steps::EXIT_FAILED,
-        format!("{} finding(s)", verdict.report["findings"].as_array().map_or(0, Vec::len)),
+        format!(
+            "{} finding(s)",
+            verdict.report["findings"].as_array().map_or(0, Vec::len)
+        ),
     );
     let detected = drill.incident(format!("{} detected, time unknown", CORRUPTIONS[choice]));
     const FLUSH: &str = "flush the primary's last WAL to the archive";

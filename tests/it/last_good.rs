@@ -176,6 +176,63 @@ async fn to_last_good_refuses_bad_input_and_recovers_nothing_from_a_clean_archiv
     env.cleanup().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_backup_taken_after_the_damage_is_skipped_for_the_one_before() {
+    let env = archive().await;
+    marks(&env, 1, 3).await;
+    let mut conn = connect(&env.source()).await;
+    let mut tx = conn.begin().await.unwrap();
+    exec(
+        &mut tx,
+        "UPDATE invoice_lines SET amount = amount + 9 \
+         WHERE id = (SELECT max(id) FROM invoice_lines WHERE line_type = 'charge')",
+    )
+    .await;
+    let tamperer: i64 = sqlx::query_scalar("SELECT txid_current() % 4294967296")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    conn.close().await.unwrap();
+    // The newest base backup holds the damage already.
+    let bucket = env.store().config().location();
+    let out = drillbook(
+        env.store(),
+        &[
+            "basebackup",
+            "--admin-url",
+            &env.admin().url(),
+            "--bucket",
+            &bucket,
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let damaged = json(&out)["stamp"].as_str().unwrap().to_owned();
+    marks(&env, 4, 3).await;
+    flush(&env).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pgdata = dir.path().join("last-good").display().to_string();
+    let out = recover(&env, &["--pgdata", &pgdata, "--to-last-good", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let found = json(&out);
+    assert_eq!(found["damaged_base_backups"], serde_json::json!([damaged]), "{found:#}");
+    assert_ne!(found["base_backup"], damaged.as_str());
+    assert_eq!(
+        found["first_bad"]["commit"]["xid"].as_i64(),
+        Some(tamperer),
+        "{found:#}"
+    );
+    DataDirServer::open(&PgBinaries::discover().unwrap(), Path::new(&pgdata))
+        .unwrap()
+        .stop()
+        .await
+        .unwrap();
+    assert!(!incoming_or_search_left(dir.path()));
+    env.cleanup().await.unwrap();
+}
+
 /// Whether a download or search dir of drillbook's is left in `dir`.
 fn incoming_or_search_left(dir: &Path) -> bool {
     std::fs::read_dir(dir).unwrap().flatten().any(|e| {
