@@ -442,16 +442,37 @@ impl Search<'_> {
     }
 
     /// Moves the paused recovery in `dir` forward to just after `commit`.
+    /// A copy's port was probed free, but another process may bind it
+    /// first: then the copy gets another free port and moves again.
     async fn move_to(&mut self, dir: &Path, commit: &Commit) -> Result<()> {
-        recover_further(
-            self.bins,
-            self.store,
-            dir,
-            &RecoveryTarget::Xid(commit.xid),
-            &self.pause_options(),
-        )
-        .await?;
-        Ok(())
+        let target = RecoveryTarget::Xid(commit.xid);
+        let mut attempt = 1;
+        loop {
+            match recover_further(self.bins, self.store, dir, &target, &self.pause_options()).await {
+                Ok(recovered) => {
+                    self.replayed += recovered.wal_bytes_replayed;
+                    return Ok(());
+                }
+                Err(e) if attempt < 3 && port_was_taken(&e) => {
+                    let server = DataDirServer::open(self.bins, dir)?;
+                    let port = DataDirServer::free_port()?.to_string();
+                    let settings: Vec<(String, String)> = server
+                        .settings()
+                        .into_iter()
+                        .map(|(name, value)| {
+                            if name == "port" {
+                                (name, port.clone())
+                            } else {
+                                (name, value)
+                            }
+                        })
+                        .collect();
+                    server.write_settings(&settings)?;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Runs the chosen checks on the paused recovery in `dir`, whose state
@@ -728,6 +749,12 @@ fn wal_error(e: crate::wal::WalError) -> PitrError {
     PitrError::SearchFailed {
         why: format!("could not read the WAL archive: {e}"),
     }
+}
+
+/// Whether a recovery failed because its server could not bind its port.
+fn port_was_taken(error: &PitrError) -> bool {
+    let text = error.to_string();
+    text.contains("could not create any TCP/IP sockets") || text.contains("Address already in use")
 }
 
 /// The segment after `name` (16 MiB segments: 256 per log id).
