@@ -79,11 +79,20 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
         .fetch_one(&mut conn)
         .await;
     let read_error = read.err().map(|e| e.to_string()).unwrap_or_default();
-    let log = env.primary_log().await;
-    let checksum_line = log
-        .lines()
-        .find(|l| l.contains("page verification failed"))
-        .unwrap_or_default();
+    // A container's log reaches us through Docker a moment after the error.
+    let mut checksum_line = String::new();
+    for _ in 0..50 {
+        if let Some(line) = env
+            .primary_log()
+            .await
+            .lines()
+            .find(|l| l.contains("page verification failed"))
+        {
+            checksum_line = line.to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drill.check(
         "reading the table fails its page checksum",
         read_error.contains("invalid page") && checksum_line.contains("checksum"),
