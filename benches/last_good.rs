@@ -8,7 +8,11 @@
 //!
 //! The archive: a seeded ledger, a base backup, then `BENCH_WAL_MB` of
 //! writes in `BENCH_COMMITS` transactions with one tampered amount at a
-//! random commit among them. Printed for each method: WAL replayed, wall
+//! random commit among them, and a `CHECKPOINT` every
+//! `BENCH_CHECKPOINT_EVERY` commits (default 25; 0: none) standing in for
+//! production's checkpoint interval: a restarted recovery replays from the
+//! last checkpoint record before its pause, so the search's cost depends on
+//! how often the source checkpoints. Printed for each method: WAL replayed, wall
 //! time, probes and copies:
 //! - (a) one straight replay to the end of the archive (the floor: it finds
 //!   nothing);
@@ -41,6 +45,7 @@ async fn main() {
     };
     let wal_mb: u64 = env_number("BENCH_WAL_MB", 200);
     let commits: u64 = env_number("BENCH_COMMITS", 400);
+    let checkpoint_every: u64 = env_number("BENCH_CHECKPOINT_EVERY", 25);
     let program = Path::new(env!("CARGO_BIN_EXE_drillbook"));
     let env = ArchivingEnvironment::start(program, Duration::from_secs(60))
         .await
@@ -87,6 +92,16 @@ async fn main() {
         .execute(&mut conn)
         .await
         .expect("write");
+        // Production checkpoints every few minutes (checkpoint_timeout,
+        // max_wal_size); this archive is written in seconds, so it
+        // checkpoints every `checkpoint_every` commits instead: a restarted
+        // recovery replays from the last checkpoint record before its pause.
+        if checkpoint_every > 0 && n % checkpoint_every == checkpoint_every - 1 {
+            sqlx::raw_sql("CHECKPOINT")
+                .execute(&mut conn)
+                .await
+                .expect("checkpoint");
+        }
     }
     conn.close().await.expect("close");
     let mut admin = PgConnection::connect_with(&env.admin().connect_options())
@@ -103,7 +118,8 @@ async fn main() {
         .find(|b| b.stamp == base.stamp)
         .expect("the base backup");
     println!(
-        "archive: profile {profile}, {commits} bulk commits (~{wal_mb} MB of WAL), tampered at commit {culprit_at} (xid {culprit})"
+        "archive: profile {profile}, {commits} bulk commits (~{wal_mb} MB of WAL), a checkpoint every {checkpoint_every} \
+         commits, tampered at commit {culprit_at} (xid {culprit})"
     );
 
     // (a) One straight replay to the end.
