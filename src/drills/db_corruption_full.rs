@@ -24,7 +24,6 @@ use crate::drill::{Drill, DrillSummary, Result, StepContext};
 use crate::env::APP_DATABASE;
 use crate::playbook::PlaybookAnswers;
 use crate::playbook::Scenario;
-use crate::wal::switch_and_wait_archived;
 use crate::workload::write_activity;
 use sqlx::{Connection, PgConnection};
 
@@ -80,24 +79,13 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
         detected.problems().join("; "),
     );
     let canaries = canary.stop().await;
-    const FLUSH: &str = "flush the primary's last WAL to the archive";
-    let mut admin = PgConnection::connect_with(&env.admin().connect_options())
-        .await
-        .step(FLUSH)?;
-    drill
-        .step(FLUSH, switch_and_wait_archived(&mut admin, Duration::from_secs(120)))
-        .await?;
-    admin.close().await.step(FLUSH)?;
+    super::steps::flush_wal_to_archive(drill, &env).await?;
 
     // The operator's path (playbook 3.3): `drillbook recover --pause` into a
     // data directory, inspect and verify the paused copy, then `--promote`.
     const RECOVER: &str = "drillbook recover --to-time <before the migration> --pause";
-    let work = crate::scratch::owned_tempdir("drillbook-recover-").step(RECOVER)?;
-    // The server user must reach the data directory; the dir's contents stay unlisted.
-    std::fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).step(RECOVER)?;
-    // `data`: where the temp-dir reaper looks for a server to stop if the drill dies.
-    let pgdata = work.path().join("data");
-    let (pgdata_arg, bucket) = (pgdata.display().to_string(), env.store().config().location());
+    let dir = super::steps::RecoveryDir::create(RECOVER)?;
+    let (pgdata_arg, bucket) = (dir.pgdata(), env.store().config().location());
     let incident_arg = incident.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let recovered = drill
         .step(
@@ -119,15 +107,9 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
         )
         .await?;
     let outcome = inspect_and_promote(drill, program, &env, &pgdata_arg, &recovered, &canaries, incident).await;
-    const STOP: &str = "stop the recovered server";
-    let stopped = crate::pg::DataDirServer::open(&env.bins, &pgdata)
-        .step(STOP)?
-        .stop()
-        .await
-        .step(STOP);
+    let removed = dir.remove(&env).await;
     outcome?;
-    stopped?;
-    drop(work);
+    removed?;
 
     const CLEANUP: &str = "clean up the environment";
     env.destroy_primary().await.step(CLEANUP)?;
@@ -154,16 +136,7 @@ async fn inspect_and_promote(
         recovered["state"] == "paused",
         recovered.to_string(),
     );
-    let port = recovered["port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .step("read the recovered server's port from `drillbook recover --json`")?;
-    // The source's superuser: the recovered catalog is the source's.
-    let admin = crate::pg::ConnInfo {
-        host: "127.0.0.1".into(),
-        port,
-        ..env.admin()
-    };
+    let admin = super::steps::RecoveryDir::admin(env, recovered)?;
     let target = admin.with_database(APP_DATABASE);
     let target_url = target.url();
     drill

@@ -34,7 +34,6 @@ use crate::env::{APP_DATABASE, ArchivingEnvironment};
 use crate::fault::{self, Disposable, Injected};
 use crate::integrity::{SuiteOptions, run_suite};
 use crate::playbook::Scenario;
-use crate::wal::switch_and_wait_archived;
 use crate::workload::write_activity;
 
 /// The corruptions the drill picks from.
@@ -149,20 +148,11 @@ async fn story(drill: &mut Drill, program: &Path, seed: u64) -> Result<()> {
         ),
     );
     let detected = drill.incident(format!("{} detected, time unknown", CORRUPTIONS[choice]));
-    const FLUSH: &str = "flush the primary's last WAL to the archive";
-    let mut admin = PgConnection::connect_with(&env.admin().connect_options())
-        .await
-        .step(FLUSH)?;
-    drill
-        .step(FLUSH, switch_and_wait_archived(&mut admin, Duration::from_secs(120)))
-        .await?;
-    admin.close().await.step(FLUSH)?;
+    super::steps::flush_wal_to_archive(drill, &env).await?;
 
     const FIND: &str = "drillbook recover --to-last-good (not told when)";
-    let work = crate::scratch::owned_tempdir("drillbook-recover-").step(FIND)?;
-    std::fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).step(FIND)?;
-    let pgdata = work.path().join("data");
-    let pgdata_arg = pgdata.display().to_string();
+    let dir = super::steps::RecoveryDir::create(FIND)?;
+    let pgdata_arg = dir.pgdata();
     let found = drill
         .step(
             FIND,
@@ -181,15 +171,9 @@ async fn story(drill: &mut Drill, program: &Path, seed: u64) -> Result<()> {
         )
         .await?;
     let outcome = judge_and_promote(drill, program, &env, &pgdata_arg, &found, culprit, &canaries, detected).await;
-    const STOP: &str = "stop the recovered server";
-    let stopped = match crate::pg::DataDirServer::open(&env.bins, &pgdata) {
-        Ok(server) => server.stop().await.step(STOP),
-        // Nothing was recovered (the search failed): nothing to stop.
-        Err(_) => Ok(()),
-    };
+    let removed = dir.remove(&env).await;
     outcome?;
-    stopped?;
-    drop(work);
+    removed?;
     const CLEANUP: &str = "clean up the environment";
     env.cleanup().await.step(CLEANUP)?;
     Ok(())
@@ -263,15 +247,7 @@ async fn judge_and_promote(
             super::steps::operator_command(program, env.store(), &["recover", "--pgdata", pgdata, "--promote"]),
         )
         .await?;
-    let port = promoted["port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .step("read the recovered server's port")?;
-    let admin = crate::pg::ConnInfo {
-        host: "127.0.0.1".into(),
-        port,
-        ..env.admin()
-    };
+    let admin = super::steps::RecoveryDir::admin(env, &promoted)?;
     let target = admin.with_database(APP_DATABASE);
     let integrity = drill
         .step(

@@ -284,3 +284,64 @@ pub(super) async fn operator_answer(
         serde_json::from_slice(&output.stdout).map_err(|source| CommandError::NotJson { command: shown, source })?;
     Ok(Answer { code, report, elapsed })
 }
+
+/// Flushes the archiving primary's last WAL segment into the archive, so a
+/// recovery can reach everything committed so far.
+pub(super) async fn flush_wal_to_archive(drill: &mut Drill, env: &ArchivingEnvironment) -> Result<()> {
+    const FLUSH: &str = "flush the primary's last WAL to the archive";
+    let mut admin = PgConnection::connect_with(&env.admin().connect_options())
+        .await
+        .step(FLUSH)?;
+    drill
+        .step(
+            FLUSH,
+            crate::wal::switch_and_wait_archived(&mut admin, Duration::from_secs(120)),
+        )
+        .await?;
+    admin.close().await.step(FLUSH)?;
+    Ok(())
+}
+
+/// Where a drill's `drillbook recover` puts its data directory: `data` in a
+/// temp dir of the drill's own (the reaper stops a server left in `data` if
+/// the drill dies), searchable by the server user, its listing private.
+pub(super) struct RecoveryDir {
+    work: tempfile::TempDir,
+}
+
+impl RecoveryDir {
+    pub(super) fn create(step: &str) -> Result<Self> {
+        let work = crate::scratch::owned_tempdir("drillbook-recover-").step(step)?;
+        std::fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).step(step)?;
+        Ok(Self { work })
+    }
+
+    /// The `--pgdata` argument.
+    pub(super) fn pgdata(&self) -> String {
+        self.work.path().join("data").display().to_string()
+    }
+
+    /// The recovered server's superuser over TCP: the source's, whose
+    /// catalog the recovery holds, at `recover --json`'s `port`.
+    pub(super) fn admin(env: &ArchivingEnvironment, report: &serde_json::Value) -> Result<ConnInfo> {
+        let port = report["port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .step("read the recovered server's port from `drillbook recover --json`")?;
+        Ok(ConnInfo {
+            host: "127.0.0.1".into(),
+            port,
+            ..env.admin()
+        })
+    }
+
+    /// Stops the server the recovery left running (none when nothing was
+    /// recovered) and removes the directory.
+    pub(super) async fn remove(self, env: &ArchivingEnvironment) -> Result<()> {
+        const STOP: &str = "stop the recovered server";
+        if let Ok(server) = crate::pg::DataDirServer::open(&env.bins, &self.work.path().join("data")) {
+            server.stop().await.step(STOP)?;
+        }
+        Ok(())
+    }
+}

@@ -34,6 +34,14 @@ const HBA_FILE: &str = "drillbook_hba.conf";
 const AUTO_CONF: &str = "postgresql.auto.conf";
 const BLOCK_BEGIN: &str = "# --- drillbook recover: begin (rewritten by drillbook; do not edit inside) ---";
 const BLOCK_END: &str = "# --- drillbook recover: end ---";
+/// The settings that place a server: where it listens and who may connect.
+const PLACEMENT: [&str; 5] = [
+    "port",
+    "listen_addresses",
+    "unix_socket_directories",
+    "unix_socket_permissions",
+    "hba_file",
+];
 const START_TIMEOUT: Duration = Duration::from_secs(600);
 const STOP_TIMEOUT_SECONDS: &str = "60";
 
@@ -93,6 +101,39 @@ impl DataDirServer {
             own_tree(pgdata, user)?;
         }
         Ok(server)
+    }
+
+    /// A prepared data directory copied or moved to `pgdata`: its placement
+    /// (port, socket, hba file) follows it, every other setting stays.
+    ///
+    /// # Errors
+    /// As [`DataDirServer::prepare`].
+    pub fn relocated(bins: &PgBinaries, pgdata: &Path, port: u16) -> Result<Self> {
+        let kept: Vec<(String, String)> = Self::open(bins, pgdata)?
+            .settings()
+            .into_iter()
+            .filter(|(name, _)| !PLACEMENT.contains(&name.as_str()))
+            .collect();
+        Self::prepare(bins, pgdata, port, &kept)
+    }
+
+    /// Moves the (stopped) server to another port.
+    ///
+    /// # Errors
+    /// I/O errors naming the file.
+    pub fn set_port(&self, port: u16) -> Result<()> {
+        let settings: Vec<(String, String)> = self
+            .settings()
+            .into_iter()
+            .map(|(name, value)| {
+                if name == "port" {
+                    (name, port.to_string())
+                } else {
+                    (name, value)
+                }
+            })
+            .collect();
+        self.write_settings(&settings)
     }
 
     /// The server of a data directory prepared by [`DataDirServer::prepare`],
@@ -208,18 +249,7 @@ impl DataDirServer {
                         port,
                         "the probed port was taken before the server bound it; picking another"
                     );
-                    let settings: Vec<(String, String)> = self
-                        .settings()
-                        .into_iter()
-                        .map(|(name, value)| {
-                            if name == "port" {
-                                (name, port.to_string())
-                            } else {
-                                (name, value)
-                            }
-                        })
-                        .collect();
-                    self.write_settings(&settings)?;
+                    self.set_port(port)?;
                     attempt += 1;
                 }
                 other => return other,

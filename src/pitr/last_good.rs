@@ -426,21 +426,7 @@ impl Search<'_> {
             });
         }
         let _ = std::fs::remove_file(dir.join(crate::pg::data_dir::LOG_FILE));
-        let kept: Vec<(String, String)> = DataDirServer::open(self.bins, &dir)?
-            .settings()
-            .into_iter()
-            .filter(|(name, _)| {
-                ![
-                    "port",
-                    "unix_socket_directories",
-                    "hba_file",
-                    "listen_addresses",
-                    "unix_socket_permissions",
-                ]
-                .contains(&name.as_str())
-            })
-            .collect();
-        DataDirServer::prepare(self.bins, &dir, DataDirServer::free_port()?, &kept)?;
+        DataDirServer::relocated(self.bins, &dir, DataDirServer::free_port()?)?;
         self.forks += 1;
         Ok(dir)
     }
@@ -458,20 +444,7 @@ impl Search<'_> {
                     return Ok(());
                 }
                 Err(e) if attempt < 3 && port_was_taken(&e) => {
-                    let server = DataDirServer::open(self.bins, dir)?;
-                    let port = DataDirServer::free_port()?.to_string();
-                    let settings: Vec<(String, String)> = server
-                        .settings()
-                        .into_iter()
-                        .map(|(name, value)| {
-                            if name == "port" {
-                                (name, port.clone())
-                            } else {
-                                (name, value)
-                            }
-                        })
-                        .collect();
-                    server.write_settings(&settings)?;
+                    DataDirServer::open(self.bins, dir)?.set_port(DataDirServer::free_port()?)?;
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
@@ -602,25 +575,11 @@ impl Search<'_> {
             context: format!("move the last good recovery to {}", pgdata.display()),
             source,
         })?;
-        let kept: Vec<(String, String)> = DataDirServer::open(self.bins, pgdata)?
-            .settings()
-            .into_iter()
-            .filter(|(name, _)| {
-                ![
-                    "port",
-                    "unix_socket_directories",
-                    "hba_file",
-                    "listen_addresses",
-                    "unix_socket_permissions",
-                ]
-                .contains(&name.as_str())
-            })
-            .collect();
         let port = match port {
             Some(port) => port,
             None => DataDirServer::free_port()?,
         };
-        DataDirServer::prepare(self.bins, pgdata, port, &kept)?;
+        DataDirServer::relocated(self.bins, pgdata, port)?;
         let target = match last_good {
             Some(commit) => RecoveryTarget::Xid(commit.xid),
             None => RecoveryTarget::Lsn(base.end_lsn.clone()),
