@@ -255,6 +255,13 @@ pub fn restore_command(program: &Path) -> String {
     format!("{} wal-fetch %f %p", shell_quote(&program.display().to_string()))
 }
 
+/// `restore_command` copying from `dir`, a local copy of archived segments
+/// already fetched and verified (a missing one ends recovery there, as
+/// `wal-fetch` does at the end of the archive).
+pub fn copy_restore_command(dir: &Path) -> String {
+    format!("cp {}/%f %p", shell_quote(&dir.display().to_string()))
+}
+
 /// Environment for a server whose archive/restore command reaches `config`.
 /// The credentials travel in the server's environment, never its settings
 /// (which `SHOW` and logs would reveal).

@@ -122,17 +122,20 @@ impl DataDirServer {
     /// # Errors
     /// I/O errors naming the file.
     pub fn set_port(&self, port: u16) -> Result<()> {
-        let settings: Vec<(String, String)> = self
-            .settings()
-            .into_iter()
-            .map(|(name, value)| {
-                if name == "port" {
-                    (name, port.to_string())
-                } else {
-                    (name, value)
-                }
-            })
-            .collect();
+        self.set_setting("port", Some(&port.to_string()))
+    }
+
+    /// Sets one setting of the block (`None` removes it), keeping the
+    /// others; a running server sees it after a restart or, for settings
+    /// PostgreSQL reloads, `pg_reload_conf()`.
+    ///
+    /// # Errors
+    /// I/O errors naming the file.
+    pub fn set_setting(&self, name: &str, value: Option<&str>) -> Result<()> {
+        let mut settings: Vec<(String, String)> = self.settings().into_iter().filter(|(n, _)| n != name).collect();
+        if let Some(value) = value {
+            settings.push((name.to_owned(), value.to_owned()));
+        }
         self.write_settings(&settings)
     }
 
@@ -449,6 +452,21 @@ fn block_setting(text: &str, name: &str) -> Option<String> {
         .into_iter()
         .rev()
         .find_map(|(key, value)| (key == name).then_some(value))
+}
+
+/// Restricts `dir` (mode 0700) and, when this process is root, gives it
+/// with everything in it to the server's account: for files only the
+/// server reads (a local copy of archived WAL its `restore_command` copies).
+///
+/// # Errors
+/// When the mode or owner cannot be set.
+pub fn hand_to_server_user(dir: &Path) -> Result<()> {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(PgError::io(format!("restrict {}", dir.display())))?;
+    match ServerUser::resolve()? {
+        Some(user) => own_tree(dir, user),
+        None => Ok(()),
+    }
 }
 
 fn own_tree(path: &Path, user: ServerUser) -> Result<()> {

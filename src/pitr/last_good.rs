@@ -11,8 +11,9 @@
 //! # Cost: about one replay
 //! A paused recovery only moves forward, and a cleanly stopped paused data
 //! directory can be copied. So:
-//! 1. **scan**: one server moves forward in [`SCAN_STOPS`] steps over the
-//!    commits, judged at each stop; before each step the clean directory is
+//! 1. **scan**: one server moves forward in a few steps over the commits
+//!    ([`scan_stops`]: as many as pay for themselves, from the archive's
+//!    size), judged at each stop; before each step the clean directory is
 //!    kept (a copy), so the last clean stop survives the step past it;
 //! 2. **bisect**: between the last clean stop (lo) and the first dirty one
 //!    (hi), a copy of lo's directory replays to the middle commit; clean →
@@ -28,6 +29,12 @@
 //! the base backup. A naive bisection restores the base backup and replays
 //! from it for every probe: log2(commits) full replays. Measured in
 //! `benches/last_good.rs`.
+//!
+//! The probes replay from one local copy of the archived WAL, fetched and
+//! checked once (the copy `pg_waldump` lists the commits from), not from
+//! the bucket per probe; the recovery left in `pgdata` is moved to its
+//! point once more with `drillbook wal-fetch`, the `restore_command` every
+//! later `recover` of it uses.
 //!
 //! Checks that need an anchor (the audit chain's head recorded outside the
 //! database) use the bucket's: a state after commit i is checked against
@@ -57,8 +64,30 @@ use crate::store::Store;
 use crate::store::manifest::{ANCHORS, Anchor};
 use crate::wal::{Fetched, WalArchive, format_lsn, parse_lsn};
 
-/// How many stops the forward scan makes over the commits.
-pub const SCAN_STOPS: usize = 8;
+/// At most this many stops in the forward scan over the commits.
+pub const MAX_SCAN_STOPS: usize = 8;
+
+/// A probe's fixed cost (stop, copy, restart from the last restartpoint,
+/// checks) in the WAL a replay gets through in the same time: about 1.5 s
+/// against 60-65 MB/s of replay on the 2-core machines of
+/// `benches/last_good.rs`.
+const PROBE_COST_IN_WAL_BYTES: f64 = 96.0 * 1024.0 * 1024.0;
+
+/// How many stops the forward scan makes over `commits` commits in
+/// `wal_bytes` of WAL: the count with the least estimated cost. Each stop
+/// is a probe; more stops leave a shorter interval for the bisection,
+/// whose probes replay within it (at most the interval's WAL in all) and
+/// number log2 of its commits. A small archive bisects (almost) at once; a
+/// large one scans more finely, so that bisection replays little.
+pub fn scan_stops(commits: usize, wal_bytes: u64) -> usize {
+    let cost = |stops: usize| {
+        let per_interval = (commits as f64 / stops as f64).max(1.0);
+        PROBE_COST_IN_WAL_BYTES * (stops as f64 + per_interval.log2().ceil()) + wal_bytes as f64 / stops as f64
+    };
+    (1..=MAX_SCAN_STOPS.min(commits.max(1)))
+        .min_by(|a, b| cost(*a).total_cmp(&cost(*b)))
+        .unwrap_or(1)
+}
 
 /// One commit record of the archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -156,6 +185,7 @@ pub async fn recover_to_last_good(
         work: &work,
         anchors: anchors_in(store, &options.database).await?,
         gap: None,
+        local_restore: None,
         replayed: 0,
         probes: 0,
         forks: 0,
@@ -179,6 +209,7 @@ pub async fn recover_to_last_good(
                 ),
             });
         };
+        search.replay_from_local_copy(&base).await?;
         let dir = search
             .start_at(&base, &RecoveryTarget::Lsn(base.end_lsn.clone()))
             .await?;
@@ -194,7 +225,7 @@ pub async fn recover_to_last_good(
             }
         }
     };
-    let commits = search.commits_after(&base).await?;
+    let (commits, wal_bytes) = search.commits_after(&base).await?;
     let commits: Vec<Commit> = commits
         .into_iter()
         .filter(|c| options.since.is_none_or(|since| c.time > since))
@@ -209,7 +240,9 @@ pub async fn recover_to_last_good(
     let mut good = base_dir;
     let mut lo: isize = -1;
     let mut bad: Option<(isize, PathBuf, Vec<Finding>)> = None;
-    let step = commits.len().div_ceil(SCAN_STOPS).max(1);
+    let stops = scan_stops(commits.len(), wal_bytes);
+    tracing::info!(stops, wal_bytes, "scanning forward, then bisecting");
+    let step = commits.len().div_ceil(stops).max(1);
     let mut next = 0usize;
     while next < commits.len() {
         let stop = (next + step - 1).min(commits.len() - 1);
@@ -370,6 +403,8 @@ struct Search<'a> {
     anchors: Vec<Anchor>,
     /// A gap in the archive the search stopped at.
     gap: Option<String>,
+    /// The probes' `restore_command`: a copy from the local WAL.
+    local_restore: Option<String>,
     replayed: u64,
     probes: usize,
     forks: usize,
@@ -382,11 +417,23 @@ impl Search<'_> {
         self.work.path.join(format!("probe-{}", self.next_dir))
     }
 
+    /// How the probes recover: paused, from the local WAL.
     fn pause_options(&self) -> PitrOptions {
         PitrOptions {
             at_target: AtTarget::Pause,
+            restore_command: self.local_restore.clone().or(self.options.pitr.restore_command.clone()),
             ..self.options.pitr.clone()
         }
+    }
+
+    /// Fetches `base`'s WAL once (checked against the archive's sha256) into
+    /// a directory only the server's account reads, and points the probes'
+    /// `restore_command` at it.
+    async fn replay_from_local_copy(&mut self, base: &BaseBackupManifest) -> Result<()> {
+        let wal_dir = self.wal_dir(base).await?;
+        crate::pg::data_dir::hand_to_server_user(&wal_dir)?;
+        self.local_restore = Some(crate::wal::copy_restore_command(&wal_dir));
+        Ok(())
     }
 
     /// A recovery from `base` paused at `target`, in a new directory.
@@ -426,7 +473,9 @@ impl Search<'_> {
             });
         }
         let _ = std::fs::remove_file(dir.join(crate::pg::data_dir::LOG_FILE));
-        DataDirServer::relocated(self.bins, &dir, DataDirServer::free_port()?)?;
+        // A copy is thrown away, or made durable when installed (`install`):
+        // nothing it writes needs to reach the disk on its own.
+        DataDirServer::relocated(self.bins, &dir, DataDirServer::free_port()?)?.set_setting("fsync", Some("off"))?;
         self.forks += 1;
         Ok(dir)
     }
@@ -501,10 +550,17 @@ impl Search<'_> {
 
     /// Every commit after the base backup's end, in WAL order, from the
     /// archived WAL of its timeline (fetched into the search dir).
-    async fn commits_after(&mut self, base: &BaseBackupManifest) -> Result<Vec<Commit>> {
+    /// With the bytes of WAL they span.
+    async fn commits_after(&mut self, base: &BaseBackupManifest) -> Result<(Vec<Commit>, u64)> {
         let (commits, gap) = archive_commits(self.bins, self.store, base, &self.work.path).await?;
-        self.gap = gap;
-        Ok(commits)
+        self.gap = self.gap.take().or(gap);
+        let wal_bytes = match (commits.first(), commits.last()) {
+            (Some(first), Some(last)) => parse_lsn(&last.lsn)
+                .zip(parse_lsn(&first.lsn))
+                .map_or(0, |(last, first)| last.saturating_sub(first)),
+            _ => 0,
+        };
+        Ok((commits, wal_bytes))
     }
 
     async fn wal_dir(&mut self, base: &BaseBackupManifest) -> Result<PathBuf> {
@@ -579,13 +635,31 @@ impl Search<'_> {
             Some(port) => port,
             None => DataDirServer::free_port()?,
         };
-        DataDirServer::relocated(self.bins, pgdata, port)?;
+        let server = DataDirServer::relocated(self.bins, pgdata, port)?;
+        // Durable from here on: what the copy wrote with fsync off is
+        // flushed before the server writes again.
+        server.set_setting("fsync", None)?;
+        sync_filesystem_of(pgdata)?;
         let target = match last_good {
             Some(commit) => RecoveryTarget::Xid(commit.xid),
             None => RecoveryTarget::Lsn(base.end_lsn.clone()),
         };
         let recovered = recover_further(self.bins, self.store, pgdata, &target, &self.pause_options()).await?;
         self.replayed += recovered.wal_bytes_replayed;
+        // The local WAL goes with the search: from here on the server
+        // fetches from the archive, as every later `recover` of it does.
+        let archive = self
+            .options
+            .pitr
+            .restore_command
+            .clone()
+            .unwrap_or_else(|| crate::wal::restore_command(&self.options.pitr.drillbook));
+        server.set_setting("restore_command", Some(&archive))?;
+        let mut conn = server.connect().await?;
+        sqlx::query("SELECT pg_reload_conf()")
+            .execute(&mut conn)
+            .await
+            .map_err(PgError::sql("reload the recovery's settings"))?;
         let mut state =
             RecoveryState::read(pgdata)?.ok_or_else(|| PitrError::NotARecovery { pgdata: pgdata.into() })?;
         state.target = format!("the last good point ({target})");
@@ -593,6 +667,22 @@ impl Search<'_> {
         state.write(pgdata)?;
         Ok(recovered.replayed_lsn)
     }
+}
+
+/// Flushes the filesystem holding `path` to disk (`syncfs`).
+fn sync_filesystem_of(path: &Path) -> Result<()> {
+    let dir = std::fs::File::open(path).map_err(|source| PitrError::Io {
+        context: format!("open {} to flush it to disk", path.display()),
+        source,
+    })?;
+    // SAFETY: `dir` is an open file descriptor for the duration of the call.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
+        return Err(PitrError::Io {
+            context: format!("flush {} to disk", path.display()),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
 }
 
 /// Every commit after `base`'s end in the archive, in WAL order (from
@@ -653,9 +743,13 @@ async fn waldump(bins: &PgBinaries, wal_dir: &Path, base: &BaseBackupManifest, e
     command
         .arg("--path")
         .arg(wal_dir)
-        .args(["--timeline", &base.timeline.to_string(), "--start", &base.end_lsn])
-        .args(extra)
-        .kill_on_drop(true);
+        .args(["--timeline", &base.timeline.to_string(), "--start", &base.end_lsn]);
+    // Without an end, pg_waldump waits 5 s for the segment after the last
+    // one (ten tries, 500 ms apart) before it gives up.
+    if let Some(end) = end_of_segments_in(wal_dir) {
+        command.args(["--end", &format_lsn(end)]);
+    }
+    command.args(extra).kill_on_drop(true);
     let output = crate::pg::child::output(command).await.map_err(|source| {
         PitrError::Postgres(PgError::Spawn {
             program: bins.program("pg_waldump"),
@@ -721,6 +815,19 @@ fn port_was_taken(error: &PitrError) -> bool {
 }
 
 /// The segment after `name` (16 MiB segments: 256 per log id).
+/// The LSN just past the newest WAL segment in `dir` (16 MB segments).
+fn end_of_segments_in(dir: &Path) -> Option<u64> {
+    let newest = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+        .max()?;
+    let log = u64::from_str_radix(&newest[8..16], 16).ok()?;
+    let seg = u64::from_str_radix(&newest[16..24], 16).ok()?;
+    Some((log << 32) + ((seg + 1) << 24))
+}
+
 fn next_segment(name: &str) -> Option<String> {
     let timeline = &name[..8];
     let log = u32::from_str_radix(&name[8..16], 16).ok()?;
@@ -778,6 +885,35 @@ mod tests {
             next_segment("0000000200000001000000FF").unwrap(),
             "000000020000000200000000"
         );
+    }
+
+    #[test]
+    fn a_small_archive_is_bisected_at_once_and_a_large_one_scanned_first() {
+        // The drill's archive: ~200 commits in under 1 MB of WAL: no more
+        // probes than one stop at the end and a bisection of all of them.
+        let small = scan_stops(200, 500 << 10);
+        let probes = |stops: usize| stops + (200f64 / stops as f64).log2().ceil() as usize;
+        assert_eq!(probes(small), probes(1), "{small} stops");
+        // Gigabytes of WAL: a probe costs less than replaying a scan step twice.
+        let large = scan_stops(10_000, 2 << 30);
+        assert!((4..=MAX_SCAN_STOPS).contains(&large), "{large} stops");
+        assert!(scan_stops(10_000, 64 << 30) <= MAX_SCAN_STOPS);
+        assert_eq!(scan_stops(3, 64 << 30), 3, "never more stops than commits");
+        assert_eq!(scan_stops(0, 0), 1);
+    }
+
+    #[test]
+    fn the_end_of_the_local_wal_is_past_its_newest_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(end_of_segments_in(dir.path()), None);
+        for name in [
+            "000000010000000000000003",
+            "0000000100000001000000FF",
+            "00000001.history",
+        ] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        assert_eq!(end_of_segments_in(dir.path()).map(format_lsn).as_deref(), Some("2/0"));
     }
 
     #[test]
