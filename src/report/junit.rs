@@ -99,6 +99,9 @@ fn properties(summary: &DrillSummary) -> Vec<Property> {
             "dataset_dump_bytes",
             summary.dataset.and_then(|d| d.dump_bytes).map(|n| n.to_string()),
         ),
+        // This drillbook records what data-moving phases move: a phase
+        // without `moved` lines moved nothing (older reports cannot say so).
+        ("throughput_recorded", Some("true".to_owned())),
     ];
     let measured = measured
         .into_iter()
@@ -297,6 +300,7 @@ mod tests {
                 ("recovery_point_source", "snapshot"),
                 ("dataset_database_bytes", "345600000"),
                 ("dataset_dump_bytes", "86400000"),
+                ("throughput_recorded", "true"),
                 ("dataset_rows", "48213"),
             ]
         );

@@ -485,6 +485,10 @@ fn suite_from_record(record: &HistoryRecord) -> TestSuite {
             "dataset_dump_bytes",
             record.dataset.and_then(|d| d.dump_bytes).map(|n| n.to_string()),
         ),
+        (
+            "throughput_recorded",
+            record.throughput_recorded.then(|| "true".to_owned()),
+        ),
     ];
     let properties = measured
         .into_iter()
@@ -666,6 +670,7 @@ fn drill_record(
         properties,
         timeline,
         dataset,
+        throughput_recorded: property("throughput_recorded").is_some_and(|v| v == "true"),
     })
 }
 

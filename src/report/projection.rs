@@ -338,6 +338,11 @@ pub enum NotProjectable {
     #[error("no RTO was measured (no incident, or never verified healthy)")]
     NoRto,
     #[error(
+        "the record was written by a drillbook that did not record what its phases moved; \
+         run the drill again with this one"
+    )]
+    NoThroughput,
+    #[error(
         "its data-moving phases are recorded but not the size of the dataset they moved \
          (the drill did not call `Drill::dataset_size`)"
     )]
@@ -357,6 +362,9 @@ pub enum NotProjectable {
 ///
 /// [`NotProjectable`] saying what the record lacks.
 pub fn project(record: &HistoryRecord, size: &ProjectionSize) -> Result<Projection, NotProjectable> {
+    if !record.throughput_recorded {
+        return Err(NotProjectable::NoThroughput);
+    }
     let measured_rto = record.rto_seconds.ok_or(NotProjectable::NoRto)?;
     let phases: Vec<ScaledPhase> = phases_in_window(record)
         .map(|phase| ScaledPhase {
@@ -588,6 +596,26 @@ mod tests {
         assert_eq!(projection.measured_size, None);
         assert_eq!(projection.break_even_bytes(), None);
         assert!(projection.breakdown().contains("no phase in the RTO window moves data"));
+    }
+
+    #[tokio::test]
+    async fn a_record_from_before_throughput_cannot_be_projected() {
+        let mut record = restore_drill(Some(DatasetSize::new(400 * MB, None))).await;
+        let line = record.to_json_line();
+        let mut value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        for field in ["throughput_recorded", "dataset"] {
+            value.as_object_mut().unwrap().remove(field);
+        }
+        for phase in value["phases"].as_array_mut().unwrap() {
+            phase.as_object_mut().unwrap().remove("moved");
+        }
+        let old = HistoryRecord::parse(&value.to_string()).expect("an older record still reads");
+        assert_eq!(
+            project(&old, &ProjectionSize::database(GB)),
+            Err(NotProjectable::NoThroughput)
+        );
+        record.throughput_recorded = true;
+        assert!(project(&record, &ProjectionSize::database(GB)).is_ok());
     }
 
     #[test]

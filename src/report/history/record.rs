@@ -132,6 +132,11 @@ pub struct HistoryRecord {
     /// projections; absent in older records and drills that move no data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<DatasetSize>,
+    /// Whether the drillbook that wrote this record recorded what its
+    /// data-moving phases moved; `false` in older records, whose phases say
+    /// nothing either way, so their RTO cannot be projected.
+    #[serde(default)]
+    pub throughput_recorded: bool,
 }
 
 fn unknown() -> String {
@@ -218,6 +223,7 @@ impl HistoryRecord {
                 })
                 .collect(),
             dataset: summary.dataset,
+            throughput_recorded: true,
         }
     }
 
@@ -340,6 +346,7 @@ impl RecordV0 {
             properties: BTreeMap::new(),
             timeline: Vec::new(),
             dataset: None,
+            throughput_recorded: false,
         }
     }
 }
