@@ -534,8 +534,8 @@ const TIME_TICKS: &[(f64, &str)] = &[
     (3_600_000.0, "1000 h"),
 ];
 
-/// A logarithmic axis over `values`, from the gridline at or below the
-/// smallest to the one at or above the largest; maps a value to 0..=1.
+/// A logarithmic axis over `values`, from the gridline at or below a third
+/// of the smallest to the one at or above the largest; maps a value to 0..=1.
 struct LogAxis {
     lo: f64,
     hi: f64,
@@ -547,7 +547,14 @@ impl LogAxis {
             .filter(|v| *v > 0.0)
             .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
         let (min, max) = if min > max { (1.0, 10.0) } else { (min, max) };
-        let lo = ticks.iter().rev().find(|t| **t <= min).copied().unwrap_or(min);
+        // A third of the smallest value at least: a bar as tall as the
+        // axis's bottom would vanish and read as zero.
+        let lo = ticks
+            .iter()
+            .rev()
+            .find(|t| **t <= min / 3.0)
+            .copied()
+            .unwrap_or(min / 3.0);
         let hi = ticks.iter().find(|t| **t >= max).copied().unwrap_or(max);
         let hi = if hi <= lo { lo * 10.0 } else { hi };
         Self { lo, hi }
@@ -667,7 +674,8 @@ fn chart(what: &str, series: &Series, months: &[Month]) -> String {
                 svg,
                 "<rect class=\"{}\" x=\"{bx:.1}\" y=\"{top:.1}\" width=\"{width:.1}\" height=\"{:.1}\" fill=\"{fill}\" \
                  stroke=\"{}\" stroke-width=\"1.5\" rx=\"2\"><title>{}</title></rect>\
-                 <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"middle\" fill=\"{}\">{}</text>",
+                 <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"middle\" fill=\"{}\" \
+                 stroke=\"#fff\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>",
                 if projected { "projected" } else { "measured" },
                 base - top,
                 color(value),
@@ -768,10 +776,10 @@ const SIZE_TICKS: &[(f64, &str)] = &[
 /// the curve crosses the target.
 fn size_chart(record: &HistoryRecord, p: &Projection) -> String {
     const W: f64 = 360.0;
-    const H: f64 = 240.0;
+    const H: f64 = 256.0;
     const LEFT: f64 = 46.0;
     const RIGHT: f64 = 14.0;
-    const TOP: f64 = 48.0;
+    const TOP: f64 = 62.0;
     const BOTTOM: f64 = 30.0;
     let measured_size = p.measured_size.unwrap_or(1) as f64;
     let projected_size = p.size.bytes as f64;
@@ -799,8 +807,9 @@ fn size_chart(record: &HistoryRecord, p: &Projection) -> String {
         svg,
         "<svg class=\"chart size-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" \
          viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{t}\"><title>{t}</title>\
-         <text x=\"12\" y=\"18\" font-size=\"13\" font-weight=\"600\">{t}</text>",
-        t = esc(&title)
+         <text x=\"12\" y=\"18\" font-size=\"13\" font-weight=\"600\">{drill}</text>",
+        t = esc(&title),
+        drill = esc(&record.drill)
     );
     let reached = match p.break_even_bytes() {
         None => "never reaches the target".to_owned(),
@@ -809,9 +818,10 @@ fn size_chart(record: &HistoryRecord, p: &Projection) -> String {
     };
     let _ = write!(
         svg,
-        "<text x=\"12\" y=\"34\" font-size=\"11\" fill=\"#57606a\">{}; target {}</text>",
-        esc(&reached),
-        esc(&seconds_text(p.target))
+        "<text x=\"12\" y=\"32\" font-size=\"11\" fill=\"#57606a\">projected RTO by database size; target {}</text>\
+         <text x=\"12\" y=\"46\" font-size=\"11\" fill=\"#57606a\">{}</text>",
+        esc(&seconds_text(p.target)),
+        esc(&reached)
     );
     for (tick, label) in y_axis.ticks(TIME_TICKS) {
         let ty = y(*tick);
@@ -880,7 +890,8 @@ fn size_chart(record: &HistoryRecord, p: &Projection) -> String {
         let _ = write!(
             svg,
             "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"4\" fill=\"{fill}\"><title>{t}</title></circle>\
-             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"{anchor}\" fill=\"{fill}\">{t}</text>",
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"{anchor}\" fill=\"{fill}\" \
+             stroke=\"#fff\" stroke-width=\"3\" paint-order=\"stroke\">{t}</text>",
             px + dx,
             py - 6.0,
             t = esc(&label)
