@@ -220,6 +220,8 @@ pub(crate) struct DataRun<'a> {
     pub moving: std::time::Duration,
     pub moved: Option<drillbook::drill::Moved>,
     pub database_bytes: u64,
+    /// The dump it restored, if it restored one.
+    pub dump_bytes: Option<u64>,
 }
 
 impl DataRun<'_> {
@@ -244,7 +246,7 @@ impl DataRun<'_> {
                 );
                 restore.await.unwrap();
                 drill.verified();
-                drill.dataset_size(drillbook::drill::DatasetSize::new(self.database_bytes, None));
+                drill.dataset_size(drillbook::drill::DatasetSize::new(self.database_bytes, self.dump_bytes));
             }
             None => {
                 clock.advance(self.moving);
@@ -269,6 +271,7 @@ async fn may_with_throughput(dir: &Path) {
         moving: Duration::from_millis(5600),
         moved: Some(Moved::bytes(20_000_000)),
         database_bytes: 80_000_000,
+        dump_bytes: Some(20_000_000),
     }
     .record_in(dir)
     .await;
@@ -280,6 +283,7 @@ async fn may_with_throughput(dir: &Path) {
         moving: Duration::ZERO,
         moved: None,
         database_bytes: 0,
+        dump_bytes: None,
     }
     .record_in(dir)
     .await;
@@ -394,4 +398,104 @@ fn newest_backup_off_staging_is_refused_saying_how() {
     for needle in ["DRILL_ENV is `embedded`", "DRILL_ENV=staging", "--project-size 500GB"] {
         assert!(stderr.contains(needle), "{needle:?} missing from {stderr}");
     }
+}
+
+/// On staging, `--project-size newest-backup` takes the size of the newest
+/// logical dump in the staging bucket (`drillbook env up` plays staging,
+/// with its first backup) and scales each run by the dump it restored.
+#[tokio::test]
+async fn newest_backup_on_staging_projects_to_the_newest_dumps_size() {
+    use drillbook::store::{S3Config, Store};
+    let dir = tempfile::tempdir().unwrap();
+    may_with_throughput(dir.path()).await;
+    let staging = crate::staging_rehearsal::EnvUp::start(dir.path());
+    let config = dir.path().join("drill.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nadmin_url = \"{}\"\nsource = \"{}\"\n\n[s3]\nbucket = \"s3://{}\"\nendpoint = \"{}\"\n\
+             region = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            staging.fact("admin_url"),
+            staging
+                .fact("database_url")
+                .parse::<drillbook::pg::ConnInfo>()
+                .unwrap()
+                .database,
+            staging.fact("bucket"),
+            staging.fact("s3_endpoint"),
+            staging.fact("region"),
+            staging.fact("access_key"),
+            staging.fact("secret_key"),
+        ),
+    )
+    .unwrap();
+    let store = Store::connect(S3Config {
+        endpoint: Some(staging.fact("s3_endpoint")),
+        region: staging.fact("region"),
+        bucket: staging.fact("bucket"),
+        prefix: String::new(),
+        credentials: Some((
+            staging.fact("access_key"),
+            drillbook::pg::Secret::new(staging.fact("secret_key")),
+        )),
+    })
+    .await;
+    let dump = store
+        .list("daily/")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.key.ends_with(".dump"))
+        .max_by(|a, b| a.key.cmp(&b.key))
+        .expect("env up took a first backup");
+
+    let history = dir.path().join("history");
+    let output = Command::new(crate::common::BIN)
+        .args([
+            "report",
+            "--month",
+            "2026-05",
+            "--project-size",
+            "newest-backup",
+            "--history",
+        ])
+        .arg(&history)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .env("DRILL_ENV", "staging")
+        .env("DRILL_CONFIG", &config)
+        .env("DRILL_REPORT_DIR", dir.path().join("no-junit"))
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(matches!(output.status.code(), Some(0 | 1)), "{stdout}\n{stderr}");
+    let label = format!("{} dump", drillbook::drill::moved::format_bytes(dump.size as f64));
+    for needle in [
+        format!(
+            "size = logical dump bytes (against the dump the drill restored); S = {label} (the newest backup, `{}`).",
+            dump.key
+        ),
+        format!("projected RTO at {label}")
+            .replace("projected RTO at", "AT")
+            .to_uppercase(),
+    ] {
+        assert!(stdout.contains(&needle), "{needle:?} missing from\n{stdout}\n{stderr}");
+    }
+    // The restore scales by the newest dump over the 20 MB dump it restored.
+    let projected = 2.0 + 5.6 * dump.size as f64 / 20_000_000.0;
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("complete_infrastructure_loss"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // Within the tenth of a second the table prints.
+    let expected: Vec<String> = [projected - 0.05, projected, projected + 0.05]
+        .into_iter()
+        .map(drillbook::report::monthly::seconds_text)
+        .collect();
+    assert!(
+        expected.iter().any(|e| line.contains(e.as_str())),
+        "{expected:?} missing from {line:?}"
+    );
 }

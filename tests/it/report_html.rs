@@ -280,6 +280,7 @@ fn the_projection_renders_with_its_chart_and_both_values_visible() {
         moving: Duration::from_millis(moving_ms),
         moved: Some(Moved::bytes(20_000_000)),
         database_bytes: 80_000_000,
+        dump_bytes: Some(20_000_000),
     };
     runtime.block_on(async {
         restore("2026-04-07T02:00:00Z", 4_000).record_in(dirs).await;
@@ -292,6 +293,7 @@ fn the_projection_renders_with_its_chart_and_both_values_visible() {
             moving: Duration::from_millis(200),
             moved: Some(Moved::rows(20_000)),
             database_bytes: 80_000_000,
+            dump_bytes: Some(20_000_000),
         }
         .record_in(dirs)
         .await;
