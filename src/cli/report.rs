@@ -9,6 +9,7 @@ use super::exit;
 use crate::report::history::{self, HistoryStore};
 use crate::report::month::Month;
 use crate::report::monthly::{self, MonthVerdict, MonthlyReport};
+use crate::report::projection::{NotProjectable, Projection, ProjectionSize, SizeRequest};
 use crate::report::render;
 use crate::store::{S3Config, Store};
 
@@ -17,9 +18,14 @@ Examples:
   drillbook report                                  # this month, from target/drill-history and target/drill-reports
   drillbook report --month 2026-05 --out public/
   drillbook report --history s3://immoflowme-backups --junit target/drill-reports/complete_infrastructure_loss.xml
+  drillbook report --project-size 500GB             # each run's RTO projected to a 500 GB database
+  DRILL_ENV=staging DRILL_CONFIG=drill.toml drillbook report --project-size newest-backup
 
 Writes <out>/drill-report-<month>.html (self-contained), .md and junit-<month>.xml.
-Exit codes: 0 every drill of the month passed, 1 a drill failed or none ran, 2 could not run.";
+With --project-size, each run's RTO is also projected to that size from the measured throughput of its
+data-moving phases (linear scaling, stated in the report); a projection over the target fails the
+testcase `projected RTO at <size> within target` of the merged JUnit and the month's verdict.
+Exit codes: 0 every drill of the month passed, 1 a drill failed, a projection missed or none ran, 2 could not run.";
 
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
@@ -40,6 +46,10 @@ pub(super) struct ReportArgs {
     /// How many months the trend charts cover, ending with --month.
     #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=120))]
     trend_months: u16,
+    /// Project each run's RTO to this database size (`500GB`, `1.5TiB`; B, KB, MB, GB, TB, KiB..., any
+    /// case), or to the newest logical backup in the staging bucket (`newest-backup`, DRILL_ENV=staging).
+    #[arg(long, value_name = "SIZE|newest-backup")]
+    project_size: Option<SizeRequest>,
     /// S3 endpoint for an S3 history on S3-compatible servers; AWS when unset.
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     s3_endpoint: Option<String>,
@@ -81,7 +91,10 @@ impl ReportArgs {
         for warning in &history.warnings {
             eprintln!("warning: {warning}");
         }
-        let report = MonthlyReport::build(month, months, history, junit);
+        let mut report = MonthlyReport::build(month, months, history, junit);
+        if let Some(request) = &self.project_size {
+            report = report.with_projection(resolve_project_size(request).await?);
+        }
 
         std::fs::create_dir_all(&self.out)
             .with_context(|| format!("failed to create the output directory `{}`", self.out.display()))?;
@@ -99,6 +112,9 @@ impl ReportArgs {
         ] {
             std::fs::write(path, text).with_context(|| format!("failed to write `{}`", path.display()))?;
         }
+        if let Some(size) = &report.projection_size {
+            print_projections(size, report.projections().iter().map(|(run, p)| (&run.record, p)));
+        }
         println!(
             "{}: {}\n{} runs this month; history {}; {} JUnit files\nwrote {}\nwrote {}\nwrote {}",
             report.verdict().label(),
@@ -115,4 +131,76 @@ impl ReportArgs {
             MonthVerdict::Failed | MonthVerdict::NoDrills => exit::FAILED,
         })
     }
+}
+
+/// The size `--project-size` asked for: a database size as given, or the
+/// newest logical backup in the staging bucket (`DRILL_ENV=staging`,
+/// `DRILL_CONFIG`), read only.
+///
+/// # Errors
+///
+/// `newest-backup` off staging, a staging configuration that does not
+/// read, or a bucket without a backup.
+pub(super) async fn resolve_project_size(request: &SizeRequest) -> anyhow::Result<ProjectionSize> {
+    match request {
+        SizeRequest::Bytes(bytes) => Ok(ProjectionSize::database(*bytes)),
+        SizeRequest::NewestBackup => {
+            let backend = crate::env::Backend::from_env()?;
+            if backend != crate::env::Backend::Staging {
+                anyhow::bail!(
+                    "--project-size newest-backup reads the newest backup in the staging bucket, but DRILL_ENV is `{}`; \
+                     set DRILL_ENV=staging (and DRILL_CONFIG=drill.toml), or give a size such as --project-size 500GB",
+                    backend.name()
+                );
+            }
+            let config = crate::env::StagingConfig::from_env()?;
+            let store = Store::connect(config.s3.clone()).await;
+            let manifest = crate::restore::find_backup(&store, &crate::restore::BackupChoice::Newest)
+                .await
+                .with_context(|| {
+                    format!(
+                        "failed to find the newest backup in {} for --project-size newest-backup",
+                        store.config().location()
+                    )
+                })?;
+            Ok(ProjectionSize::dump(manifest.dump.bytes, manifest.dump.key))
+        }
+    }
+}
+
+/// The projection per run on stdout: measured, projected, target, verdict,
+/// then the assumption.
+pub(super) fn print_projections<'r>(
+    size: &ProjectionSize,
+    runs: impl Iterator<Item = (&'r history::HistoryRecord, &'r Result<Projection, NotProjectable>)>,
+) {
+    use crate::report::monthly::seconds_text;
+    println!(
+        "{:<30} {:<30} {:>14} {:>16} {:>14}  VERDICT",
+        "DRILL",
+        "SCENARIO",
+        "RTO MEASURED",
+        format!("AT {}", size.label().to_uppercase()),
+        "TARGET"
+    );
+    for (record, projection) in runs {
+        let measured = record.rto_seconds.map_or_else(|| "-".to_owned(), seconds_text);
+        let (projected, verdict) = match projection {
+            Ok(p) if p.within_target() => (seconds_text(p.projected_rto), "within target".to_owned()),
+            Ok(p) => (seconds_text(p.projected_rto), "MISSES target".to_owned()),
+            Err(why) => ("-".to_owned(), format!("not projected: {why}")),
+        };
+        println!(
+            "{:<30} {:<30} {measured:>14} {projected:>16} {:>14}  {verdict}",
+            record.drill,
+            record.scenario_title(),
+            seconds_text(record.rto_target_seconds)
+        );
+        if let Ok(p) = projection
+            && !p.phases.is_empty()
+        {
+            println!("{:<30} {}", "", p.breakdown());
+        }
+    }
+    println!("{}", size.assumption());
 }

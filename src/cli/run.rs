@@ -9,6 +9,8 @@ use super::exit;
 use crate::drill::{DrillSummary, error_chain};
 use crate::drills::{self, BuiltinDrill};
 use crate::env::Backend;
+use crate::report::history::HistoryRecord;
+use crate::report::projection::{NotProjectable, Projection, ProjectionSize, SizeRequest, project};
 use crate::report::schedule::Cadence;
 use crate::time::format_duration;
 
@@ -19,10 +21,14 @@ Examples:
   DRILL_ENV=staging DRILL_CONFIG=drill.toml drillbook run   # the drills safe on staging
   drillbook run complete_infrastructure_loss --json  # one drill, its summary as JSON on stdout
   drillbook run --cadence weekly                     # the playbook's weekly backup verification
+  drillbook run complete_infrastructure_loss --project-size 500GB   # and its RTO projected to 500 GB
   DRILL_KUBE_CONTEXT=staging drillbook run pod_crash # a cluster drill, against your own deployment
 
 Each phase is logged to stderr as it runs; the summary table (or --json) goes to stdout.
-Exit codes: 0 every drill passed, 1 a drill failed, 2 could not run (e.g. an unknown drill name).";
+--project-size projects each drill's RTO to that size from the measured throughput of its data-moving
+phases (linear scaling, stated in the output); a projection over the target counts as a failure.
+Exit codes: 0 every drill passed, 1 a drill failed or a projection missed its target, 2 could not run
+(e.g. an unknown drill name).";
 
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
@@ -41,6 +47,10 @@ pub(super) struct RunArgs {
     /// List the built-in drills with their cadence and exit.
     #[arg(long)]
     list: bool,
+    /// Project each drill's RTO to this database size (`500GB`, `1.5TiB`; B, KB, MB, GB, TB, KiB..., any
+    /// case), or to the newest logical backup in the staging bucket (`newest-backup`, DRILL_ENV=staging).
+    #[arg(long, value_name = "SIZE|newest-backup")]
+    project_size: Option<SizeRequest>,
 }
 
 /// One drill's outcome: its summary, or why it ended without one.
@@ -76,6 +86,12 @@ impl RunArgs {
             return Ok(exit::SUCCESS);
         }
         let selected = self.select()?;
+        // Resolved before the drills run: a bad size or an unreachable
+        // bucket should not cost a drill run.
+        let size = match &self.project_size {
+            Some(request) => Some(super::report::resolve_project_size(request).await?),
+            None => None,
+        };
         let mut outcomes = Vec::with_capacity(selected.len());
         for drill in selected {
             eprintln!("==> drill {} ({}, {})", drill.name, drill.cadence, drill.scenario);
@@ -86,13 +102,44 @@ impl RunArgs {
             }
             outcomes.push(outcome);
         }
+        let projections: Vec<(HistoryRecord, Result<Projection, NotProjectable>)> = match &size {
+            Some(size) => outcomes
+                .iter()
+                .filter_map(|o| o.result.as_ref().ok())
+                .map(|summary| {
+                    let record = HistoryRecord::from_summary(summary);
+                    let projection = project(&record, size);
+                    (record, projection)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         if self.json {
-            let summaries: Vec<serde_json::Value> = outcomes.iter().map(json_of).collect();
+            let summaries: Vec<serde_json::Value> = outcomes
+                .iter()
+                .map(|outcome| {
+                    let mut value = json_of(outcome);
+                    let projection = projections.iter().find(|(r, _)| r.drill == outcome_drill_name(outcome));
+                    if let (Some(size), Some((_, projection)), Some(object)) =
+                        (&size, projection, value.as_object_mut())
+                    {
+                        object.insert("projection".to_owned(), projection_json(size, projection));
+                    }
+                    value
+                })
+                .collect();
             println!("{}", serde_json::to_string_pretty(&summaries)?);
         } else {
             print_table(&outcomes);
+            if let Some(size) = &size {
+                println!();
+                super::report::print_projections(size, projections.iter().map(|(r, p)| (r, p)));
+            }
         }
-        Ok(if outcomes.iter().all(Outcome::passed) {
+        let projected_within = projections
+            .iter()
+            .all(|(_, p)| p.as_ref().map_or(true, Projection::within_target));
+        Ok(if outcomes.iter().all(Outcome::passed) && projected_within {
             exit::SUCCESS
         } else {
             exit::FAILED
@@ -165,6 +212,34 @@ async fn run_one(drill: BuiltinDrill) -> Outcome {
     Outcome {
         name: drill.name,
         result,
+    }
+}
+
+/// The name a drill's record carries (its summary's), else the registry's.
+fn outcome_drill_name(outcome: &Outcome) -> &str {
+    outcome.result.as_ref().map_or(outcome.name, |s| s.name.as_str())
+}
+
+/// A projection in `--json`: the size, the figures, the verdict and the assumption.
+fn projection_json(size: &ProjectionSize, projection: &Result<Projection, NotProjectable>) -> serde_json::Value {
+    match projection {
+        Ok(p) => serde_json::json!({
+            "size_bytes": size.bytes,
+            "size": size.label(),
+            "measured_size_bytes": p.measured_size,
+            "measured_rto_seconds": p.measured_rto,
+            "projected_rto_seconds": p.projected_rto,
+            "fixed_seconds": p.fixed_seconds,
+            "target_seconds": p.target,
+            "within_target": p.within_target(),
+            "breakdown": p.breakdown(),
+            "assumption": size.assumption(),
+        }),
+        Err(why) => serde_json::json!({
+            "size_bytes": size.bytes,
+            "size": size.label(),
+            "not_projected": why.to_string(),
+        }),
     }
 }
 

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Targets;
+use super::moved::{DatasetSize, Moved};
 use crate::playbook::Scenario;
 use crate::time::{format_duration, timestamp};
 
@@ -97,11 +98,20 @@ pub struct Phase {
     pub duration: Duration,
     /// The error text, `None` if the phase succeeded.
     pub error: Option<String>,
+    /// What the phase moved, if it moves data (a restore, a download, WAL
+    /// replay); empty for fixed-cost phases and in older records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<Moved>,
 }
 
 impl Phase {
     pub fn passed(&self) -> bool {
         self.error.is_none()
+    }
+
+    /// Whether the phase recorded data it moved.
+    pub fn moves_data(&self) -> bool {
+        !self.moved.is_empty()
     }
 }
 
@@ -186,6 +196,10 @@ pub struct DrillSummary {
     pub checks: Vec<Check>,
     pub properties: BTreeMap<String, String>,
     pub timeline: Vec<TimelineEvent>,
+    /// The size of the dataset the drill recovered, if it measured it
+    /// ([`Drill::dataset_size`](super::Drill::dataset_size)); older records have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetSize>,
     /// Why the drill ended without [`Drill::finish`](super::Drill::finish), if it did.
     pub aborted: Option<String>,
     /// Where the JUnit report was written, once it was.

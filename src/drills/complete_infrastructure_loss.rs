@@ -23,7 +23,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::backup::backup_database;
-use crate::drill::{Drill, DrillSummary, RecoveryPoint, Result, StepContext};
+use crate::drill::{Drill, DrillSummary, Moved, RecoveryPoint, Result, StepContext};
 use crate::env;
 use crate::fixtures::{CRITICAL_TABLES, FixtureSpec};
 use crate::pg::table_facts;
@@ -66,16 +66,21 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
         let profile = super::drill_profile()?;
         super::steps::record_setup(drill, env.backend(), Some(profile), &env.admin()).await?;
         let seeded = drill
-            .step("seed fixture ledger", env.seed(FixtureSpec::ending_now(profile, 42)))
+            .data_step(
+                "seed fixture ledger",
+                env.seed(FixtureSpec::ending_now(profile, 42)),
+                super::steps::moved_by_seed,
+            )
             .await?;
         drill.property("audit_logs_rows", seeded.rows_in("audit_logs").unwrap_or(0));
         let admin = env.admin();
         // Traffic up to the backup, so the backup's newest row is recent.
         drill.step("application writes", write_activity(&source, 5)).await?;
         let backup = drill
-            .step(
+            .data_step(
                 "daily backup to S3",
                 backup_database(&bins, &source, Some(&admin), env.store()),
+                |backup| [Moved::bytes(backup.manifest.dump.bytes)],
             )
             .await?;
         let late = drill
@@ -117,7 +122,7 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
     // (with its password) travels in the environment, not the arguments.
     let (bucket, admin_url) = (env.store().config().location(), replacement.admin.url());
     let answer = drill
-        .step(
+        .data_step(
             "drillbook restore: newest backup from S3 (playbook 3.2)",
             super::steps::operator_answer(
                 program,
@@ -132,6 +137,7 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
                 &[("ADMIN_DATABASE_URL", &admin_url)],
                 &[super::steps::EXIT_SUCCESS],
             ),
+            |answer| super::steps::moved_by_restore_command(&answer.report),
         )
         .await?;
     let restored = restored_from(&answer.report, &replacement).step("read drillbook restore's JSON report")?;
@@ -177,6 +183,7 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
         );
     }
     drill.verified();
+    super::steps::record_dataset(drill, &restored.target, Some(restored.manifest.dump.bytes)).await?;
 
     // RPO: the restore is complete up to the backup's snapshot, however
     // quiet the database was before it; the newest row only checks content.

@@ -88,7 +88,7 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
     let (pgdata_arg, bucket) = (dir.pgdata(), env.store().config().location());
     let incident_arg = incident.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let recovered = drill
-        .step(
+        .data_step(
             RECOVER,
             super::steps::operator_command(
                 program,
@@ -104,6 +104,7 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
                     "--pause",
                 ],
             ),
+            super::steps::moved_by_recover_command,
         )
         .await?;
     let outcome = inspect_and_promote(drill, program, &env, &pgdata_arg, &recovered, &canaries, incident).await;
@@ -182,6 +183,7 @@ async fn inspect_and_promote(
         promoted.to_string(),
     );
     drill.verified();
+    super::steps::record_dataset(drill, &target, None).await?;
     // Playbook section 7: resume backups, then the post-recovery checklist.
     super::post_recovery_checklist(drill, &target, Some((&env.bins, &admin, env.store()))).await?;
     if let Some(at) = recovered["last_replayed_commit"]

@@ -107,9 +107,10 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
     );
 
     let recovered = drill
-        .step(
+        .data_step(
             "recover from S3: base backup + every archived segment",
             env.recover(&RecoveryTarget::EndOfArchive),
+            super::steps::moved_by_recovery,
         )
         .await?;
     let target = recovered.server.admin().with_database(APP_DATABASE);
@@ -148,6 +149,7 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
         format!("{report:?}"),
     );
     drill.verified();
+    super::steps::record_dataset(drill, &target, None).await?;
     // Playbook section 7: resume backups, then the post-recovery checklist.
     super::post_recovery_checklist(
         drill,

@@ -71,7 +71,7 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
     let store = bench.env.store();
     let (admin_url, source_url, bucket) = (admin.url(), source.url(), store.config().location());
     let report = drill
-        .step(
+        .data_step(
             "drillbook restore --table invoice_lines --swap-into (one transaction)",
             super::steps::operator_command(
                 program,
@@ -88,6 +88,7 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
                     &source_url,
                 ],
             ),
+            super::steps::moved_by_table_restore_command,
         )
         .await?;
     let rows_restored = report["rows_restored"]
@@ -128,6 +129,7 @@ async fn story(drill: &mut Drill, program: &Path) -> Result<()> {
         .step(COUNT)?;
     drill.check("scratch database removed", scratch_left == 0, scratch_left.to_string());
     drill.verified();
+    super::steps::record_dataset(drill, &source, Some(bench.manifest.dump.bytes)).await?;
     // Playbook section 7: resume backups, then the post-recovery checklist.
     super::post_recovery_checklist(drill, &source, bench.resume_backups(&admin)).await?;
     // The table is back to the backup's snapshot: what it had later is the loss.

@@ -29,7 +29,7 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
 use crate::canary::{CanaryWriter, check_canaries};
-use crate::drill::{Drill, DrillSummary, RecoveryPoint, RecoverySource, Result, StepContext};
+use crate::drill::{Drill, DrillSummary, Moved, RecoveryPoint, RecoverySource, Result, StepContext};
 use crate::env::{APP_DATABASE, ArchivingEnvironment};
 use crate::fault::{self, Disposable, Injected};
 use crate::integrity::{SuiteOptions, run_suite};
@@ -154,7 +154,7 @@ async fn story(drill: &mut Drill, program: &Path, seed: u64) -> Result<()> {
     let dir = super::steps::RecoveryDir::create(FIND)?;
     let pgdata_arg = dir.pgdata();
     let found = drill
-        .step(
+        .data_step(
             FIND,
             super::steps::operator_command(
                 program,
@@ -168,6 +168,8 @@ async fn story(drill: &mut Drill, program: &Path, seed: u64) -> Result<()> {
                     "--to-last-good",
                 ],
             ),
+            // Every probe's replay: the search's cost grows with the WAL.
+            |found| found["wal_bytes_replayed"].as_u64().map(Moved::wal_bytes),
         )
         .await?;
     let outcome = judge_and_promote(drill, program, &env, &pgdata_arg, &found, culprit, &canaries, detected).await;
@@ -272,6 +274,7 @@ async fn judge_and_promote(
         format!("{report:?}"),
     );
     drill.verified();
+    super::steps::record_dataset(drill, &target, None).await?;
     drill.recovery_point(RecoveryPoint::new(RecoverySource::ReplayEnd, last_good_time));
     drill.property("detected_at", detected.to_rfc3339());
     super::post_recovery_checklist(drill, &target, Some((&env.bins, &admin, env.store()))).await?;

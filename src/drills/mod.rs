@@ -299,9 +299,10 @@ async fn post_recovery_checklist(drill: &mut Drill, recovered: &ConnInfo, resume
     let store = match resume {
         Some((bins, admin, store)) => {
             drill
-                .step(
+                .data_step(
                     "resume backups: first backup after recovery",
                     crate::backup::backup_database(bins, recovered, Some(admin), store),
+                    |backup| [crate::drill::Moved::bytes(backup.manifest.dump.bytes)],
                 )
                 .await?;
             Some(store)

@@ -18,7 +18,7 @@ use sqlx::{Connection, PgConnection};
 
 use crate::basebackup::{BaseBackupManifest, take_base_backup};
 use crate::canary::{Canary, CanaryReport, check_canaries};
-use crate::drill::{Drill, RecoveryPoint, RecoverySource, Result, StepContext};
+use crate::drill::{DatasetSize, Drill, Moved, RecoveryPoint, RecoverySource, Result, StepContext};
 use crate::env::ArchivingEnvironment;
 use crate::env::{APP_DATABASE, Backend, Environment};
 use crate::failover::{replay_state, wait_caught_up};
@@ -77,7 +77,11 @@ pub(super) async fn primary_with_standby(drill: &mut Drill) -> Result<(Environme
     let mut env = drill.step("bring up environment", crate::env::from_env()).await?;
     record_setup(drill, env.backend(), Some(profile), &env.admin()).await?;
     let seeded = drill
-        .step("seed fixture ledger", env.seed(FixtureSpec::ending_now(profile, 42)))
+        .data_step(
+            "seed fixture ledger",
+            env.seed(FixtureSpec::ending_now(profile, 42)),
+            moved_by_seed,
+        )
         .await?;
     drill.property("audit_logs_rows", seeded.rows_in("audit_logs").unwrap_or(0));
     let standby = drill
@@ -109,16 +113,18 @@ pub(super) async fn archiving_primary(
         .await?;
     record_setup(drill, env.backend(), Some(profile), &env.admin()).await?;
     let seeded = drill
-        .step(
+        .data_step(
             "seed fixture ledger",
             seed(&env.source(), FixtureSpec::ending_now(profile, 42)),
+            moved_by_seed,
         )
         .await?;
     drill.property("audit_logs_rows", seeded.rows_in("audit_logs").unwrap_or(0));
     let base = drill
-        .step(
+        .data_step(
             "base backup to S3",
             take_base_backup(&env.bins, &env.admin(), env.store()),
+            |base| [Moved::bytes(base.tar_bytes)],
         )
         .await?;
     drill.property("base_backup_bytes", base.tar_bytes);
@@ -344,4 +350,89 @@ impl RecoveryDir {
         }
         Ok(())
     }
+}
+
+/// Records the size of the dataset the drill recovered, the yardstick of
+/// its RTO projections: `pg_database_size` of `recovered` (the recovered
+/// application database) and the bytes of the logical dump it was restored
+/// from, if it was. Call after `drill.verified()`: it is not recovery work.
+///
+/// # Errors
+/// [`DrillError::Step`](crate::drill::DrillError::Step) when the size cannot be read.
+pub(super) async fn record_dataset(drill: &mut Drill, recovered: &ConnInfo, restored_dump: Option<u64>) -> Result<()> {
+    const MEASURE: &str = "measure the recovered database's size";
+    let mut conn = PgConnection::connect_with(&recovered.connect_options())
+        .await
+        .step(MEASURE)?;
+    let bytes: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+        .fetch_one(&mut conn)
+        .await
+        .step(MEASURE)?;
+    conn.close().await.step(MEASURE)?;
+    drill.dataset_size(DatasetSize::new(bytes.max(0) as u64, restored_dump));
+    Ok(())
+}
+
+/// What a point-in-time recovery moved: the base backup (downloaded and
+/// verified) and the WAL it replayed, each in the part the library timed.
+pub(super) fn moved_by_recovery(recovered: &crate::pitr::Recovered) -> [Moved; 2] {
+    [
+        Moved::bytes(recovered.base_backup.tar_bytes).within(recovered.download_and_verify),
+        Moved::wal_bytes(recovered.wal_bytes_replayed).within(recovered.replay),
+    ]
+}
+
+/// What `drillbook recover --json` reported moving: the base backup's bytes
+/// and the WAL replayed, each in its own timed part when reported.
+pub(super) fn moved_by_recover_command(report: &serde_json::Value) -> Vec<Moved> {
+    let seconds = |name: &str| report[name].as_f64().and_then(|s| Duration::try_from_secs_f64(s).ok());
+    let timed = |moved: Moved, part: Option<Duration>| match part {
+        Some(part) => moved.within(part),
+        None => moved,
+    };
+    let base = report["base_backup_bytes"]
+        .as_u64()
+        .map(|bytes| timed(Moved::bytes(bytes), seconds("download_and_verify_seconds")));
+    let wal = report["wal_bytes_replayed"]
+        .as_u64()
+        .map(|bytes| timed(Moved::wal_bytes(bytes), seconds("replay_seconds")));
+    base.into_iter().chain(wal).collect()
+}
+
+/// What `drillbook restore --json` reported moving: the dump downloaded,
+/// the dump restored, and the rows verified against the manifest.
+pub(super) fn moved_by_restore_command(report: &serde_json::Value) -> Vec<Moved> {
+    let seconds = |name: &str| report[name].as_f64().and_then(|s| Duration::try_from_secs_f64(s).ok());
+    let Some(dump) = report["manifest"]["dump"]["bytes"].as_u64() else {
+        return Vec::new();
+    };
+    let rows: u64 = report["manifest"]["tables"]
+        .as_object()
+        .map(|tables| tables.values().filter_map(|t| t["rows"].as_u64()).sum())
+        .unwrap_or(0);
+    [
+        ("download", Moved::bytes(dump)),
+        ("restore", Moved::bytes(dump)),
+        ("verify", Moved::rows(rows)),
+    ]
+    .into_iter()
+    .filter_map(|(part, moved)| Some(moved.within(seconds(part)?)))
+    .collect()
+}
+
+/// What `drillbook restore --table --json` reported moving: the dump
+/// downloaded, then the table's rows restored into scratch and swapped in.
+pub(super) fn moved_by_table_restore_command(report: &serde_json::Value) -> Vec<Moved> {
+    let seconds = |name: &str| report[name].as_f64().and_then(|s| Duration::try_from_secs_f64(s).ok());
+    let dump = report["backup"]["dump"]["bytes"].as_u64().map(Moved::bytes);
+    let rows = report["rows_restored"].as_u64().map(Moved::rows);
+    [("download", dump), ("scratch_restore", rows.clone()), ("replace", rows)]
+        .into_iter()
+        .filter_map(|(part, moved)| Some(moved?.within(seconds(part)?)))
+        .collect()
+}
+
+/// What seeding the fixture ledger moved: its rows, every table's.
+pub(super) fn moved_by_seed(seeded: &crate::fixtures::SeedSummary) -> [Moved; 1] {
+    [Moved::rows(seeded.rows.iter().map(|(_, rows)| rows).sum())]
 }

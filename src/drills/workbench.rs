@@ -48,12 +48,15 @@ impl Workbench {
             let profile = super::drill_profile()?;
             super::steps::record_setup(drill, env.backend(), Some(profile), &env.admin()).await?;
             let spec = FixtureSpec::ending_now(profile, seed);
-            drill.step("seed fixture ledger", env.seed(spec)).await?;
+            drill
+                .data_step("seed fixture ledger", env.seed(spec), super::steps::moved_by_seed)
+                .await?;
             let (source, admin) = (env.source(), env.admin());
             let backup = drill
-                .step(
+                .data_step(
                     "daily backup to S3",
                     backup_database(&bins, &source, Some(&admin), env.store()),
+                    |backup| [crate::drill::Moved::bytes(backup.manifest.dump.bytes)],
                 )
                 .await?;
             (source, admin, backup.manifest)
@@ -70,9 +73,16 @@ impl Workbench {
                 .step("provision a copy to damage", env.provision_restore_target())
                 .await?;
             let copy = drill
-                .step(
+                .data_step(
                     "restore the newest backup into the drill's own copy",
                     restore_into(&bins, &env, &target, &manifest),
+                    |copy: &RestoreReport| {
+                        let dump = copy.manifest.dump.bytes;
+                        [
+                            crate::drill::Moved::bytes(dump).within(copy.download),
+                            crate::drill::Moved::bytes(dump).within(copy.restore),
+                        ]
+                    },
                 )
                 .await?;
             (copy.target, target.admin, manifest)

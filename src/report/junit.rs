@@ -1,6 +1,8 @@
 //! JUnit XML for a drill: one `<testsuite>` named after the drill.
 //!
-//! Each phase and check is a testcase (`phase: <name>`, `check: <name>`),
+//! Each phase and check is a testcase (`phase: <name>`, `check: <name>`;
+//! a data-moving phase's `<system-out>` holds one `moved <amount> <unit>`
+//! line per amount, its throughput),
 //! followed by `RTO within target` and, when an RPO target is set,
 //! `RPO within target`. Every failure in the verdict makes one of these
 //! testcases fail, so CI's red/green matches [`DrillSummary::assert_passed`].
@@ -89,6 +91,17 @@ fn properties(summary: &DrillSummary) -> Vec<Property> {
             summary.recovery_point.map(|p| p.source.slug().to_owned()),
         ),
         ("rows_lost", summary.rows_lost.map(|n| n.to_string())),
+        (
+            "dataset_database_bytes",
+            summary.dataset.map(|d| d.database_bytes.to_string()),
+        ),
+        (
+            "dataset_dump_bytes",
+            summary.dataset.and_then(|d| d.dump_bytes).map(|n| n.to_string()),
+        ),
+        // This drillbook records what data-moving phases move: a phase
+        // without `moved` lines moved nothing (older reports cannot say so).
+        ("throughput_recorded", Some("true".to_owned())),
     ];
     let measured = measured
         .into_iter()
@@ -107,6 +120,12 @@ fn phase_case(phase: &Phase) -> TestCase {
     };
     let mut case = TestCase::new(format!("phase: {}", phase.name), status);
     case.set_timestamp(phase.started_at).set_time(phase.duration);
+    // One `moved ...` line per amount: the throughput the monthly report
+    // reads back (`Moved::parse_line`) to project the RTO.
+    let moved: Vec<String> = phase.moved.iter().map(ToString::to_string).collect();
+    if !moved.is_empty() {
+        case.set_system_out(moved.join("\n"));
+    }
     case
 }
 
@@ -203,10 +222,14 @@ mod tests {
             crate::drill::RecoverySource::Snapshot,
             t0() + 5 * MINUTE,
         ));
-        let restore = fx.drill.phase("restore", async {
-            clock.advance(3 * HOUR);
-            Ok::<_, String>(())
-        });
+        let restore = fx.drill.data_phase(
+            "restore",
+            async {
+                clock.advance(3 * HOUR);
+                Ok::<_, String>(86_400_000)
+            },
+            |&bytes| [crate::drill::Moved::bytes(bytes)],
+        );
         restore.await.unwrap();
         fx.clock.advance(59 * MINUTE);
         fx.drill
@@ -214,6 +237,8 @@ mod tests {
         fx.drill
             .check("4.1 broken links = 0", false, "3 invoice lines without invoice");
         fx.drill.verified();
+        fx.drill
+            .dataset_size(crate::drill::DatasetSize::new(345_600_000, Some(86_400_000)));
         fx
     }
 
@@ -273,9 +298,14 @@ mod tests {
                 ("verified_at", "2026-05-01T12:24:00.000Z"),
                 ("recovery_point_at", "2026-05-01T08:05:00.000Z"),
                 ("recovery_point_source", "snapshot"),
+                ("dataset_database_bytes", "345600000"),
+                ("dataset_dump_bytes", "86400000"),
+                ("throughput_recorded", "true"),
                 ("dataset_rows", "48213"),
             ]
         );
+        let restore = suite.test_cases[1].system_out.as_ref().map(|out| out.as_str());
+        assert_eq!(restore, Some("moved 86400000 bytes"));
         let out = suite.system_out.expect("timeline in system-out").into_string();
         assert!(out.contains("incident: dropped the ledger database"), "{out}");
     }
@@ -352,6 +382,7 @@ mod tests {
         ));
         fx.drill.rows_lost(0);
         fx.drill.verified();
+        fx.drill.dataset_size(crate::drill::DatasetSize::new(1, Some(1)));
         let names: Vec<_> = properties(&fx.drill.summary())
             .into_iter()
             .map(|p| p.name.into_string())

@@ -14,6 +14,8 @@
 //! - [`history`]: the versioned history record and its local and S3 stores;
 //! - [`month`]: the calendar month history and reports are cut by;
 //! - [`monthly`]: the monthly report's model and its merged JUnit;
+//! - [`projection`]: a run's RTO projected to a production-size database
+//!   from the throughput of its data-moving phases;
 //! - [`render`]: the monthly report as Markdown and HTML;
 //! - [`schedule`]: the playbook's drill schedule (cadences).
 
@@ -22,6 +24,7 @@ pub mod history;
 pub mod junit;
 pub mod month;
 pub mod monthly;
+pub mod projection;
 pub mod render;
 pub mod schedule;
 

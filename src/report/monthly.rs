@@ -20,6 +20,8 @@ use super::history::{
     DATASET_PROPERTY, FORMAT_VERSION, History, HistoryRecord, RecordCheck, RecordEvent, RecordIncident, RecordPhase,
 };
 use super::month::Month;
+use super::projection::{NotProjectable, Projection, ProjectionSize, project};
+use crate::drill::{DatasetSize, Moved};
 use crate::time::{format_duration, timestamp};
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +127,8 @@ pub struct MonthlyReport {
     /// Suites from the JUnit inputs that are not drills, copied into the merged JUnit.
     pub other_suites: Vec<TestSuite>,
     pub generated_at: DateTime<Utc>,
+    /// The size each run's RTO is projected to (`--project-size`), if any.
+    pub projection_size: Option<ProjectionSize>,
 }
 
 /// The summary verdict of a month.
@@ -216,13 +220,38 @@ impl MonthlyReport {
             warnings,
             other_suites,
             generated_at: Utc::now(),
+            projection_size: None,
         }
+    }
+
+    /// The report with every run's RTO projected to `size`.
+    pub fn with_projection(mut self, size: ProjectionSize) -> Self {
+        self.projection_size = Some(size);
+        self
+    }
+
+    /// Each run's projection to [`Self::projection_size`], in run order;
+    /// empty without one.
+    pub fn projections(&self) -> Vec<(&Run, Result<Projection, NotProjectable>)> {
+        let Some(size) = &self.projection_size else {
+            return Vec::new();
+        };
+        self.runs.iter().map(|run| (run, project(&run.record, size))).collect()
+    }
+
+    /// The drills whose projected RTO misses its target.
+    fn projected_misses(&self) -> Vec<&str> {
+        self.projections()
+            .into_iter()
+            .filter(|(_, p)| p.as_ref().is_ok_and(|p| !p.within_target()))
+            .map(|(run, _)| run.record.drill.as_str())
+            .collect()
     }
 
     pub fn verdict(&self) -> MonthVerdict {
         if self.runs.is_empty() {
             MonthVerdict::NoDrills
-        } else if self.runs.iter().all(|run| run.record.passed) {
+        } else if self.runs.iter().all(|run| run.record.passed) && self.projected_misses().is_empty() {
             MonthVerdict::Passed
         } else {
             MonthVerdict::Failed
@@ -240,6 +269,15 @@ impl MonthlyReport {
             .collect();
         let runs = plural(self.runs.len(), "run", "runs");
         let of = plural(drills.len(), "drill", "drills");
+        let projected = match (&self.projection_size, self.projected_misses()) {
+            (Some(size), misses) if !misses.is_empty() => format!(
+                " Projected to {}, the RTO misses its target in {}: {}.",
+                size.label(),
+                plural(misses.len(), "run", "runs"),
+                misses.join(", ")
+            ),
+            _ => String::new(),
+        };
         match self.verdict() {
             MonthVerdict::NoDrills => format!(
                 "No drills ran in {}. The playbook's schedule (section 8) expects monthly, weekly and daily drills.",
@@ -249,8 +287,12 @@ impl MonthlyReport {
                 "{runs} of {of} in {}; every run met its targets.",
                 self.month.long_name()
             ),
+            MonthVerdict::Failed if failed.is_empty() => format!(
+                "{runs} of {of} in {}; every run met its measured targets.{projected}",
+                self.month.long_name()
+            ),
             MonthVerdict::Failed => format!(
-                "{runs} of {of} in {}; {} failed: {}.",
+                "{runs} of {of} in {}; {} failed: {}.{projected}",
                 self.month.long_name(),
                 failed.len(),
                 failed.join(", ")
@@ -272,9 +314,15 @@ impl MonthlyReport {
             .map(|r| r.record.drill.as_str())
             .filter(|d| self.runs.iter().filter(|r| r.record.drill == *d).count() > 1)
             .collect();
-        for run in &self.runs {
+        let projections = self.projections();
+        for (index, run) in self.runs.iter().enumerate() {
             let record = &run.record;
             let mut suite = run.suite.clone().unwrap_or_else(|| suite_from_record(record));
+            if let (Some(size), Some((_, projection))) = (&self.projection_size, projections.get(index)) {
+                let mut case = projection_case(size, projection);
+                case.set_classname(record.drill.as_str());
+                suite.add_test_case(case);
+            }
             if duplicated.contains(record.drill.as_str()) {
                 suite.name = format!("{} @ {}", record.drill, timestamp(record.started_at)).into();
             }
@@ -311,6 +359,39 @@ impl MonthlyReport {
     }
 }
 
+/// `projected RTO at 500 GB within target`: fails when the projection
+/// misses the target, skipped when the run cannot be projected; its message
+/// carries the figures and the assumption.
+fn projection_case(size: &ProjectionSize, projection: &Result<Projection, NotProjectable>) -> TestCase {
+    let name = format!("projected RTO at {} within target", size.label());
+    match projection {
+        Ok(p) => {
+            let figures = format!("{p}: {}. {}", p.breakdown(), size.assumption());
+            if p.within_target() {
+                let mut case = TestCase::new(name, TestCaseStatus::success());
+                case.set_system_out(figures);
+                case
+            } else {
+                let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                status.set_message(format!(
+                    "projected RTO at {} {} exceeds target {}; {}. {}",
+                    size.label(),
+                    seconds_text(p.projected_rto),
+                    seconds_text(p.target),
+                    p.breakdown(),
+                    size.assumption()
+                ));
+                TestCase::new(name, status)
+            }
+        }
+        Err(why) => {
+            let mut status = TestCaseStatus::skipped();
+            status.set_message(format!("not projected: {why}"));
+            TestCase::new(name, status)
+        }
+    }
+}
+
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -341,6 +422,10 @@ fn suite_from_record(record: &HistoryRecord) -> TestSuite {
         case.set_time(Duration::from_secs_f64(phase.duration_seconds.max(0.0)));
         if let Some(at) = phase.started_at {
             case.set_timestamp(at);
+        }
+        let moved: Vec<String> = phase.moved.iter().map(ToString::to_string).collect();
+        if !moved.is_empty() {
+            case.set_system_out(moved.join("\n"));
         }
         cases.push(case);
     }
@@ -392,6 +477,18 @@ fn suite_from_record(record: &HistoryRecord) -> TestSuite {
         ("rpo_target_seconds", record.rpo_target_seconds.map(seconds_property)),
         ("incident_at", record.incident.as_ref().map(|i| timestamp(i.at))),
         ("verified_at", record.verified_at.map(timestamp)),
+        (
+            "dataset_database_bytes",
+            record.dataset.map(|d| d.database_bytes.to_string()),
+        ),
+        (
+            "dataset_dump_bytes",
+            record.dataset.and_then(|d| d.dump_bytes).map(|n| n.to_string()),
+        ),
+        (
+            "throughput_recorded",
+            record.throughput_recorded.then(|| "true".to_owned()),
+        ),
     ];
     let properties = measured
         .into_iter()
@@ -480,11 +577,17 @@ fn drill_record(
                 findings.push(sentence.clone());
                 failures.push(sentence);
             }
+            let moved = case
+                .system_out
+                .as_ref()
+                .map(|out| out.as_str().lines().filter_map(Moved::parse_line).collect())
+                .unwrap_or_default();
             phases.push(RecordPhase {
                 name: phase.to_owned(),
                 started_at: case.timestamp.map(|t| t.with_timezone(&Utc)),
                 duration_seconds: case.time.map_or(0.0, |d| d.as_secs_f64()),
                 error: failed,
+                moved,
             });
         } else if let Some(check) = name.strip_prefix("check: ") {
             let detail = match &failed {
@@ -517,6 +620,16 @@ fn drill_record(
         .as_ref()
         .map(|out| parse_timeline(out.as_str(), started_at))
         .unwrap_or_default();
+    let bytes = |name: &str| -> Result<Option<u64>, String> {
+        property(name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("property `{name}` is `{v}`, not bytes"))
+            })
+            .transpose()
+    };
+    let dump_bytes = bytes("dataset_dump_bytes")?;
+    let dataset = bytes("dataset_database_bytes")?.map(|database| DatasetSize::new(database, dump_bytes));
     let properties = suite
         .properties
         .iter()
@@ -556,6 +669,8 @@ fn drill_record(
             .find_map(|name| property(name)),
         properties,
         timeline,
+        dataset,
+        throughput_recorded: property("throughput_recorded").is_some_and(|v| v == "true"),
     })
 }
 
@@ -618,6 +733,103 @@ mod tests {
             record.incident.map(|i| i.description).as_deref(),
             Some("dropped the ledger database")
         );
+    }
+
+    /// A restore drill: incident, a 10 s restore of a 100 MB dump, 2 s of
+    /// checks, a 400 MB database; RTO 12 s against the matrix's 4 hours.
+    async fn restore_run() -> HistoryRecord {
+        let mut fx = fixture("full_restore", Scenario::CompleteInfrastructureLoss);
+        let clock = fx.clock.clone();
+        fx.drill.incident("primary lost");
+        fx.drill
+            .data_phase(
+                "restore",
+                async {
+                    clock.advance(Duration::from_secs(10));
+                    Ok::<_, String>(())
+                },
+                |()| [crate::drill::Moved::bytes(100_000_000)],
+            )
+            .await
+            .unwrap();
+        fx.clock.advance(Duration::from_secs(2));
+        fx.drill.verified();
+        fx.drill
+            .dataset_size(crate::drill::DatasetSize::new(400_000_000, Some(100_000_000)));
+        HistoryRecord::from_summary_on(&fx.drill.summary(), "embedded")
+    }
+
+    #[tokio::test]
+    async fn throughput_and_dataset_read_back_from_a_drills_junit() {
+        let record = restore_run().await;
+        let suite = suite_from_record(&record);
+        let read = record_from_suite(&suite).unwrap().unwrap();
+        assert_eq!(read.phases[0].moved, record.phases[0].moved);
+        assert_eq!(read.dataset, record.dataset);
+    }
+
+    fn month_of(record: HistoryRecord) -> MonthlyReport {
+        let month = Month::of(record.started_at);
+        let history = History {
+            records: vec![record],
+            warnings: Vec::new(),
+        };
+        MonthlyReport::build(month, vec![month], history, Vec::new())
+    }
+
+    fn projection_case_of(report: &MonthlyReport, name: &str) -> TestCase {
+        let junit = report.junit();
+        junit.test_suites[0]
+            .test_cases
+            .iter()
+            .find(|c| c.name.as_str() == name)
+            .unwrap_or_else(|| panic!("no testcase {name:?} in {junit:?}"))
+            .clone()
+    }
+
+    #[tokio::test]
+    async fn a_projection_over_the_target_is_a_failed_testcase_saying_its_assumption() {
+        use crate::report::projection::ProjectionSize;
+        // 1 TB is 2 500 times the 400 MB measured: 25 000 s of restore + 2 s.
+        let report = month_of(restore_run().await).with_projection(ProjectionSize::database(1_000_000_000_000));
+        let case = projection_case_of(&report, "projected RTO at 1 TB within target");
+        let message = failure_message(&case.status).expect("a failed testcase");
+        for needle in [
+            "projected RTO at 1 TB 6h 56m 42.0s exceeds target 4h 00m 00.0s",
+            "`restore` 10.0s -> 6h 56m 40.0s (100 MB at 10 MB/s)",
+            "Assumption: linear scaling",
+            "pg_database_size",
+        ] {
+            assert!(message.contains(needle), "{needle:?} missing from {message}");
+        }
+        assert_eq!(report.verdict(), MonthVerdict::Failed);
+        assert!(
+            report
+                .summary_sentence()
+                .contains("Projected to 1 TB, the RTO misses its target in 1 run: full_restore"),
+            "{}",
+            report.summary_sentence()
+        );
+
+        let report = month_of(restore_run().await).with_projection(ProjectionSize::database(100_000_000_000));
+        let case = projection_case_of(&report, "projected RTO at 100 GB within target");
+        assert!(matches!(case.status, TestCaseStatus::Success { .. }), "{case:?}");
+        assert_eq!(report.verdict(), MonthVerdict::Passed);
+    }
+
+    #[tokio::test]
+    async fn a_run_that_cannot_be_projected_is_a_skipped_testcase_saying_why() {
+        use crate::report::projection::ProjectionSize;
+        let mut record = restore_run().await;
+        record.dataset = None;
+        let report = month_of(record).with_projection(ProjectionSize::dump(1_000_000_000, "daily/x/db.dump"));
+        let case = projection_case_of(&report, "projected RTO at 1 GB dump within target");
+        let TestCaseStatus::Skipped { message, .. } = &case.status else {
+            panic!("not skipped: {case:?}");
+        };
+        let message = message.as_ref().map(|m| m.as_str()).unwrap_or_default();
+        assert!(message.contains("not the size of the dataset"), "{message}");
+        assert_eq!(report.verdict(), MonthVerdict::Passed);
     }
 
     #[test]

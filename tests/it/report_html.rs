@@ -257,3 +257,135 @@ fn the_html_report_renders_with_the_numbers_it_should() {
     assert!(xml.contains("RTO 41m 00.0s exceeds target 30m 00.0s"), "{xml}");
     assert!(xml.contains("RPO 8m 00.0s exceeds target 5m 00.0s"), "{xml}");
 }
+
+/// The projection as people see it: `drillbook report --project-size 500GB`
+/// over two months of restore drills that recorded their throughput, the
+/// page rendered by Chromium: the projection table and the assumption, the
+/// RTO-by-size chart with its target line, and the monthly charts on a
+/// logarithmic axis where a 7.6 s measurement, a 4-hour target and a 9-hour
+/// projection are all visible.
+#[test]
+#[ignore = "needs Chromium: run in the browser lane (.ci/run: --run-ignored only -E 'test(/^report_html::/)')"]
+fn the_projection_renders_with_its_chart_and_both_values_visible() {
+    use crate::report_cli::DataRun;
+    use drillbook::drill::Moved;
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = tmp.path();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let restore = |at: &'static str, moving_ms: u64| DataRun {
+        name: "complete_infrastructure_loss",
+        scenario: Scenario::CompleteInfrastructureLoss,
+        at,
+        fixed: Duration::from_secs(2),
+        moving: Duration::from_millis(moving_ms),
+        moved: Some(Moved::bytes(20_000_000)),
+        database_bytes: 80_000_000,
+        dump_bytes: Some(20_000_000),
+    };
+    runtime.block_on(async {
+        restore("2026-04-07T02:00:00Z", 4_000).record_in(dirs).await;
+        restore("2026-05-05T02:00:00Z", 5_600).record_in(dirs).await;
+        DataRun {
+            name: "db_corruption_single_table",
+            scenario: Scenario::DbCorruptionSingleTable,
+            at: "2026-05-12T02:00:00Z",
+            fixed: Duration::from_secs(3),
+            moving: Duration::from_millis(200),
+            moved: Some(Moved::rows(20_000)),
+            database_bytes: 80_000_000,
+            dump_bytes: Some(20_000_000),
+        }
+        .record_in(dirs)
+        .await;
+    });
+    let out = dirs.join("out");
+    let output = Command::new(crate::common::BIN)
+        .args([
+            "report",
+            "--month",
+            "2026-05",
+            "--trend-months",
+            "2",
+            "--project-size",
+            "500GB",
+        ])
+        .arg("--history")
+        .arg(dirs.join("history"))
+        .arg("--out")
+        .arg(&out)
+        .env("DRILL_REPORT_DIR", dirs.join("reports"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the restore's projection misses: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let html = out.join("drill-report-2026-05.html");
+    let dom = rendered_text(&html, &dirs.join("chromium-profile"));
+    for text in [
+        "RTO projected to 500 GB",
+        "Assumption: linear scaling",
+        "pg_database_size",
+        // The table: measured, projected, target, verdict, throughput, break-even.
+        "<td class=\"num\">7.6s</td><td class=\"num miss\">9h 43m 22.0s</td><td class=\"num\">4h 00m 00.0s</td><td class=\"miss\">MISSES target</td><td>restore: 20 MB at 3.6 MB/s</td><td class=\"num\">205.7 GB</td>",
+        "<td class=\"num\">3.2s</td><td class=\"num ok\">20m 53.0s</td><td class=\"num\">30m 00.0s</td><td class=\"ok\">within target</td><td>restore: 20,000 rows at 100,000 rows/s</td>",
+        // The RTO-by-size chart: title, break-even, the measured and projected points.
+        "<title>complete_infrastructure_loss: projected RTO by database size</title>",
+        "projected RTO by database size; target 4h 00m 00.0s",
+        "reaches the target at 205.7 GB",
+        "<title>measured 7.6s at 80 MB</title>",
+        "<title>projected 9h 43m 22.0s at 500 GB</title>",
+        // The monthly chart: both bars of each month, and the log axis.
+        "<title>2026-04: 6.0s</title>",
+        "<title>2026-04: projected 6h 56m 42.0s</title>",
+        "<title>2026-05: 7.6s</title>",
+        "<title>2026-05: projected 9h 43m 22.0s</title>",
+        "Logarithmic scale",
+        ">1 h</text>",
+        ">10 s</text>",
+        // The phases of a run carry their throughput.
+        "20 MB (3.6 MB/s)",
+    ] {
+        assert!(dom.contains(text), "{text:?} missing from the rendered report");
+    }
+
+    // Both values visible: on the chart of May, the measured bar is tens of
+    // pixels high (a linear axis up to 9.7 h drew it at under a pixel) and
+    // the projected bar reaches past the target line.
+    let svg = |class: &str| -> Vec<f64> {
+        dom.match_indices(&format!("<rect class=\"{class}\""))
+            .map(|(at, _)| {
+                let rest = &dom[at..];
+                let height = rest.split("height=\"").nth(1).unwrap();
+                height.split('"').next().unwrap().parse::<f64>().unwrap()
+            })
+            .collect()
+    };
+    let measured = svg("measured");
+    let projected = svg("projected");
+    assert!(!measured.is_empty() && !projected.is_empty(), "bars drawn");
+    assert!(
+        measured.iter().all(|h| *h >= 20.0),
+        "measured bars visible: {measured:?}"
+    );
+    assert!(
+        projected.iter().all(|h| *h > measured[0]),
+        "{projected:?} vs {measured:?}"
+    );
+
+    let png = dirs.join("projection.png");
+    let shot = Command::new(chromium())
+        .args(chromium_args(&dirs.join("chromium-profile")))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg("--window-size=1200,2200")
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .unwrap();
+    assert!(shot.status.success(), "{}", String::from_utf8_lossy(&shot.stderr));
+    assert!(std::fs::read(&png).unwrap().len() > 20_000, "a rendered page");
+    if let Some(keep) = std::env::var_os("DRILL_PROJECTION_SCREENSHOT") {
+        std::fs::copy(&png, keep).unwrap();
+    }
+}

@@ -123,3 +123,34 @@ fn a_cadence_on_staging_runs_only_the_drills_safe_there_and_names_the_others() {
         "the config problem is named:\n{stderr}"
     );
 }
+
+#[test]
+fn project_size_prints_the_projection_with_its_assumption() {
+    // pod_crash stops at once without a Kubernetes context: nothing to
+    // project, but the table and its assumption are printed.
+    let reports = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "pod_crash", "--project-size", "500 GiB"])
+        .env_remove("DRILL_KUBE_CONTEXT")
+        .env("DRILL_REPORT_DIR", reports.path().join("reports"))
+        .env("DRILL_HISTORY_DIR", reports.path().join("history"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for needle in ["AT 536.9 GB", "Assumption: linear scaling", "S = 536.9 GB."] {
+        assert!(stdout.contains(needle), "{needle:?} missing from\n{stdout}");
+    }
+}
+
+#[test]
+fn a_bad_project_size_is_refused_before_any_drill_runs() {
+    let out = Command::new(BIN)
+        .args(["run", "complete_infrastructure_loss", "--project-size", "lots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("`lots` is not a size"), "{stderr}");
+    assert!(!stderr.contains("==> drill"), "no drill ran: {stderr}");
+}

@@ -35,14 +35,14 @@ fn staging_drills() -> Vec<&'static str> {
 }
 
 /// `drillbook env up`, stopped with SIGINT on drop.
-struct EnvUp {
+pub(crate) struct EnvUp {
     child: Child,
     facts: serde_json::Value,
     stderr: PathBuf,
 }
 
 impl EnvUp {
-    fn start(dir: &Path) -> Self {
+    pub(crate) fn start(dir: &Path) -> Self {
         let stderr = dir.join("env-up.stderr");
         let mut child = Command::new(BIN)
             .args(["env", "up", "--profile", "small", "--seed", "9"])
@@ -64,7 +64,7 @@ impl EnvUp {
         Self { child, facts, stderr }
     }
 
-    fn fact(&self, name: &str) -> String {
+    pub(crate) fn fact(&self, name: &str) -> String {
         self.facts[name]
             .as_str()
             .unwrap_or_else(|| panic!("no {name} in env up's JSON"))

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::drill::DrillSummary;
+use crate::drill::{DatasetSize, DrillSummary, Moved};
 use crate::playbook::Scenario;
 
 /// The record format this drillbook writes.
@@ -36,6 +36,16 @@ pub struct RecordPhase {
     pub duration_seconds: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the phase moved, if it moves data; absent in older records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<Moved>,
+}
+
+impl RecordPhase {
+    /// Whether the phase recorded data it moved.
+    pub fn moves_data(&self) -> bool {
+        !self.moved.is_empty()
+    }
 }
 
 /// A named check, as recorded.
@@ -118,6 +128,15 @@ pub struct HistoryRecord {
     pub properties: BTreeMap<String, String>,
     #[serde(default)]
     pub timeline: Vec<RecordEvent>,
+    /// The size of the dataset the drill recovered, the yardstick of RTO
+    /// projections; absent in older records and drills that move no data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetSize>,
+    /// Whether the drillbook that wrote this record recorded what its
+    /// data-moving phases moved; `false` in older records, whose phases say
+    /// nothing either way, so their RTO cannot be projected.
+    #[serde(default)]
+    pub throughput_recorded: bool,
 }
 
 fn unknown() -> String {
@@ -175,6 +194,7 @@ impl HistoryRecord {
                     started_at: Some(phase.started_at),
                     duration_seconds: phase.duration.as_secs_f64(),
                     error: phase.error.clone(),
+                    moved: phase.moved.clone(),
                 })
                 .collect(),
             checks: summary
@@ -202,6 +222,8 @@ impl HistoryRecord {
                     message: event.message.clone(),
                 })
                 .collect(),
+            dataset: summary.dataset,
+            throughput_recorded: true,
         }
     }
 
@@ -323,6 +345,8 @@ impl RecordV0 {
             postgres_version: None,
             properties: BTreeMap::new(),
             timeline: Vec::new(),
+            dataset: None,
+            throughput_recorded: false,
         }
     }
 }
