@@ -18,7 +18,7 @@ use crate::playbook::Scenario;
 use crate::time::format_duration;
 use crate::wal::WalArchive;
 
-const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(5);
+const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time to push the one segment the timeout closed (spawn + upload).
 const ONE_SEGMENT_ALLOWANCE: Duration = Duration::from_secs(2);
 
