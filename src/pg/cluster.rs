@@ -274,7 +274,12 @@ impl Cluster {
             .args(["-c", "listen_addresses=127.0.0.1"])
             .arg("-c")
             .arg(format!("unix_socket_directories={}", self.socket_dir().display()))
-            .args(["-c", "unix_socket_permissions=0700"]);
+            .args(["-c", "unix_socket_permissions=0700"])
+            // A cluster lives in a temp dir and goes with it: nothing it writes
+            // must survive an OS crash. A killed server loses nothing without
+            // fsync (its writes are in the OS already), so the drills' SIGKILLs
+            // mean what they do in production. `settings` may turn it back on.
+            .args(["-c", "fsync=off"]);
         for (name, value) in &self.settings {
             command.arg("-c").arg(format!("{name}={value}"));
         }
