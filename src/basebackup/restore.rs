@@ -104,12 +104,21 @@ async fn restore_into(bins: &PgBinaries, store: &Store, manifest: &BaseBackupMan
     }
 
     let (object_tx, object_rx) = mpsc::channel::<Bytes>(QUEUED);
+    let mut threads = Threads::new(object_tx);
     let (tar_tx, tar_rx) = mpsc::channel::<Bytes>(QUEUED);
     let compression = manifest.compression;
-    let unpacking = tokio::task::spawn_blocking(move || unpack(Chunks::new(object_rx, true), compression, tar_tx));
+    let alive = threads.alive.clone();
+    let unpacking = tokio::task::spawn_blocking(move || {
+        let _alive = alive;
+        unpack(Chunks::new(object_rx, true), compression, tar_tx)
+    });
     let computed = compression.file_checksums();
     let root = data.to_path_buf();
-    let untarring = tokio::task::spawn_blocking(move || untar(Chunks::new(tar_rx, false), &root, computed));
+    let (alive, cancelled) = (threads.alive.clone(), threads.cancelled.clone());
+    let untarring = tokio::task::spawn_blocking(move || {
+        let _alive = alive;
+        untar(Chunks::new(tar_rx, false), &root, computed, &cancelled)
+    });
 
     let progress = crate::progress::task(
         format!("restore {key}"),
@@ -122,7 +131,7 @@ async fn restore_into(bins: &PgBinaries, store: &Store, manifest: &BaseBackupMan
         match range {
             Ok(bytes) => {
                 progress.advance(bytes.len() as u64);
-                if object_tx.send(bytes).await.is_err() {
+                if threads.object.send(bytes).await.is_err() {
                     break; // The hashing thread stopped: it says why.
                 }
             }
@@ -132,7 +141,7 @@ async fn restore_into(bins: &PgBinaries, store: &Store, manifest: &BaseBackupMan
             }
         }
     }
-    drop(object_tx);
+    threads.end_of_object();
     let unpacked = unpacking.await.expect("the unpacking thread does not panic");
     let untarred = untarring.await.expect("the untar thread does not panic");
     downloaded?;
@@ -175,6 +184,47 @@ async fn restore_into(bins: &PgBinaries, store: &Store, manifest: &BaseBackupMan
         .map_err(|e| damaged(format!("the WAL it needs does not parse: {e}")))?;
     }
     Ok(())
+}
+
+/// The extraction threads of one restore. Dropped with the restore (its
+/// future cancelled, as an interrupted `recover` is), it stops them and
+/// waits until they did, so nothing writes into the data directory once the
+/// caller removes it.
+struct Threads {
+    /// Into the hashing thread; closed first when dropped.
+    object: mpsc::Sender<Bytes>,
+    cancelled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Each thread holds a clone; `done` reports when all are gone.
+    alive: std::sync::mpsc::Sender<()>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Threads {
+    fn new(object: mpsc::Sender<Bytes>) -> Self {
+        let (alive, done) = std::sync::mpsc::channel();
+        Self {
+            object,
+            cancelled: Default::default(),
+            alive,
+            done,
+        }
+    }
+
+    /// Tells the hashing thread the object ended.
+    fn end_of_object(&mut self) {
+        self.object = mpsc::channel(1).0;
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        self.cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.end_of_object();
+        let (alive, _) = std::sync::mpsc::channel();
+        drop(std::mem::replace(&mut self.alive, alive));
+        // Returns at once when they finished; else within one block's write.
+        let _ = self.done.recv();
+    }
 }
 
 /// A reader over the byte blocks of a channel. With `hashing`, every block
@@ -311,7 +361,21 @@ fn damaged(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> UntarError
     move |e| UntarError::Damaged(format!("{what}: {e}"))
 }
 
-fn untar(input: Chunks, root: &Path, computed: ChecksumAlgorithm) -> Result<Written, UntarError> {
+fn untar(
+    input: Chunks,
+    root: &Path,
+    computed: ChecksumAlgorithm,
+    cancelled: &std::sync::atomic::AtomicBool,
+) -> Result<Written, UntarError> {
+    let stop_if_cancelled = || {
+        if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(UntarError::Io {
+                context: "extract the base backup".into(),
+                source: std::io::Error::new(std::io::ErrorKind::Interrupted, "the restore was cancelled"),
+            });
+        }
+        Ok(())
+    };
     let mut archive = tar::Archive::new(input);
     let mut written = Written {
         files: BTreeMap::new(),
@@ -319,6 +383,7 @@ fn untar(input: Chunks, root: &Path, computed: ChecksumAlgorithm) -> Result<Writ
     };
     let mut buf = vec![0; 1 << 18];
     for entry in archive.entries().map_err(damaged("its tar does not read"))? {
+        stop_if_cancelled()?;
         let mut entry = entry.map_err(damaged("its tar does not read"))?;
         let path = entry.path().map_err(damaged("its tar has an unreadable name"))?;
         let relative = safe_relative(&path)?;
@@ -348,6 +413,7 @@ fn untar(input: Chunks, root: &Path, computed: ChecksumAlgorithm) -> Result<Writ
                 let mut hasher = computed.hasher();
                 let mut size = 0u64;
                 loop {
+                    stop_if_cancelled()?;
                     let n = entry
                         .read(&mut buf)
                         .map_err(damaged(format!("its tar breaks off in {}", relative.display())))?;
