@@ -127,12 +127,17 @@ async fn restore_into(bins: &PgBinaries, store: &Store, manifest: &BaseBackupMan
     );
     let mut ranges = std::pin::pin!(store.download_ranges(key, manifest.tar_bytes, RANGE_SIZE, RANGES_IN_FLIGHT));
     let mut downloaded = Ok(());
+    let mut first = true;
     while let Some(range) = ranges.next().await {
         match range {
             Ok(bytes) => {
                 progress.advance(bytes.len() as u64);
                 if threads.object.send(bytes).await.is_err() {
                     break; // The hashing thread stopped: it says why.
+                }
+                if std::mem::take(&mut first) {
+                    // Files half written, the rest still to come.
+                    crate::failpoint!("basebackup::restore_midway");
                 }
             }
             Err(e) => {
