@@ -265,3 +265,41 @@ async fn an_uncompressed_base_backup_of_the_old_format_still_restores() {
     assert_eq!(setup.rows_in(&data).await, ROWS);
     setup.cleanup().await;
 }
+
+#[tokio::test]
+async fn ranged_downloads_come_back_whole_and_in_order_and_a_wrong_size_fails() {
+    use futures::TryStreamExt;
+    let s3 = EmbeddedS3::start().unwrap();
+    let store = Store::connect(s3.config("basebackup-ranges")).await;
+    store.ensure_bucket().await.unwrap();
+    // Not a multiple of the range size, so the last range is short.
+    let bytes: Vec<u8> = (0..(10 << 20) + 12_345u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    store
+        .put_bytes("object", bytes.clone(), "application/octet-stream")
+        .await
+        .unwrap();
+    let size = bytes.len() as u64;
+    let ranges: Vec<_> = store
+        .download_ranges("object", size, 1 << 20, 3)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(ranges.len(), 11);
+    assert_eq!(ranges.concat(), bytes);
+
+    let err = store
+        .download_ranges("object", size + 1, 1 << 20, 3)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("object"), "{err:#}");
+    let err = store
+        .download_ranges("missing", size, 1 << 20, 3)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, drillbook::store::StoreError::NotFound { .. }), "{err:?}");
+    s3.cleanup();
+}
