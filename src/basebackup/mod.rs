@@ -13,7 +13,7 @@
 //! written to stdout. Backups written before (uncompressed `base.tar`, SHA256
 //! per file, no `compression` in the manifest) still restore.
 //!
-//! Restoring ([`download_base_backup`], in [`restore`]) streams the object
+//! Restoring ([`download_base_backup`], in `restore.rs`) streams the object
 //! from S3 in ranges straight into decompression and extraction, checking
 //! each file against `backup_manifest` as it is written and the object's
 //! sha256 against the manifest: one pass, no temp file, no second read.
