@@ -983,6 +983,7 @@ mod tests {
                 tar_key,
                 tar_bytes: 5000,
                 tar_sha256: "00".into(),
+                compression: Default::default(),
             })),
             writer: Writer::None,
             stamp,

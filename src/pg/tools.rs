@@ -118,7 +118,8 @@ pub async fn program_version(bins: &PgBinaries, program: &str) -> Result<String>
 
 /// A running `pg_basebackup --format=tar --pgdata=- --wal-method=fetch`: the
 /// whole cluster (with the WAL needed to make it consistent and the
-/// `backup_manifest`) as one tar stream on [`BaseBackupStream::stdout`].
+/// `backup_manifest`, last) as one tar stream, compressed or not, on
+/// [`BaseBackupStream::stdout`].
 #[derive(Debug)]
 pub struct BaseBackupStream {
     child: Child,
@@ -138,11 +139,17 @@ pub struct BaseBackupPoints {
 
 impl BaseBackupStream {
     /// `conn` must be a superuser (or replication role) connection.
-    pub fn spawn(bins: &PgBinaries, conn: &ConnInfo) -> Result<Self> {
+    /// `compress` is `pg_basebackup --compress` (`none`, `client-zstd:level=1`;
+    /// server-side compression cannot carry the manifest on stdout), and
+    /// `manifest_checksums` the per-file checksum of its `backup_manifest`
+    /// (`CRC32C`, `SHA256`).
+    pub fn spawn(bins: &PgBinaries, conn: &ConnInfo, compress: &str, manifest_checksums: &str) -> Result<Self> {
         let mut command = command(bins, "pg_basebackup", conn);
         command
             .args(["--pgdata=-", "--format=tar", "--wal-method=fetch", "--checkpoint=fast"])
-            .args(["--manifest-checksums=SHA256", "--verbose", "--no-password"])
+            .arg(format!("--compress={compress}"))
+            .arg(format!("--manifest-checksums={manifest_checksums}"))
+            .args(["--verbose", "--no-password"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = super::child::spawn(command).map_err(|source| PgError::Spawn {
@@ -201,8 +208,33 @@ fn parse_basebackup_points(stderr: &str) -> Option<BaseBackupPoints> {
     })
 }
 
+/// `pg_waldump --quiet` over the WAL a base backup needs (its
+/// `backup_manifest`'s WAL range) in `wal_dir`: every record from `start_lsn`
+/// to `end_lsn` on `timeline` is there and reads, as `pg_verifybackup`
+/// checks it.
+pub async fn parse_wal_range(
+    bins: &PgBinaries,
+    wal_dir: &Path,
+    timeline: u32,
+    start_lsn: &str,
+    end_lsn: &str,
+) -> Result<()> {
+    let mut command = Command::new(bins.program("pg_waldump"));
+    command
+        .arg("--quiet")
+        .arg(format!("--path={}", wal_dir.display()))
+        .arg(format!("--timeline={timeline}"))
+        .arg(format!("--start={start_lsn}"))
+        .arg(format!("--end={end_lsn}"))
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    run(command, "pg_waldump").await.map(drop)
+}
+
 /// `pg_verifybackup` of an extracted base backup (its `backup_manifest`
-/// inside): every file's checksum and the WAL it needs.
+/// inside): every file's checksum and the WAL it needs. Restores check the
+/// same as they write ([`crate::basebackup::download_base_backup`]); this
+/// reads the copy again, for tests and benchmarks to compare against.
 pub async fn verify_backup(bins: &PgBinaries, data_dir: &Path) -> Result<()> {
     let mut command = Command::new(bins.program("pg_verifybackup"));
     command

@@ -1018,6 +1018,7 @@ mod tests {
             tar_key: String::new(),
             tar_bytes: 0,
             tar_sha256: String::new(),
+            compression: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod layout;
 pub mod manifest;
 pub mod owner;
+mod ranged;
 
 use std::path::Path;
 

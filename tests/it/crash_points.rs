@@ -611,7 +611,8 @@ impl Bench {
     }
 }
 
-const RECOVER_POINTS: [&str; 3] = [
+const RECOVER_POINTS: [&str; 4] = [
+    "basebackup::restore_midway",
     "recover::after_download",
     "recover::after_install",
     "recover::replaying",

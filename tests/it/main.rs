@@ -18,6 +18,8 @@ mod common;
 mod archive_faults;
 mod audit_soak;
 mod backup_restore;
+// issue 15: base backups restored in one pass (compressed, verified as written).
+mod basebackup;
 // issue 11: processes killed at every crash point; the failpoints exist only
 // with the feature (src/failpoint.rs). .ci/run runs it.
 #[cfg(feature = "failpoints")]

@@ -1,20 +1,35 @@
-//! Physical base backups in S3: `pg_basebackup` streamed as one tar to
-//! `base/<stamp>/base.tar`, then `base/<stamp>/manifest.json` (start/end LSN,
-//! times, timeline, sha256) written last, so a backup without a manifest is
-//! an unfinished one and never used. `base/<stamp>/owner` names the process
-//! while it writes ([`crate::store::owner`]); the next base backup removes
-//! what dead ones left ([`sweep_leftovers`]).
+//! Physical base backups in S3: `pg_basebackup` streamed as one zstd tar
+//! (`--compress=client-zstd:level=1`, `backup_manifest` with CRC32C per file
+//! inside) to `base/<stamp>/base.tar.zst`, then `base/<stamp>/manifest.json`
+//! (start/end LSN, times, timeline, sha256, compression) written last, so a
+//! backup without a manifest is an unfinished one and never used.
+//! `base/<stamp>/owner` names the process while it writes
+//! ([`crate::store::owner`]); the next base backup removes what dead ones
+//! left ([`sweep_leftovers`]).
 //!
-//! Restoring downloads the tar, checks its sha256 against the manifest,
-//! extracts it and runs `pg_verifybackup` on the copy before anything uses it.
+//! Why zstd level 1 on the client: on 2 cores it stores 0.6x the bytes of
+//! pgBackRest's lz4 for the same cluster, in less time than lz4 saves on the
+//! wire; `server-*` compression cannot put `backup_manifest` into a tar
+//! written to stdout. Backups written before (uncompressed `base.tar`, SHA256
+//! per file, no `compression` in the manifest) still restore.
+//!
+//! Restoring ([`download_base_backup`], in `restore.rs`) streams the object
+//! from S3 in ranges straight into decompression and extraction, checking
+//! each file against `backup_manifest` as it is written and the object's
+//! sha256 against the manifest: one pass, no temp file, no second read.
 
-use std::path::{Path, PathBuf};
+mod backup_manifest;
+mod restore;
+
+pub use backup_manifest::ChecksumAlgorithm;
+pub use restore::download_base_backup;
+
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::pg::tools::{BaseBackupStream, verify_backup};
+use crate::pg::tools::BaseBackupStream;
 use crate::pg::{ConnInfo, PgBinaries, PgError};
 use crate::store::{Store, StoreError, layout};
 use crate::wal::parse_lsn;
@@ -43,14 +58,14 @@ pub enum BaseBackupError {
         expected: String,
         actual: String,
     },
+    #[error("base backup {key} is damaged: {problem}; use an older backup, or take a new one")]
+    Damaged { key: String, problem: String },
     #[error("failed to {context}")]
     Io {
         context: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("failed to extract {}: tar said {output}", tar.display())]
-    Extract { tar: PathBuf, output: String },
 }
 
 pub type Result<T, E = BaseBackupError> = std::result::Result<T, E>;
@@ -67,9 +82,63 @@ pub struct BaseBackupManifest {
     pub start_time: DateTime<Utc>,
     pub end_time: DateTime<Utc>,
     pub server_version: String,
+    /// The stored object (compressed as `compression` says), its size and sha256.
     pub tar_key: String,
     pub tar_bytes: u64,
     pub tar_sha256: String,
+    /// Absent in manifests written before base backups were compressed.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+/// How the stored tar is compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// `base.tar`, as base backups were stored before.
+    #[default]
+    None,
+    /// `base.tar.zst`, one zstd stream.
+    Zstd,
+}
+
+impl Compression {
+    /// What new base backups use.
+    pub const CURRENT: Self = Self::Zstd;
+
+    /// The object's name under `base/<stamp>/`.
+    pub fn object_name(self) -> &'static str {
+        match self {
+            Self::None => "base.tar",
+            Self::Zstd => "base.tar.zst",
+        }
+    }
+
+    /// `pg_basebackup --compress`.
+    pub fn pg_basebackup_compress(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Zstd => "client-zstd:level=1",
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::None => "application/x-tar",
+            Self::Zstd => "application/zstd",
+        }
+    }
+
+    /// The per-file checksum of the `backup_manifest` inside: uncompressed
+    /// backups were taken with `--manifest-checksums=SHA256`, compressed
+    /// ones with PostgreSQL's default, CRC32C (the object's sha256 covers
+    /// the whole).
+    pub fn file_checksums(self) -> ChecksumAlgorithm {
+        match self {
+            Self::None => ChecksumAlgorithm::Sha256,
+            Self::Zstd => ChecksumAlgorithm::Crc32c,
+        }
+    }
 }
 
 impl BaseBackupManifest {
@@ -138,16 +207,17 @@ pub async fn take_base_backup(bins: &PgBinaries, admin: &ConnInfo, store: &Store
     }
     let start_time = Utc::now();
     let stamp = layout::stamp(start_time);
-    let tar_key = format!("{BASE_PREFIX}{stamp}/base.tar");
+    let compression = Compression::CURRENT;
+    let tar_key = format!("{BASE_PREFIX}{stamp}/{}", compression.object_name());
     let started = Instant::now();
     crate::store::owner::mark(store, &owner_key(&stamp)).await?;
-    let taken = write_base_backup(bins, admin, store, &stamp, tar_key, start_time).await;
+    let taken = write_base_backup(bins, admin, store, &stamp, &tar_key, compression, start_time).await;
     match &taken {
         Ok(manifest) => {
             tracing::info!(stamp, bytes = manifest.tar_bytes, elapsed = ?started.elapsed(), "base backup in S3")
         }
         Err(_) => {
-            let _ = store.delete(&format!("{BASE_PREFIX}{stamp}/base.tar")).await;
+            let _ = store.delete(&tar_key).await;
         }
     }
     if let Err(e) = store.delete(&owner_key(&stamp)).await {
@@ -161,19 +231,25 @@ async fn write_base_backup(
     admin: &ConnInfo,
     store: &Store,
     stamp: &str,
-    tar_key: String,
+    tar_key: &str,
+    compression: Compression,
     start_time: DateTime<Utc>,
 ) -> Result<BaseBackupManifest> {
     crate::failpoint!("basebackup::before_tar");
-    let mut stream = BaseBackupStream::spawn(bins, admin)?;
+    let mut stream = BaseBackupStream::spawn(
+        bins,
+        admin,
+        compression.pg_basebackup_compress(),
+        compression.file_checksums().name(),
+    )?;
     let upload = store
-        .upload_stream(&tar_key, stream.stdout(), "application/x-tar")
+        .upload_stream(tar_key, stream.stdout(), compression.content_type())
         .await;
     let points = stream.finish().await;
     let (transfer, points) = match (upload, points) {
         (Ok(t), Ok(p)) => (t, p),
         (upload, points) => {
-            let _ = store.delete(&tar_key).await;
+            let _ = store.delete(tar_key).await;
             points?;
             upload?;
             unreachable!("one of them failed");
@@ -196,9 +272,10 @@ async fn write_base_backup(
         start_time,
         end_time: Utc::now(),
         server_version: version,
-        tar_key,
+        tar_key: tar_key.to_owned(),
         tar_bytes: transfer.bytes,
         tar_sha256: transfer.sha256,
+        compression,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     crate::failpoint!("basebackup::before_manifest");
@@ -226,54 +303,4 @@ pub async fn list_base_backups(store: &Store) -> Result<Vec<BaseBackupManifest>>
     }
     manifests.sort_by_key(|m| m.end_time);
     Ok(manifests)
-}
-
-/// Downloads a base backup into `workdir/data` (created), checks the tar's
-/// sha256 against the manifest, extracts it and runs `pg_verifybackup`.
-/// Returns the data directory, ready for a `recovery.signal`.
-pub async fn download_base_backup(
-    bins: &PgBinaries,
-    store: &Store,
-    manifest: &BaseBackupManifest,
-    workdir: &Path,
-) -> Result<PathBuf> {
-    let tar = workdir.join("base.tar");
-    let transfer = store.download_to_file(&manifest.tar_key, &tar).await?;
-    if transfer.sha256 != manifest.tar_sha256 {
-        return Err(BaseBackupError::ChecksumMismatch {
-            key: manifest.tar_key.clone(),
-            expected: manifest.tar_sha256.clone(),
-            actual: transfer.sha256,
-        });
-    }
-    let data = workdir.join("data");
-    extract_tar(&tar, &data).await?;
-    let _ = tokio::fs::remove_file(&tar).await;
-    verify_backup(bins, &data).await?;
-    Ok(data)
-}
-
-/// Extracts a tar into a new directory with the system `tar`.
-pub async fn extract_tar(tar: &Path, into: &Path) -> Result<()> {
-    tokio::fs::create_dir_all(into)
-        .await
-        .map_err(|source| BaseBackupError::Io {
-            context: format!("create {}", into.display()),
-            source,
-        })?;
-    let mut command = tokio::process::Command::new("tar");
-    command.arg("-xf").arg(tar).arg("-C").arg(into).kill_on_drop(true);
-    let output = crate::pg::child::output(command)
-        .await
-        .map_err(|source| BaseBackupError::Io {
-            context: "run tar (install it: apt-get install tar)".into(),
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(BaseBackupError::Extract {
-            tar: tar.to_path_buf(),
-            output: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(())
 }
