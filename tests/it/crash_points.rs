@@ -972,3 +972,88 @@ async fn a_killed_drillbooks_server_sessions_are_ended_before_its_databases_are_
     drop(watcher);
     cluster.cleanup().await.unwrap();
 }
+
+/// The read-ahead of `wal-fetch` (issue 15), its prefetcher SIGKILLed with
+/// verified segments fully written to temp files (held just before their
+/// rename): nothing it wrote is ever served (the temp files are even
+/// overwritten with garbage here), the next call fetches the segment itself,
+/// and the next prefetcher removes the temp files.
+#[tokio::test]
+async fn wal_prefetchers_killed_before_their_rename_leave_nothing_that_is_served() {
+    use crate::wal_archive::{archive_segments, fetch_as_postgres, spool_files, wait_for_spool};
+
+    let s3 = drillbook::env::EmbeddedS3::start().unwrap();
+    let store = Store::connect(s3.config("wal-prefetch-kill")).await;
+    store.ensure_bucket().await.unwrap();
+    let segments = archive_segments(&store, 4).await;
+    let data_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(data_dir.path().join("pg_wal")).unwrap();
+    let spool = data_dir.path().join("pg_wal").join(drillbook::wal::SPOOL_DIR);
+
+    // The prefetcher inherits FAILPOINTS from the call that starts it.
+    // SAFETY: no other thread of this test process reads the environment now.
+    unsafe { std::env::set_var("FAILPOINTS", "wal::prefetch::before_rename=return") };
+    let first = fetch_as_postgres(&store, data_dir.path(), &segments[0].0);
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("FAILPOINTS") };
+    assert!(first.unwrap() == segments[0].1);
+    let held = |files: &[String]| {
+        files
+            .iter()
+            .filter(|f| f.contains(".tmp-"))
+            .filter(|f| std::fs::metadata(spool.join(f)).is_ok_and(|m| m.len() == 16 << 20))
+            .count()
+            == 3
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !held(&spool_files(&spool)) {
+        assert!(
+            Instant::now() < deadline,
+            "prefetcher never held: {:?}",
+            spool_files(&spool)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid: i32 = std::fs::read_to_string(spool.join("lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) of the prefetcher this test started (its pid from the lock it holds).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}/stat"))
+        .exists()
+        .then(|| std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+        .is_some_and(|stat| !stat.contains(") Z "))
+    {
+        assert!(Instant::now() < deadline, "the prefetcher outlived SIGKILL");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let left = spool_files(&spool);
+    let temps: Vec<&String> = left.iter().filter(|f| f.contains(".tmp-")).collect();
+    assert_eq!(temps.len(), 3, "{left:?}");
+    assert!(
+        !left.iter().any(|f| f.len() == 24),
+        "a segment was renamed into place: {left:?}"
+    );
+    for temp in &temps {
+        std::fs::write(spool.join(temp), vec![0xAB; 16 << 20]).unwrap();
+    }
+    for (name, bytes) in &segments[1..] {
+        assert!(
+            fetch_as_postgres(&store, data_dir.path(), name).unwrap() == *bytes,
+            "{name} differs"
+        );
+    }
+    let after = wait_for_spool(&spool, |_| true);
+    assert!(
+        !after.iter().any(|f| f.contains(&format!(".tmp-{pid}-"))),
+        "the killed prefetcher's temp files stayed: {after:?}"
+    );
+    let (code, _) = fetch_as_postgres(&store, data_dir.path(), "000000010000000000000005").unwrap_err();
+    assert_eq!(code, Some(1));
+    assert!(!spool.exists());
+    s3.cleanup();
+}
