@@ -90,6 +90,10 @@ impl Kill {
     }
 }
 
+fn moment_is(moment: Moment, point: &str) -> bool {
+    matches!(moment, Moment::At(at) if at == point)
+}
+
 /// When the kill comes.
 #[derive(Debug, Clone, Copy)]
 enum Moment {
@@ -485,6 +489,7 @@ impl Bench {
 
     async fn kill_a_backup(&mut self, moment: Moment, kill: Kill) {
         let context = format!("backup killed ({kill:?}) at {moment:?}");
+        let unfinished_before = self.unfinished_uploads();
         let args = self.backup_args();
         let (code, stderr) = self.run_and_kill(&args, moment, kill);
         if let (Some(expected), Moment::At(_)) = (kill.exit_code(), moment) {
@@ -504,6 +509,29 @@ impl Bench {
         self.run_ok(&args);
         self.assert_daily_complete(&context).await;
         self.assert_no_backup_leftovers(&context).await;
+        // Every dump upload the killed backup recorded was aborted by the
+        // next one's sweep. Killed between beginning its upload and
+        // recording it, a SIGKILLed backup leaves one only AWS can list
+        // (the embedded server cannot), invisible and never read.
+        let unrecorded = moment_is(moment, "backup::upload_begun") && !kill.is_signal_handled();
+        let unfinished = self.unfinished_uploads() - unfinished_before.min(self.unfinished_uploads());
+        assert!(
+            unfinished <= usize::from(unrecorded),
+            "{context}: {unfinished} multipart uploads were never aborted"
+        );
+    }
+
+    /// Multipart uploads begun and neither completed nor aborted, in the
+    /// embedded S3's files (`.upload-<id>.json` each).
+    fn unfinished_uploads(&self) -> usize {
+        std::fs::read_dir(self.env.s3().root())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(".upload-") && name.ends_with(".json")
+            })
+            .count()
     }
 
     async fn kill_a_base_backup(&mut self, moment: Moment, kill: Kill) {
@@ -623,7 +651,8 @@ const RESTORE_POINTS: [&str; 3] = [
     "incomplete::before_rename",
 ];
 
-const BACKUP_POINTS: [&str; 4] = [
+const BACKUP_POINTS: [&str; 5] = [
+    "backup::upload_begun",
     "backup::before_dump",
     "backup::before_manifest",
     "backup::before_publish",
