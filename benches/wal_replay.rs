@@ -13,6 +13,8 @@
 //! --prefetch 0` (each file fetched when asked, the behaviour before the
 //! read-ahead) is shown for reference. Ends with
 //! `ratio wal_replay_vs_cp <wal-fetch / cp> goal 1.10` (issue 15).
+//! `BENCH_SHOW_LOG=1` prints each replay's restore lines from the server
+//! log, with their times: where a replay waits shows there.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -28,6 +30,7 @@ use sqlx::{Connection, PgConnection};
 async fn main() {
     let wal_mb: u64 = env_number("BENCH_WAL_MB", 200);
     let rounds = env_number("BENCH_ROUNDS", 2).max(1);
+    let show_log = std::env::var_os("BENCH_SHOW_LOG").is_some();
     let program = Path::new(env!("CARGO_BIN_EXE_drillbook"));
     let env = ArchivingEnvironment::start(program, Duration::from_secs(60))
         .await
@@ -100,6 +103,20 @@ async fn main() {
             let recovered = recover_to(&bins, env.store(), &RecoveryTarget::EndOfArchive, &options)
                 .await
                 .expect("recovery");
+            if let drillbook::pitr::RecoveredServer::Local(cluster) = &recovered.server
+                && show_log
+            {
+                let log = cluster.log_since(0);
+                let shown = [
+                    "restored log file",
+                    "redo ",
+                    "selected new timeline",
+                    "checkpoint complete",
+                ];
+                for line in log.lines().filter(|l| shown.iter().any(|s| l.contains(s))) {
+                    println!("    {line}");
+                }
+            }
             if let drillbook::pitr::RecoveredServer::Local(cluster) = &recovered.server {
                 let spool = cluster.data_dir().join("pg_wal").join(SPOOL_DIR);
                 assert!(!spool.exists(), "the spool outlived the recovery: {}", spool.display());
