@@ -200,20 +200,20 @@ impl WalArchive {
     /// # Errors
     /// [`WalError::Corrupt`] for a damaged object; store errors as they come.
     pub async fn fetch_verified(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let key = key_for(name)?;
-        let stored = match self.store.get_bytes(&key).await {
-            Ok(bytes) => bytes,
-            Err(StoreError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        // Inflating and hashing 16 MiB is CPU work: off the async threads.
-        let decoded = tokio::task::spawn_blocking(move || decode(&stored))
-            .await
-            .map_err(|e| WalError::Corrupt {
-                key: key.clone(),
-                reason: format!("decoding stopped ({e})"),
-            })?;
-        decoded.map(Some).map_err(|reason| WalError::Corrupt { key, reason })
+        match self.fetch_stored(name).await? {
+            Some(stored) => verify_stored(name, stored).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The archived object of `name` as stored (compressed, unchecked);
+    /// `None` when it is not in the archive.
+    async fn fetch_stored(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.store.get_bytes(&key_for(name)?).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Archived file names of one timeline (`None`: all), sorted.
@@ -231,6 +231,22 @@ impl WalArchive {
             .collect();
         names.sort();
         Ok(names)
+    }
+}
+
+/// Decodes `name`'s stored object and checks its SHA-256 ([`decode`]),
+/// off the async threads: inflating and hashing 16 MiB is CPU work.
+///
+/// # Errors
+/// [`WalError::Corrupt`] for a damaged object.
+async fn verify_stored(name: &str, stored: Vec<u8>) -> Result<Vec<u8>> {
+    let key = key_for(name)?;
+    match tokio::task::spawn_blocking(move || decode(&stored)).await {
+        Ok(decoded) => decoded.map_err(|reason| WalError::Corrupt { key, reason }),
+        Err(e) => Err(WalError::Corrupt {
+            key,
+            reason: format!("decoding stopped ({e})"),
+        }),
     }
 }
 

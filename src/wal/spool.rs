@@ -6,8 +6,10 @@
 //! every segment. So a `wal-fetch` call for segment `S` also makes sure a
 //! *prefetcher* runs: a background `drillbook wal-fetch --prefetcher`
 //! process that fetches the segments after `S` on the same timeline (a
-//! window of `depth`, a few GETs at a time) into the spool, and the next
-//! call finds its segment there and moves it into place with one rename.
+//! window of `depth`, a few GETs at a time, decoded and checked two at a
+//! time so that the segment needed next is not slowed by all those after it)
+//! into the spool, and the next call finds its segment there and moves it
+//! into place with one rename.
 //!
 //! # The spool
 //!
@@ -81,6 +83,10 @@ const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
 /// How long a call waits for its segment while the prefetcher downloads
 /// it, before fetching it itself.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(60);
+/// Segments decoded at once: inflating and hashing 16 MiB takes about
+/// 100 ms of a core, more than PostgreSQL needs to replay it, so one
+/// decoder falls behind; more than two would take the replay's core.
+const DECODES: usize = 2;
 /// How long an idle prefetcher waits for the next request before it exits.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -390,6 +396,7 @@ pub async fn run_prefetcher(dest: &Path, depth: usize, jobs: usize) -> Result<()
     let archive = WalArchive::from_env().await?;
     dir.remove_temps();
     let dir = std::sync::Arc::new(dir);
+    let decode_slot = std::sync::Arc::new(tokio::sync::Semaphore::new(DECODES.min(jobs.max(1))));
     let mut running = tokio::task::JoinSet::new();
     let mut in_flight = BTreeSet::new();
     // Names not to try again in this process: damaged, failed, or at or
@@ -397,6 +404,7 @@ pub async fn run_prefetcher(dest: &Path, depth: usize, jobs: usize) -> Result<()
     let mut given_up = BTreeSet::new();
     let mut end: Option<String> = None;
     let mut temp_seq = 0u64;
+    let mut placed = 0usize;
     loop {
         if dir.exists(STOP) {
             running.abort_all();
@@ -405,9 +413,12 @@ pub async fn run_prefetcher(dest: &Path, depth: usize, jobs: usize) -> Result<()
         let Some((requested, segment_bytes)) = dir.requested() else {
             return Ok(());
         };
+        // Ramping up: one download more for each segment placed, so the
+        // first ones, which the replay waits for now, get the machine.
+        let slots = jobs.max(1).min(1 + placed);
         let mut next = requested.clone();
         for _ in 0..depth {
-            if running.len() >= jobs.max(1) {
+            if running.len() >= slots {
                 break;
             }
             let Some(candidate) = next_segment(&next, segment_bytes) else {
@@ -424,7 +435,13 @@ pub async fn run_prefetcher(dest: &Path, depth: usize, jobs: usize) -> Result<()
             in_flight.insert(candidate.clone());
             temp_seq += 1;
             let temp = format!("{candidate}{TEMP_MARK}{}-{temp_seq}", std::process::id());
-            running.spawn(fetch_into_spool(dir.clone(), archive.clone(), candidate, temp));
+            running.spawn(fetch_into_spool(
+                dir.clone(),
+                archive.clone(),
+                decode_slot.clone(),
+                candidate,
+                temp,
+            ));
         }
         if running.is_empty() {
             // Nothing to do: PostgreSQL asks for the next segment soon,
@@ -449,7 +466,8 @@ pub async fn run_prefetcher(dest: &Path, depth: usize, jobs: usize) -> Result<()
         };
         in_flight.remove(&name);
         match outcome {
-            Outcome::Placed | Outcome::Stale => {}
+            Outcome::Placed => placed += 1,
+            Outcome::Stale => {}
             Outcome::Missing => {
                 if end.as_ref().is_none_or(|end| name < *end) {
                     end = Some(name);
@@ -474,6 +492,7 @@ enum Outcome {
 async fn fetch_into_spool(
     dir: std::sync::Arc<SpoolDir>,
     archive: WalArchive,
+    decode_slot: std::sync::Arc<tokio::sync::Semaphore>,
     name: String,
     temp: String,
 ) -> (String, Outcome) {
@@ -482,7 +501,18 @@ async fn fetch_into_spool(
     let Ok(mut file) = dir.create_new(&temp) else {
         return (name, Outcome::Failed);
     };
-    let fetched = archive.fetch_verified(&name).await;
+    // Downloads overlap; decoding (inflate + sha256, CPU-bound) goes at
+    // most DECODES at a time, in the order the downloads finish (nearest
+    // first, mostly): the segment needed next is not held up by all those
+    // after it, and the replay keeps a core.
+    let fetched = match archive.fetch_stored(&name).await {
+        Ok(Some(stored)) => {
+            let _slot = decode_slot.acquire().await;
+            super::verify_stored(&name, stored).await.map(Some)
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
     let outcome = match fetched {
         Ok(Some(raw)) => {
             let written = tokio::task::spawn_blocking(move || file.write_all(&raw)).await;
