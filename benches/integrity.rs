@@ -16,7 +16,8 @@
 //! - peak RSS (VmHWM) of the verification, reset before it
 //!   (`/proc/self/clear_refs`), to show memory does not grow with the chain.
 //!
-//! Figures, not assertions: shared machines are noisy.
+//! Figures, not assertions: shared machines are noisy. Ends with
+//! `ratio verify_vs_copy <r> goal 1.00` (issue 15) for the first profile run.
 
 use std::time::{Duration, Instant};
 
@@ -38,12 +39,18 @@ async fn main() {
         Ok("large") => vec![Profile::Large],
         _ => vec![Profile::Medium, Profile::Large],
     };
+    let mut ratios = Vec::new();
     for profile in profiles {
-        bench(profile).await;
+        ratios.push((profile, bench(profile).await));
     }
+    // Issue 15's figure is the medium profile's (1M audit rows): the first run.
+    let (profile, ratio) = ratios[0];
+    println!("verification / COPY, profile {profile}:");
+    println!("ratio verify_vs_copy {ratio:.2} goal 1.00");
 }
 
-async fn bench(profile: Profile) {
+/// One profile's figures; returns verification / COPY.
+async fn bench(profile: Profile) -> f64 {
     let env = EmbeddedEnvironment::start().await.expect("environment starts");
     let seeded = env.seed(FixtureSpec::ending_now(profile, 42)).await.expect("seed");
     let rows = seeded.rows_in("audit_logs").unwrap_or(0);
@@ -114,6 +121,7 @@ async fn bench(profile: Profile) {
     let _ = tx.rollback().await;
     let _ = conn.close().await;
     env.cleanup().await.expect("cleanup");
+    verify.as_secs_f64() / copy.as_secs_f64()
 }
 
 /// Resets VmHWM to the current RSS (Linux: `echo 5 > /proc/self/clear_refs`).

@@ -16,8 +16,17 @@
 //!   object fails with [`WalError::Corrupt`] and nothing is written.
 //! - A file that is not in the archive is [`Fetched::Missing`], the normal
 //!   end of the archive during recovery, distinct from every error.
+//!
+//! `wal-fetch` reads ahead: the segments after the one PostgreSQL asks for
+//! are fetched and checked in the background into a private spool in
+//! `pg_wal`, so the next call is a rename ([`spool`] says how it stays
+//! safe, bounded and cleaned up).
+
+mod spool;
 
 use std::path::Path;
+
+pub use spool::{DEFAULT_DEPTH, DEFAULT_JOBS, Prefetch, SPOOL_DIR, remove_spool, restore_file, run_prefetcher};
 
 use sha2::{Digest, Sha256};
 
@@ -169,16 +178,9 @@ impl WalArchive {
 
     /// Restores archived file `name` to `dest` after checking its SHA-256.
     pub async fn fetch(&self, name: &str, dest: &Path) -> Result<Fetched> {
-        let key = key_for(name)?;
-        let stored = match self.store.get_bytes(&key).await {
-            Ok(bytes) => bytes,
-            Err(StoreError::NotFound { .. }) => return Ok(Fetched::Missing),
-            Err(e) => return Err(e.into()),
+        let Some(raw) = self.fetch_verified(name).await? else {
+            return Ok(Fetched::Missing);
         };
-        let raw = decode(&stored).map_err(|reason| WalError::Corrupt {
-            key: key.clone(),
-            reason,
-        })?;
         let bytes = raw.len() as u64;
         let partial = dest.with_extension("drillbook-partial");
         tokio::fs::write(&partial, &raw).await.map_err(|source| WalError::Io {
@@ -190,6 +192,28 @@ impl WalArchive {
             source,
         })?;
         Ok(Fetched::Restored { bytes })
+    }
+
+    /// The raw bytes of archived file `name`, once their SHA-256 matched;
+    /// `None` when it is not in the archive.
+    ///
+    /// # Errors
+    /// [`WalError::Corrupt`] for a damaged object; store errors as they come.
+    pub async fn fetch_verified(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.fetch_stored(name).await? {
+            Some(stored) => verify_stored(name, stored).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The archived object of `name` as stored (compressed, unchecked);
+    /// `None` when it is not in the archive.
+    async fn fetch_stored(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.store.get_bytes(&key_for(name)?).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Archived file names of one timeline (`None`: all), sorted.
@@ -207,6 +231,22 @@ impl WalArchive {
             .collect();
         names.sort();
         Ok(names)
+    }
+}
+
+/// Decodes `name`'s stored object and checks its SHA-256 ([`decode`]),
+/// off the async threads: inflating and hashing 16 MiB is CPU work.
+///
+/// # Errors
+/// [`WalError::Corrupt`] for a damaged object.
+async fn verify_stored(name: &str, stored: Vec<u8>) -> Result<Vec<u8>> {
+    let key = key_for(name)?;
+    match tokio::task::spawn_blocking(move || decode(&stored)).await {
+        Ok(decoded) => decoded.map_err(|reason| WalError::Corrupt { key, reason }),
+        Err(e) => Err(WalError::Corrupt {
+            key,
+            reason: format!("decoding stopped ({e})"),
+        }),
     }
 }
 

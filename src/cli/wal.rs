@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{exit, print_error};
-use crate::wal::{Fetched, WalArchive};
+use crate::wal::{self, Fetched, WalArchive};
 
 /// `wal-fetch`: the file is not in the archive. PostgreSQL reads any exit
 /// status up to 125 as "not available" and ends (or waits for) recovery there.
@@ -39,6 +39,9 @@ impl WalPushArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  restore_command = 'drillbook wal-fetch %f %p'\n\n\
+    While PostgreSQL replays one segment, the next ones (--prefetch, same timeline) are fetched and checked in \
+    the background into pg_wal/drillbook-spool/ (owner-only, at most --prefetch segments, removed when \
+    recovery ends); a segment is served from there only once its sha256 matched.\n\n\
     Exit codes: 0 restored, 1 not in the archive (quietly: the normal end of the archive), \
     126 corrupt object, missing bucket or unreachable archive (PostgreSQL aborts recovery).")]
 pub(super) struct WalFetchArgs {
@@ -46,12 +49,38 @@ pub(super) struct WalFetchArgs {
     name: String,
     /// Where to write it (%p).
     dest: PathBuf,
+    /// Segments to fetch ahead into the spool next to %p (0: none, fetch each file when asked).
+    #[arg(long, env = "DRILLBOOK_WAL_PREFETCH", default_value_t = wal::DEFAULT_DEPTH as u16,
+          value_parser = clap::value_parser!(u16).range(0..=64))]
+    prefetch: u16,
+    /// Downloads in flight at once while fetching ahead.
+    #[arg(long, env = "DRILLBOOK_WAL_PREFETCH_JOBS", default_value_t = wal::DEFAULT_JOBS as u16,
+          value_parser = clap::value_parser!(u16).range(1..=16))]
+    prefetch_jobs: u16,
+    /// Run as the background prefetcher a wal-fetch call starts (internal).
+    #[arg(long, hide = true)]
+    prefetcher: bool,
 }
 
 impl WalFetchArgs {
     pub(super) async fn run(self) -> anyhow::Result<u8> {
-        let result = async { WalArchive::from_env().await?.fetch(&self.name, &self.dest).await }.await;
-        match result {
+        if self.prefetcher {
+            // In the background, output discarded: nothing to report to.
+            let _ = wal::run_prefetcher(&self.dest, self.prefetch.into(), self.prefetch_jobs.into()).await;
+            return Ok(exit::SUCCESS);
+        }
+        let prefetch = wal::Prefetch {
+            depth: self.prefetch.into(),
+            jobs: self.prefetch_jobs.into(),
+            // The prefetcher is this very binary; without /proc, no read-ahead.
+            program: std::env::current_exe().unwrap_or_default(),
+        };
+        let prefetch = if prefetch.program.as_os_str().is_empty() {
+            wal::Prefetch { depth: 0, ..prefetch }
+        } else {
+            prefetch
+        };
+        match wal::restore_file(&self.name, &self.dest, &prefetch).await {
             Ok(Fetched::Restored { .. }) => Ok(exit::SUCCESS),
             Ok(Fetched::Missing) => Ok(WAL_MISSING),
             Err(e) => {

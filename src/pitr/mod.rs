@@ -206,6 +206,16 @@ impl RecoveredServer {
         }
     }
 
+    /// Removes what `wal-fetch` read ahead and recovery did not need
+    /// (`pg_wal/drillbook-spool`); a container's goes with the container.
+    fn remove_wal_spool(&self) {
+        match self {
+            Self::Local(cluster) => crate::wal::remove_spool(&cluster.data_dir().join("pg_wal")),
+            Self::DataDir { server, .. } => crate::wal::remove_spool(&server.pgdata().join("pg_wal")),
+            Self::Container { .. } => {}
+        }
+    }
+
     /// Stops a local cluster and removes its files; a container goes with
     /// its environment's cleanup; an operator's data directory stays, its
     /// server running.
@@ -462,6 +472,9 @@ pub async fn recover_on(
         }
     };
     let reached = wait_for_target(&host, &mut server, target, options.at_target, 0).await?;
+    if options.at_target == AtTarget::Promote {
+        server.remove_wal_spool();
+    }
     if let (
         Some(guard),
         RecoveredServer::DataDir {
@@ -605,6 +618,9 @@ pub(super) async fn recover_further(
     };
     let mut recovered_server = RecoveredServer::DataDir { server, admin };
     let reached = wait_for_target(&host, &mut recovered_server, target, options.at_target, log_from).await?;
+    if options.at_target == AtTarget::Promote {
+        recovered_server.remove_wal_spool();
+    }
     let mut state = moving;
     state.phase = phase_of(options.at_target);
     state.owner = None;
@@ -694,6 +710,7 @@ pub async fn promote_data_dir(bins: &PgBinaries, pgdata: &std::path::Path) -> Re
         .await
         .map_err(PgError::sql("read the promoted server's position"))?;
     let _ = sqlx::Connection::close(conn).await;
+    crate::wal::remove_spool(&pgdata.join("pg_wal"));
     state.phase = Phase::Promoted;
     state.reached = Some(point.clone());
     state.write(pgdata)?;

@@ -4,8 +4,9 @@
 //! daily/<stamp>/<db>.dump            pg_dump -Fc: the only objects written under daily/
 //! manifests/<stamp>/manifest.json    what the backup holds (sha256, counts, chain head)
 //! manifests/<stamp>/roles.sql        cluster roles the dump's policies refer to
-//! incoming/<stamp>/<db>.dump         the dump while it streams in; removed after
 //! incoming/<stamp>/owner             which process is writing this backup
+//! incoming/<stamp>/upload            the dump's unfinished multipart upload (key, id)
+//! incoming/<stamp>/<db>.dump         (older versions) the dump while it streamed in
 //! ```
 //!
 //! The playbook (3.2 step 1) finds the newest dump with
@@ -14,12 +15,18 @@
 //! under `daily/` is a complete dump whose manifest already exists. So
 //! nothing but finished dumps is ever written under `daily/` (a roles file or
 //! manifest there would sort last whenever a backup died before its dump
-//! landed), the manifest is written before the dump appears, and the dump,
-//! whose SHA-256 the manifest needs, streams to `incoming/` first and is then
-//! copied server-side into `daily/` in one step.
+//! landed), and the manifest is written before the dump appears. The dump,
+//! whose SHA-256 the manifest needs, streams straight to its `daily/` key as
+//! a multipart upload, which no listing shows and no GET reads until it is
+//! completed ([`crate::store::multipart`]): the manifest is written after the
+//! last part, and the completion publishes the dump, whole, in one step.
+//! A dead backup's upload is aborted by the next backup's sweep, through the
+//! id recorded under `incoming/`.
 //!
 //! Backups written before this layout kept their manifest and roles under
 //! `daily/<stamp>/`; readers still find them there ([`legacy_manifest_key`]).
+//! Backups of the previous version streamed the dump to `incoming/` and
+//! copied it into `daily/`; their leftovers are swept the same way.
 //!
 //! Stamps are UTC with milliseconds, `20261128T233506.123Z`: they sort as
 //! text in time order.
@@ -62,6 +69,11 @@ pub fn roles_key(stamp: &str) -> String {
 
 pub fn incoming_key(stamp: &str, database: &str) -> String {
     format!("{INCOMING}{stamp}/{database}.dump")
+}
+
+/// Where a backup records its dump's unfinished multipart upload.
+pub fn incoming_upload_key(stamp: &str) -> String {
+    format!("{INCOMING}{stamp}/upload")
 }
 
 pub fn incoming_owner_key(stamp: &str) -> String {
@@ -117,6 +129,7 @@ mod tests {
             roles_key(stamp),
             incoming_key(stamp, "db"),
             incoming_owner_key(stamp),
+            incoming_upload_key(stamp),
         ] {
             assert!(
                 !key.starts_with(DAILY),

@@ -7,6 +7,7 @@
 
 pub mod layout;
 pub mod manifest;
+pub mod multipart;
 pub mod owner;
 mod ranged;
 

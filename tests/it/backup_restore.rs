@@ -1110,3 +1110,84 @@ async fn chain_head(target: &ConnInfo) -> (i64, Option<String>) {
     conn.close().await.unwrap();
     head
 }
+
+/// The write order of issue 15: a dump staged as a multipart upload at its
+/// `daily/` key lists nowhere and reads as missing until published; a dead
+/// backup's staged dump (its upload recorded under `incoming/`) is aborted
+/// by the next sweep with the rest of its leftovers; published, the dump
+/// appears whole with the SHA-256 staging computed.
+#[tokio::test]
+async fn a_staged_dump_is_invisible_until_published_and_a_dead_backups_is_aborted() {
+    use drillbook::backup::sweep_leftovers;
+
+    let s3 = drillbook::env::EmbeddedS3::start().unwrap();
+    let store = Store::connect(s3.config("staged-dumps")).await;
+    store.ensure_bucket().await.unwrap();
+    let unfinished = || {
+        std::fs::read_dir(s3.root())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".upload-")
+            })
+            .count()
+    };
+    // Two parts and a bit: the parts upload while the next is read.
+    let bytes: Vec<u8> = (0..(2 * drillbook::store::PART_SIZE + 1000))
+        .map(|i| (i % 251) as u8)
+        .collect();
+
+    // A dead backup: owner gone, upload recorded, manifest written, never published.
+    let dead = layout::stamp(Utc::now() - chrono::Duration::seconds(5));
+    let upload = store.begin_upload(&layout::dump_key(&dead, "db")).await.unwrap();
+    let staged = store.stage(&upload, &mut &bytes[..]).await.unwrap();
+    assert_eq!(staged.transfer.sha256, sha256_hex(&bytes));
+    store
+        .put_bytes(&layout::incoming_upload_key(&dead), upload.to_record(), "text/plain")
+        .await
+        .unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    // A pid above the kernel's limit: its process is known to be gone.
+    let gone = format!("{} 4194305 1", boot.trim());
+    store
+        .put_bytes(&layout::incoming_owner_key(&dead), gone.into_bytes(), "text/plain")
+        .await
+        .unwrap();
+    store
+        .put_bytes(&layout::manifest_key(&dead), b"{}".to_vec(), "application/json")
+        .await
+        .unwrap();
+    assert_eq!(store.list(layout::DAILY).await.unwrap(), vec![], "a staged dump listed");
+    assert!(matches!(
+        store.get_bytes(&upload.key).await,
+        Err(drillbook::store::StoreError::NotFound { .. })
+    ));
+    assert_eq!(unfinished(), 1);
+    // The embedded server cannot list uploads; the sweep goes by the record.
+    assert_eq!(store.list_uploads(layout::DAILY).await.unwrap(), None);
+
+    let sweep = sweep_leftovers(&store, false).await.unwrap();
+    assert_eq!(sweep.removed, vec![dead.clone()]);
+    assert_eq!(unfinished(), 0, "the dead backup's upload was not aborted");
+    for prefix in [layout::INCOMING, layout::MANIFESTS, layout::DAILY] {
+        assert_eq!(store.list(prefix).await.unwrap(), vec![], "{prefix} left");
+    }
+
+    // Published: whole, at once, with the staged SHA-256.
+    let live = layout::stamp(Utc::now());
+    let upload = store.begin_upload(&layout::dump_key(&live, "db")).await.unwrap();
+    let staged = store.stage(&upload, &mut &bytes[..]).await.unwrap();
+    let sha256 = staged.transfer.sha256.clone();
+    store.publish(&upload, staged).await.unwrap();
+    let listed = store.list(layout::DAILY).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].size, bytes.len() as u64);
+    assert_eq!(sha256_hex(&store.get_bytes(&upload.key).await.unwrap()), sha256);
+    // Aborting what is published already is no error (a sweep after a lost answer).
+    store.abort_upload(&upload).await.unwrap();
+    assert_eq!(unfinished(), 0);
+    s3.cleanup();
+}

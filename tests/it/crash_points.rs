@@ -90,6 +90,10 @@ impl Kill {
     }
 }
 
+fn moment_is(moment: Moment, point: &str) -> bool {
+    matches!(moment, Moment::At(at) if at == point)
+}
+
 /// When the kill comes.
 #[derive(Debug, Clone, Copy)]
 enum Moment {
@@ -485,6 +489,7 @@ impl Bench {
 
     async fn kill_a_backup(&mut self, moment: Moment, kill: Kill) {
         let context = format!("backup killed ({kill:?}) at {moment:?}");
+        let unfinished_before = self.unfinished_uploads();
         let args = self.backup_args();
         let (code, stderr) = self.run_and_kill(&args, moment, kill);
         if let (Some(expected), Moment::At(_)) = (kill.exit_code(), moment) {
@@ -504,6 +509,29 @@ impl Bench {
         self.run_ok(&args);
         self.assert_daily_complete(&context).await;
         self.assert_no_backup_leftovers(&context).await;
+        // Every dump upload the killed backup recorded was aborted by the
+        // next one's sweep. Killed between beginning its upload and
+        // recording it, a SIGKILLed backup leaves one only AWS can list
+        // (the embedded server cannot), invisible and never read.
+        let unrecorded = moment_is(moment, "backup::upload_begun") && !kill.is_signal_handled();
+        let unfinished = self.unfinished_uploads() - unfinished_before.min(self.unfinished_uploads());
+        assert!(
+            unfinished <= usize::from(unrecorded),
+            "{context}: {unfinished} multipart uploads were never aborted"
+        );
+    }
+
+    /// Multipart uploads begun and neither completed nor aborted, in the
+    /// embedded S3's files (`.upload-<id>.json` each).
+    fn unfinished_uploads(&self) -> usize {
+        std::fs::read_dir(self.env.s3().root())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(".upload-") && name.ends_with(".json")
+            })
+            .count()
     }
 
     async fn kill_a_base_backup(&mut self, moment: Moment, kill: Kill) {
@@ -624,7 +652,8 @@ const RESTORE_POINTS: [&str; 3] = [
     "incomplete::before_rename",
 ];
 
-const BACKUP_POINTS: [&str; 4] = [
+const BACKUP_POINTS: [&str; 5] = [
+    "backup::upload_begun",
     "backup::before_dump",
     "backup::before_manifest",
     "backup::before_publish",
@@ -972,4 +1001,90 @@ async fn a_killed_drillbooks_server_sessions_are_ended_before_its_databases_are_
     busy.abort();
     drop(watcher);
     cluster.cleanup().await.unwrap();
+}
+
+/// The read-ahead of `wal-fetch` (issue 15), its prefetcher SIGKILLed with a
+/// verified segment fully written to its temp file (held just before the
+/// rename): nothing it wrote is ever served (the temp files are even
+/// overwritten with garbage here), the next call fetches the segment itself,
+/// and the next prefetcher removes the temp files.
+#[tokio::test]
+async fn wal_prefetchers_killed_before_their_rename_leave_nothing_that_is_served() {
+    use crate::wal_archive::{archive_segments, fetch_as_postgres, spool_files, wait_for_spool};
+
+    let s3 = drillbook::env::EmbeddedS3::start().unwrap();
+    let store = Store::connect(s3.config("wal-prefetch-kill")).await;
+    store.ensure_bucket().await.unwrap();
+    let segments = archive_segments(&store, 4).await;
+    let data_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(data_dir.path().join("pg_wal")).unwrap();
+    let spool = data_dir.path().join("pg_wal").join(drillbook::wal::SPOOL_DIR);
+
+    // The prefetcher inherits FAILPOINTS from the call that starts it.
+    // SAFETY: no other thread of this test process reads the environment now.
+    unsafe { std::env::set_var("FAILPOINTS", "wal::prefetch::before_rename=return") };
+    let first = fetch_as_postgres(&store, data_dir.path(), &segments[0].0);
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("FAILPOINTS") };
+    assert!(first.unwrap() == segments[0].1);
+    let held = |files: &[String]| {
+        files
+            .iter()
+            .filter(|f| f.contains(".tmp-"))
+            .filter(|f| std::fs::metadata(spool.join(f)).is_ok_and(|m| m.len() == 16 << 20))
+            .count()
+            == 1
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !held(&spool_files(&spool)) {
+        assert!(
+            Instant::now() < deadline,
+            "prefetcher never held: {:?}",
+            spool_files(&spool)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid: i32 = std::fs::read_to_string(spool.join("lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) of the prefetcher this test started (its pid from the lock it holds).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}/stat"))
+        .exists()
+        .then(|| std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+        .is_some_and(|stat| !stat.contains(") Z "))
+    {
+        assert!(Instant::now() < deadline, "the prefetcher outlived SIGKILL");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let left = spool_files(&spool);
+    let temps: Vec<&String> = left.iter().filter(|f| f.contains(".tmp-")).collect();
+    // The prefetcher ramps up: held at its first segment, it starts no other.
+    assert_eq!(temps.len(), 1, "{left:?}");
+    assert!(
+        !left.iter().any(|f| f.len() == 24),
+        "a segment was renamed into place: {left:?}"
+    );
+    for temp in &temps {
+        std::fs::write(spool.join(temp), vec![0xAB; 16 << 20]).unwrap();
+    }
+    for (name, bytes) in &segments[1..] {
+        assert!(
+            fetch_as_postgres(&store, data_dir.path(), name).unwrap() == *bytes,
+            "{name} differs"
+        );
+    }
+    let after = wait_for_spool(&spool, |_| true);
+    assert!(
+        !after.iter().any(|f| f.contains(&format!(".tmp-{pid}-"))),
+        "the killed prefetcher's temp files stayed: {after:?}"
+    );
+    let (code, _) = fetch_as_postgres(&store, data_dir.path(), "000000010000000000000005").unwrap_err();
+    assert_eq!(code, Some(1));
+    assert!(!spool.exists());
+    s3.cleanup();
 }

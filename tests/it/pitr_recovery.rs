@@ -294,3 +294,62 @@ async fn a_target_in_the_future_is_refused() {
     assert!(matches!(err, PitrError::TargetInFuture { .. }), "{err}");
     setup.cleanup().await;
 }
+
+/// The read-ahead of `wal-fetch` (issue 15) changes nothing but speed: a
+/// replay through the spool reaches the same point with the same data as
+/// one fetching each file when asked (`--prefetch 0`), and leaves no spool.
+#[tokio::test]
+async fn replay_through_the_read_ahead_spool_recovers_the_same_data_as_without() {
+    let setup = Setup::start().await;
+    take_base_backup(&setup.bins, &setup.primary.admin(), &setup.store)
+        .await
+        .unwrap();
+    let mut app = PgConnection::connect_with(&setup.app().connect_options())
+        .await
+        .unwrap();
+    // About five segments of WAL after the base backup.
+    sqlx::raw_sql(
+        "CREATE TABLE spooled (id bigint, pad text);
+         INSERT INTO spooled SELECT g, repeat(md5(g::text), 6) FROM generate_series(1, 280000) g;",
+    )
+    .execute(&mut app)
+    .await
+    .unwrap();
+    app.close().await.unwrap();
+    let mut admin = setup.admin_conn().await;
+    let last = switch_and_wait_archived(&mut admin, ARCHIVED_WITHIN).await.unwrap();
+
+    let program = program().display().to_string();
+    let mut results = Vec::new();
+    for command in [None, Some(format!("'{program}' wal-fetch --prefetch 0 %f %p"))] {
+        let mut options = setup.options();
+        options.restore_command = command.clone();
+        let recovered = recover_to(&setup.bins, &setup.store, &RecoveryTarget::EndOfArchive, &options)
+            .await
+            .unwrap();
+        let drillbook::pitr::RecoveredServer::Local(cluster) = &recovered.server else {
+            panic!("a local recovery");
+        };
+        assert!(
+            !cluster.data_dir().join("pg_wal").join(wal::SPOOL_DIR).exists(),
+            "the spool outlived the recovery ({command:?})"
+        );
+        let restored = cluster.log_since(0).matches("restored log file").count();
+        let mut conn = PgConnection::connect_with(&recovered.server.admin().with_database("app").connect_options())
+            .await
+            .unwrap();
+        let content: (i64, String) =
+            sqlx::query_as("SELECT count(*), md5(string_agg(id::text || pad, ',' ORDER BY id)) FROM spooled")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        conn.close().await.unwrap();
+        results.push((content, recovered.replayed_lsn.clone(), restored));
+        recovered.server.cleanup().await.unwrap();
+    }
+    assert_eq!(results[0].0.0, 280_000);
+    assert_eq!(results[0], results[1], "(rows, md5), replayed LSN, files restored");
+    assert!(results[0].2 >= 5, "the replay read the archive: {results:?}");
+    assert!(last.as_str() >= "000000010000000000000005", "{last}");
+    setup.cleanup().await;
+}
