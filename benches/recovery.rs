@@ -18,7 +18,6 @@
 //! noisy. Ends with one `ratio <name> <measured> goal <goal>` line per
 //! comparison with pgBackRest.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -29,6 +28,10 @@ use drillbook::pg::Cluster;
 use drillbook::pitr::{RecoveryTarget, recover_to};
 use drillbook::wal::{WalArchive, switch_and_wait_archived};
 use sqlx::{Connection, PgConnection};
+
+#[path = "support/local_archive.rs"]
+mod local_archive;
+use local_archive::copy_archive_locally;
 
 #[tokio::main]
 async fn main() {
@@ -179,18 +182,7 @@ async fn main() {
     );
 
     // The same archive on local disk, for `cp` as restore_command.
-    let local_archive = scratch.path().join("archive");
-    std::fs::create_dir(&local_archive).expect("dir");
-    for name in &names {
-        archive
-            .fetch(name, &local_archive.join(name))
-            .await
-            .expect("copy archive locally");
-        std::fs::set_permissions(local_archive.join(name), std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    }
-    for dir in [scratch.path(), local_archive.as_path()] {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
+    let local_archive = copy_archive_locally(&archive, &names, scratch.path()).await;
 
     println!("PITR replay to the end of the archive (server start to promoted)");
     for (label, command) in [

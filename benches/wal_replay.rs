@@ -16,7 +16,6 @@
 //! `BENCH_SHOW_LOG=1` prints each replay's restore lines from the server
 //! log, with their times: where a replay waits shows there.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -25,6 +24,10 @@ use drillbook::env::ArchivingEnvironment;
 use drillbook::pitr::{RecoveryTarget, recover_to};
 use drillbook::wal::{SPOOL_DIR, WalArchive, switch_and_wait_archived};
 use sqlx::{Connection, PgConnection};
+
+#[path = "support/local_archive.rs"]
+mod local_archive;
+use local_archive::copy_archive_locally;
 
 #[tokio::main]
 async fn main() {
@@ -65,18 +68,7 @@ async fn main() {
     let archive = WalArchive::new(env.store().clone());
     let names = archive.list(None).await.expect("list archive");
     let scratch = tempfile::tempdir().expect("temp dir");
-    let local = scratch.path().join("archive");
-    std::fs::create_dir(&local).expect("dir");
-    for name in &names {
-        archive
-            .fetch(name, &local.join(name))
-            .await
-            .expect("copy archive locally");
-        std::fs::set_permissions(local.join(name), std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    }
-    for dir in [scratch.path(), local.as_path()] {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
+    let local = copy_archive_locally(&archive, &names, scratch.path()).await;
     println!(
         "WAL archived: {} files; replay to the end of the archive, server start to promoted",
         names.len()

@@ -571,6 +571,21 @@ impl LogAxis {
     }
 }
 
+/// The horizontal gridlines of a time axis from `left` to `right`, each
+/// labelled on the left, at `y(tick)`.
+fn time_gridlines(svg: &mut String, axis: &LogAxis, y: impl Fn(f64) -> f64, left: f64, right: f64) {
+    for (tick, label) in axis.ticks(TIME_TICKS) {
+        let ty = y(*tick);
+        let _ = write!(
+            svg,
+            "<line x1=\"{left}\" y1=\"{ty:.1}\" x2=\"{right:.1}\" y2=\"{ty:.1}\" stroke=\"#eaeef2\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"end\" fill=\"#57606a\">{label}</text>",
+            left - 4.0,
+            ty + 3.0
+        );
+    }
+}
+
 /// `7.6 s`, `46 min`, `2.8 h`: a bar's label, short enough for its bar.
 fn compact_seconds(seconds: f64) -> String {
     if seconds < 60.0 {
@@ -624,17 +639,7 @@ fn chart(what: &str, series: &Series, months: &[Month]) -> String {
         "<text x=\"12\" y=\"34\" font-size=\"11\" fill=\"#57606a\">{}</text>",
         esc(&target_text)
     );
-    for (tick, label) in axis.ticks(TIME_TICKS) {
-        let ty = y(*tick);
-        let _ = write!(
-            svg,
-            "<line x1=\"{LEFT}\" y1=\"{ty:.1}\" x2=\"{:.1}\" y2=\"{ty:.1}\" stroke=\"#eaeef2\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"end\" fill=\"#57606a\">{label}</text>",
-            W - RIGHT,
-            LEFT - 4.0,
-            ty + 3.0
-        );
-    }
+    time_gridlines(&mut svg, &axis, y, LEFT, W - RIGHT);
     let base = TOP + plot_h;
     let _ = write!(
         svg,
@@ -823,17 +828,7 @@ fn size_chart(record: &HistoryRecord, p: &Projection) -> String {
         esc(&seconds_text(p.target)),
         esc(&reached)
     );
-    for (tick, label) in y_axis.ticks(TIME_TICKS) {
-        let ty = y(*tick);
-        let _ = write!(
-            svg,
-            "<line x1=\"{LEFT}\" y1=\"{ty:.1}\" x2=\"{:.1}\" y2=\"{ty:.1}\" stroke=\"#eaeef2\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"end\" fill=\"#57606a\">{label}</text>",
-            W - RIGHT,
-            LEFT - 4.0,
-            ty + 3.0
-        );
-    }
+    time_gridlines(&mut svg, &y_axis, y, LEFT, W - RIGHT);
     let base = TOP + plot_h;
     for (tick, label) in x_axis.ticks(SIZE_TICKS) {
         let tx = x(*tick);
