@@ -405,41 +405,12 @@ fn newest_backup_off_staging_is_refused_saying_how() {
 /// with its first backup) and scales each run by the dump it restored.
 #[tokio::test]
 async fn newest_backup_on_staging_projects_to_the_newest_dumps_size() {
-    use drillbook::store::{S3Config, Store};
     let dir = tempfile::tempdir().unwrap();
     may_with_throughput(dir.path()).await;
     let staging = crate::staging_rehearsal::EnvUp::start(dir.path());
     let config = dir.path().join("drill.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[database]\nadmin_url = \"{}\"\nsource = \"{}\"\n\n[s3]\nbucket = \"s3://{}\"\nendpoint = \"{}\"\n\
-             region = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-            staging.fact("admin_url"),
-            staging
-                .fact("database_url")
-                .parse::<drillbook::pg::ConnInfo>()
-                .unwrap()
-                .database,
-            staging.fact("bucket"),
-            staging.fact("s3_endpoint"),
-            staging.fact("region"),
-            staging.fact("access_key"),
-            staging.fact("secret_key"),
-        ),
-    )
-    .unwrap();
-    let store = Store::connect(S3Config {
-        endpoint: Some(staging.fact("s3_endpoint")),
-        region: staging.fact("region"),
-        bucket: staging.fact("bucket"),
-        prefix: String::new(),
-        credentials: Some((
-            staging.fact("access_key"),
-            drillbook::pg::Secret::new(staging.fact("secret_key")),
-        )),
-    })
-    .await;
+    std::fs::write(&config, staging.drill_toml()).unwrap();
+    let store = staging.store().await;
     let dump = store
         .list("daily/")
         .await

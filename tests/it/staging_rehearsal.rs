@@ -70,6 +70,37 @@ impl EnvUp {
             .unwrap_or_else(|| panic!("no {name} in env up's JSON"))
             .to_owned()
     }
+
+    /// A `drill.toml` pointing at this environment as staging.
+    pub(crate) fn drill_toml(&self) -> String {
+        let admin: ConnInfo = self.fact("admin_url").parse().unwrap();
+        let source: ConnInfo = self.fact("database_url").parse().unwrap();
+        format!(
+            "# staging rehearsal: env up posing as staging\n[database]\nadmin_url = \"{}\"\nsource = \"{}\"\n\n[s3]\nbucket = \"s3://{}\"\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            admin.url(),
+            source.database,
+            self.fact("bucket"),
+            self.fact("s3_endpoint"),
+            self.fact("region"),
+            self.fact("access_key"),
+            self.fact("secret_key"),
+        )
+    }
+
+    /// Its bucket, with its keys.
+    pub(crate) async fn store(&self) -> Store {
+        Store::connect(S3Config {
+            endpoint: Some(self.fact("s3_endpoint")),
+            region: self.fact("region"),
+            bucket: self.fact("bucket"),
+            prefix: String::new(),
+            credentials: Some((
+                self.fact("access_key"),
+                drillbook::pg::Secret::new(self.fact("secret_key")),
+            )),
+        })
+        .await
+    }
 }
 
 impl Drop for EnvUp {
@@ -149,31 +180,8 @@ async fn staging_rehearsal() {
     // The application keeps writing after the nightly backup: the loss.
     let late = write_activity(&source, 7).await.unwrap();
     let config = work.path().join("drill.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "# staging rehearsal: env up posing as staging\n[database]\nadmin_url = \"{}\"\nsource = \"{}\"\n\n[s3]\nbucket = \"s3://{}\"\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-            admin.url(),
-            source.database,
-            staging.fact("bucket"),
-            staging.fact("s3_endpoint"),
-            staging.fact("region"),
-            staging.fact("access_key"),
-            secret_key,
-        ),
-    )
-    .unwrap();
-    let store = Store::connect(S3Config {
-        endpoint: Some(staging.fact("s3_endpoint")),
-        region: staging.fact("region"),
-        bucket: staging.fact("bucket"),
-        prefix: String::new(),
-        credentials: Some((
-            staging.fact("access_key"),
-            drillbook::pg::Secret::new(secret_key.clone()),
-        )),
-    })
-    .await;
+    std::fs::write(&config, staging.drill_toml()).unwrap();
+    let store = staging.store().await;
     let keys = |objects: Vec<drillbook::store::ObjectInfo>| objects.into_iter().map(|o| o.key).collect::<Vec<_>>();
     let before = (
         databases(&admin).await,
