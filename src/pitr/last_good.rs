@@ -627,6 +627,11 @@ impl Search<'_> {
     ) -> Result<Option<String>> {
         let server = DataDirServer::open(self.bins, good)?;
         server.stop().await?;
+        // Durable before it becomes `pgdata`, so no kill leaves the
+        // operator's directory with fsync off: what the copy wrote without
+        // it is flushed, and the server writes with it from now on.
+        server.set_setting("fsync", None)?;
+        sync_filesystem_of(good)?;
         std::fs::rename(good, pgdata).map_err(|source| PitrError::Io {
             context: format!("move the last good recovery to {}", pgdata.display()),
             source,
@@ -636,10 +641,6 @@ impl Search<'_> {
             None => DataDirServer::free_port()?,
         };
         let server = DataDirServer::relocated(self.bins, pgdata, port)?;
-        // Durable from here on: what the copy wrote with fsync off is
-        // flushed before the server writes again.
-        server.set_setting("fsync", None)?;
-        sync_filesystem_of(pgdata)?;
         let target = match last_good {
             Some(commit) => RecoveryTarget::Xid(commit.xid),
             None => RecoveryTarget::Lsn(base.end_lsn.clone()),

@@ -123,6 +123,15 @@ async fn to_last_good_names_the_tampering_update_and_pauses_just_before_it() {
         .await
         .unwrap();
     assert!(in_recovery, "paused for inspection");
+    // The search's copies ran with fsync off; the one installed does not,
+    // and it fetches from the archive again, not from the search's WAL.
+    let settings: (String, String) =
+        sqlx::query_as("SELECT current_setting('fsync'), current_setting('restore_command')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(settings.0, "on", "{settings:?}");
+    assert!(settings.1.contains("wal-fetch"), "{settings:?}");
     conn.close().await.unwrap();
     let out = drillbook(env.store(), &["recover", "--pgdata", &pgdata, "--promote"]);
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
